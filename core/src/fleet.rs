@@ -1,0 +1,357 @@
+//! The fleet: IDCs with their area, carriers, capacity and runtimes, and how it is described in YAML.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::{MiB, MilliCpu, Resources};
+
+/// Opaque IDC identifier; customers see it on an instance but never choose it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IdcId(pub String);
+
+impl fmt::Display for IdcId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where an IDC stands: region > province > city, each a lowercase pinyin code unique across levels.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Area {
+    pub region: String,
+    pub province: String,
+    pub city: String,
+}
+
+impl Area {
+    pub fn new(region: &str, province: &str, city: &str) -> Self {
+        Area { region: region.into(), province: province.into(), city: city.into() }
+    }
+
+    /// True when `code` names this area at any level.
+    pub fn is_within(&self, code: &str) -> bool {
+        self.region == code || self.province == code || self.city == code
+    }
+}
+
+/// The ISPs an IDC is connected to; `bgp` is a multi-line IDC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Carrier {
+    Telecom,
+    Unicom,
+    Mobile,
+    Bgp,
+}
+
+impl Carrier {
+    pub const ALL: [Carrier; 4] = [Carrier::Telecom, Carrier::Unicom, Carrier::Mobile, Carrier::Bgp];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Carrier::Telecom => "telecom",
+            Carrier::Unicom => "unicom",
+            Carrier::Mobile => "mobile",
+            Carrier::Bgp => "bgp",
+        }
+    }
+}
+
+/// How an instance runs: a plain container, a rich container (Kata) or a KubeVirt VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    #[default]
+    Container,
+    Rich,
+    Vm,
+}
+
+impl Runtime {
+    pub const ALL: [Runtime; 3] = [Runtime::Container, Runtime::Rich, Runtime::Vm];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Runtime::Container => "container",
+            Runtime::Rich => "rich",
+            Runtime::Vm => "vm",
+        }
+    }
+
+    /// Rich containers and VMs are logged into by their owners, so they need ssh keys.
+    pub fn needs_ssh(&self) -> bool {
+        matches!(self, Runtime::Rich | Runtime::Vm)
+    }
+}
+
+/// Whether new work may land in an IDC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdcStatus {
+    #[default]
+    Active,
+    /// Keeps what runs there, takes nothing new: the IDC is being emptied for decommissioning.
+    Draining,
+    /// The link to its cluster is down; its instances keep running but nothing new goes there.
+    Disconnected,
+}
+
+/// Why a product word could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not a valid {kind}; expected one of: {expected}")]
+pub struct UnknownWord {
+    pub kind: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+macro_rules! from_str_by_name {
+    ($ty:ty, $kind:literal, $expected:literal, [$($variant:expr),+]) => {
+        impl FromStr for $ty {
+            type Err = UnknownWord;
+            fn from_str(s: &str) -> Result<Self, UnknownWord> {
+                [$($variant),+]
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| UnknownWord { kind: $kind, value: s.to_string(), expected: $expected })
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+from_str_by_name!(Carrier, "carrier", "telecom, unicom, mobile, bgp",
+    [Carrier::Telecom, Carrier::Unicom, Carrier::Mobile, Carrier::Bgp]);
+from_str_by_name!(Runtime, "runtime", "container, rich, vm", [Runtime::Container, Runtime::Rich, Runtime::Vm]);
+from_str_by_name!(IdcStatus, "IDC status", "active, draining, disconnected",
+    [IdcStatus::Active, IdcStatus::Draining, IdcStatus::Disconnected]);
+
+impl IdcStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            IdcStatus::Active => "active",
+            IdcStatus::Draining => "draining",
+            IdcStatus::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// One edge data centre: a Kubernetes cluster somewhere, with the capacity the platform may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idc {
+    pub id: IdcId,
+    /// Shown to operators only.
+    pub name: String,
+    pub area: Area,
+    /// Never empty: an IDC without a carrier serves nobody.
+    pub carriers: Vec<Carrier>,
+    /// What the platform may allocate in total, across all servers.
+    pub capacity: Resources,
+    /// Always contains `container`.
+    pub runtimes: Vec<Runtime>,
+    pub status: IdcStatus,
+    /// The kubeconfig context naming this IDC's cluster.
+    pub kube_context: Option<String>,
+}
+
+impl Idc {
+    pub fn supports(&self, runtime: Runtime) -> bool {
+        self.runtimes.contains(&runtime)
+    }
+
+    /// Checks the invariants a fleet file or an admin request must respect.
+    pub fn validate(&self) -> Result<(), FleetError> {
+        let bad = |why: &str| Err(FleetError::InvalidIdc { id: self.id.0.clone(), why: why.to_string() });
+        if self.id.0.is_empty() || !self.id.0.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return bad("id must be non-empty and made of letters, digits, `-` and `_`");
+        }
+        for code in [&self.area.region, &self.area.province, &self.area.city] {
+            if !is_area_code(code) {
+                return bad("area codes must be lowercase pinyin words joined by `-`");
+            }
+        }
+        if self.carriers.is_empty() {
+            return bad("an IDC needs at least one carrier");
+        }
+        if !self.runtimes.contains(&Runtime::Container) {
+            return bad("every IDC runs plain containers; `runtimes` must include `container`");
+        }
+        if self.capacity.cpu.0 == 0 || self.capacity.memory.0 == 0 {
+            return bad("capacity must have some CPU and memory");
+        }
+        Ok(())
+    }
+}
+
+/// True for lowercase ASCII words joined by single dashes, such as `south-china`.
+pub fn is_area_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.split('-').all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+}
+
+/// Why a fleet could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("fleet file is not valid YAML for a fleet")]
+    Parse(#[source] serde_yaml::Error),
+    #[error("IDC `{id}` is invalid: {why}")]
+    InvalidIdc { id: String, why: String },
+    #[error("IDC id `{0}` appears twice")]
+    DuplicateId(String),
+    #[error("area code `{code}` is used at two levels or under two parents")]
+    AmbiguousArea { code: String },
+    #[error("capacity `{value}` of IDC `{id}` is invalid: {source}")]
+    Quantity {
+        id: String,
+        value: String,
+        #[source]
+        source: crate::units::QuantityError,
+    },
+}
+
+/// The whole set of IDCs the planner may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fleet {
+    pub idcs: Vec<Idc>,
+}
+
+/// One IDC as written in a fleet file, with human quantity strings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdcFile {
+    id: String,
+    name: Option<String>,
+    region: String,
+    province: String,
+    city: String,
+    carriers: Vec<Carrier>,
+    cpu: String,
+    memory: String,
+    #[serde(default)]
+    gpu: u32,
+    #[serde(default)]
+    runtimes: Vec<Runtime>,
+    #[serde(default)]
+    status: IdcStatus,
+    kube_context: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetFile {
+    idcs: Vec<IdcFile>,
+}
+
+impl Fleet {
+    /// Reads a fleet file:
+    ///
+    /// ```yaml
+    /// idcs:
+    ///   - id: gd-sz-01
+    ///     region: south-china
+    ///     province: guangdong
+    ///     city: shenzhen
+    ///     carriers: [telecom]
+    ///     cpu: "640"
+    ///     memory: 2560Gi
+    ///     runtimes: [container, rich]
+    /// ```
+    pub fn from_yaml(text: &str) -> Result<Fleet, FleetError> {
+        let file: FleetFile = serde_yaml::from_str(text).map_err(FleetError::Parse)?;
+        let mut idcs = Vec::with_capacity(file.idcs.len());
+        for f in file.idcs {
+            let quantity = |value: &str, source| FleetError::Quantity { id: f.id.clone(), value: value.into(), source };
+            let cpu = MilliCpu::parse(&f.cpu).map_err(|e| quantity(&f.cpu, e))?;
+            let memory = MiB::parse(&f.memory).map_err(|e| quantity(&f.memory, e))?;
+            let mut runtimes = f.runtimes;
+            if !runtimes.contains(&Runtime::Container) {
+                runtimes.insert(0, Runtime::Container);
+            }
+            idcs.push(Idc {
+                name: f.name.unwrap_or_else(|| f.id.clone()),
+                id: IdcId(f.id),
+                area: Area { region: f.region, province: f.province, city: f.city },
+                carriers: f.carriers,
+                capacity: Resources::new(cpu, memory, f.gpu),
+                runtimes,
+                status: f.status,
+                kube_context: f.kube_context,
+            });
+        }
+        let fleet = Fleet { idcs };
+        fleet.validate()?;
+        Ok(fleet)
+    }
+
+    /// Checks every IDC and that ids are unique and area codes unambiguous.
+    pub fn validate(&self) -> Result<(), FleetError> {
+        let mut ids = BTreeSet::new();
+        for idc in &self.idcs {
+            idc.validate()?;
+            if !ids.insert(&idc.id) {
+                return Err(FleetError::DuplicateId(idc.id.0.clone()));
+            }
+        }
+        check_area_codes(self.idcs.iter().map(|i| &i.area))
+    }
+}
+
+/// Area codes are unique across levels, so `guangdong` can only ever mean one province.
+pub fn check_area_codes<'a>(areas: impl Iterator<Item = &'a Area>) -> Result<(), FleetError> {
+    use std::collections::BTreeMap;
+    // code -> (level, parent)
+    let mut seen: BTreeMap<&str, (u8, &str)> = BTreeMap::new();
+    for a in areas {
+        for (level, code, parent) in [(0, &a.region, ""), (1, &a.province, a.region.as_str()), (2, &a.city, a.province.as_str())] {
+            match seen.get(code.as_str()) {
+                Some(&(l, p)) if l != level || p != parent => {
+                    return Err(FleetError::AmbiguousArea { code: code.clone() });
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(code, (level, parent));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fleet_file_is_read_with_quantities_and_defaults() {
+        let fleet = Fleet::from_yaml(
+            "idcs:\n  - id: gd-sz-01\n    region: south-china\n    province: guangdong\n    city: shenzhen\n    carriers: [telecom, unicom]\n    cpu: \"640\"\n    memory: 2560Gi\n    runtimes: [rich]\n",
+        )
+        .unwrap();
+        let idc = &fleet.idcs[0];
+        assert_eq!(idc.capacity, Resources::new(MilliCpu(640_000), MiB(2560 * 1024), 0));
+        assert_eq!(idc.runtimes, vec![Runtime::Container, Runtime::Rich]);
+        assert_eq!(idc.status, IdcStatus::Active);
+        assert_eq!(idc.name, "gd-sz-01");
+    }
+
+    #[test]
+    fn a_fleet_file_with_mistakes_is_refused() {
+        let base = "idcs:\n  - id: a\n    region: south-china\n    province: guangdong\n    city: shenzhen\n    carriers: [telecom]\n    cpu: \"64\"\n    memory: 256Gi\n";
+        assert!(matches!(Fleet::from_yaml(&format!("{base}{}", &base[6..])), Err(FleetError::DuplicateId(_))));
+        assert!(matches!(Fleet::from_yaml(&base.replace("[telecom]", "[]")), Err(FleetError::InvalidIdc { .. })));
+        assert!(matches!(Fleet::from_yaml(&base.replace("256Gi", "lots")), Err(FleetError::Quantity { .. })));
+        assert!(matches!(Fleet::from_yaml(&base.replace("telecom", "cmcc")), Err(FleetError::Parse(_))));
+        let ambiguous = format!(
+            "{base}  - id: b\n    region: guangdong\n    province: x\n    city: y\n    carriers: [telecom]\n    cpu: \"64\"\n    memory: 256Gi\n"
+        );
+        assert!(matches!(Fleet::from_yaml(&ambiguous), Err(FleetError::AmbiguousArea { .. })));
+    }
+}

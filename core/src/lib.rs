@@ -1,0 +1,26 @@
+//! Domain types and pure logic of the edge container instance platform.
+//!
+//! - [`units`]: integer resource units and Kubernetes quantity strings.
+//! - [`ids`]: one newtype per kind of identifier.
+//! - [`fleet`]: IDCs, areas, carriers, runtimes; fleet files. [`builtin`]: the embedded default fleet.
+//! - [`ledger`]: total / reserved / allocated capacity per IDC.
+//! - [`placement`]: the planner that spreads or packs a request over the fleet.
+//! - [`lifecycle`]: instance, batch and reservation state machines.
+//!
+//! Architecture invariant: this crate does no I/O, no async, and knows nothing of HTTP, SQL or
+//! Kubernetes. Everything here is a plain function over plain data.
+
+pub mod builtin;
+pub mod fleet;
+pub mod ids;
+pub mod ledger;
+pub mod lifecycle;
+pub mod placement;
+pub mod units;
+
+pub use fleet::{Area, Carrier, Fleet, Idc, IdcId, IdcStatus, Runtime};
+pub use ids::{BatchId, InstanceId, KeyId, ReservationId, TenantId};
+pub use ledger::{Column, IdcLedger, Ledger, LedgerError};
+pub use lifecycle::{BatchState, IllegalTransition, InstanceState, ReservationState};
+pub use placement::{Placement, PlacementError, PlacementRequest, Plan, Strategy, plan};
+pub use units::{MiB, MilliCpu, QuantityError, Resources};
