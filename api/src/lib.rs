@@ -1,1 +1,101 @@
-//! placeholder
+//! The public HTTP API of the platform (axum).
+//!
+//! - [`router`] merges one router per resource: [`batches`], [`instances`], [`reservations`],
+//!   [`fleet`] (areas and capacity), [`admin`]; plus `/v1/openapi.json` and `/healthz`.
+//! - [`auth`]: API keys to tenants or admins, and per-tenant request rates.
+//! - [`wire`]: the JSON shapes and their validation; [`error`]: the one mapping of failures to HTTP.
+//! - [`expiry`]: the background pass that releases expired batches and reservations.
+//!
+//! Architecture invariant: only this crate knows HTTP and JSON wire shapes; it holds no state of
+//! its own beyond [`AppState`], so any number of replicas can serve the same database.
+
+pub mod admin;
+pub mod auth;
+pub mod batches;
+pub mod clock;
+pub mod error;
+pub mod expiry;
+pub mod extract;
+pub mod fleet;
+pub mod instances;
+pub mod openapi;
+pub mod reservations;
+pub mod wire;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use eci_store::Store;
+use eci_store::coordination::RateWindows;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+use crate::clock::Clock;
+use crate::error::{ApiError, Result};
+
+/// Tunables of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Requests per second a tenant without its own limit may make.
+    pub default_requests_per_second: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { default_requests_per_second: 100 }
+    }
+}
+
+/// Everything a handler needs, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub rate: RateWindows,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<ApiConfig>,
+}
+
+impl AppState {
+    pub fn new(store: Store, rate: RateWindows, clock: Arc<dyn Clock>, config: ApiConfig) -> Self {
+        AppState { store, rate, clock, config: Arc::new(config) }
+    }
+
+    /// Every region, province and city code of the fleet, for validating area selectors.
+    pub async fn known_areas(&self) -> Result<BTreeSet<String>> {
+        Ok(self
+            .store
+            .list_idcs()
+            .await?
+            .into_iter()
+            .flat_map(|(idc, _)| [idc.area.region, idc.area.province, idc.area.city])
+            .collect())
+    }
+}
+
+/// Page sizes: 100 by default, at most 1000.
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(_) => Err(ApiError::invalid("limit", "must be between 1 and 1000")),
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(batches::router())
+        .merge(instances::router())
+        .merge(reservations::router())
+        .merge(fleet::router())
+        .merge(admin::router())
+        .route("/v1/openapi.json", get(|| async { Json(openapi::ApiDoc::openapi()) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async {
+            ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -81,7 +81,11 @@ pub fn builtin_fleet() -> Fleet {
                 let gpu = if servers >= 40 && rng.below(4) == 0 { (servers / 10) as u32 * 8 } else { 0 };
                 let id = format!("idc-{city}-{n}");
                 idcs.push(Idc {
-                    name: format!("{} {} #{n}", city, carriers.iter().map(|c| c.as_str()).collect::<Vec<_>>().join("+")),
+                    name: format!(
+                        "{} {} #{n}",
+                        city,
+                        carriers.iter().map(|c| c.as_str()).collect::<Vec<_>>().join("+")
+                    ),
                     kube_context: Some(id.clone()),
                     id: IdcId(id),
                     area: Area::new(region, province, city),
@@ -124,6 +128,9 @@ mod tests {
             .filter(|i| i.area.province == "guangdong" && i.carriers.contains(&Carrier::Telecom))
             .map(|i| i.capacity.how_many(&Resources::new(MilliCpu(2000), MiB(4096), 0)))
             .sum::<u64>();
-        assert!(guangdong_telecom >= 1000, "the README walk-through needs 1000 slots, has {guangdong_telecom}");
+        assert!(
+            guangdong_telecom >= 1000,
+            "the README walk-through needs 1000 slots, has {guangdong_telecom}"
+        );
     }
 }

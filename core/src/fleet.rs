@@ -128,11 +128,24 @@ macro_rules! from_str_by_name {
     };
 }
 
-from_str_by_name!(Carrier, "carrier", "telecom, unicom, mobile, bgp",
-    [Carrier::Telecom, Carrier::Unicom, Carrier::Mobile, Carrier::Bgp]);
-from_str_by_name!(Runtime, "runtime", "container, rich, vm", [Runtime::Container, Runtime::Rich, Runtime::Vm]);
-from_str_by_name!(IdcStatus, "IDC status", "active, draining, disconnected",
-    [IdcStatus::Active, IdcStatus::Draining, IdcStatus::Disconnected]);
+from_str_by_name!(
+    Carrier,
+    "carrier",
+    "telecom, unicom, mobile, bgp",
+    [Carrier::Telecom, Carrier::Unicom, Carrier::Mobile, Carrier::Bgp]
+);
+from_str_by_name!(
+    Runtime,
+    "runtime",
+    "container, rich, vm",
+    [Runtime::Container, Runtime::Rich, Runtime::Vm]
+);
+from_str_by_name!(
+    IdcStatus,
+    "IDC status",
+    "active, draining, disconnected",
+    [IdcStatus::Active, IdcStatus::Draining, IdcStatus::Disconnected]
+);
 
 impl IdcStatus {
     pub fn as_str(&self) -> &'static str {
@@ -170,7 +183,9 @@ impl Idc {
     /// Checks the invariants a fleet file or an admin request must respect.
     pub fn validate(&self) -> Result<(), FleetError> {
         let bad = |why: &str| Err(FleetError::InvalidIdc { id: self.id.0.clone(), why: why.to_string() });
-        if self.id.0.is_empty() || !self.id.0.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if self.id.0.is_empty()
+            || !self.id.0.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return bad("id must be non-empty and made of letters, digits, `-` and `_`");
         }
         for code in [&self.area.region, &self.area.province, &self.area.city] {
@@ -194,7 +209,9 @@ impl Idc {
 /// True for lowercase ASCII words joined by single dashes, such as `south-china`.
 pub fn is_area_code(code: &str) -> bool {
     !code.is_empty()
-        && code.split('-').all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && code
+            .split('-')
+            .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
 }
 
 /// Why a fleet could not be loaded.
@@ -268,7 +285,8 @@ impl Fleet {
         let file: FleetFile = serde_yaml::from_str(text).map_err(FleetError::Parse)?;
         let mut idcs = Vec::with_capacity(file.idcs.len());
         for f in file.idcs {
-            let quantity = |value: &str, source| FleetError::Quantity { id: f.id.clone(), value: value.into(), source };
+            let quantity =
+                |value: &str, source| FleetError::Quantity { id: f.id.clone(), value: value.into(), source };
             let cpu = MilliCpu::parse(&f.cpu).map_err(|e| quantity(&f.cpu, e))?;
             let memory = MiB::parse(&f.memory).map_err(|e| quantity(&f.memory, e))?;
             let mut runtimes = f.runtimes;
@@ -310,7 +328,9 @@ pub fn check_area_codes<'a>(areas: impl Iterator<Item = &'a Area>) -> Result<(),
     // code -> (level, parent)
     let mut seen: BTreeMap<&str, (u8, &str)> = BTreeMap::new();
     for a in areas {
-        for (level, code, parent) in [(0, &a.region, ""), (1, &a.province, a.region.as_str()), (2, &a.city, a.province.as_str())] {
+        for (level, code, parent) in
+            [(0, &a.region, ""), (1, &a.province, a.region.as_str()), (2, &a.city, a.province.as_str())]
+        {
             match seen.get(code.as_str()) {
                 Some(&(l, p)) if l != level || p != parent => {
                     return Err(FleetError::AmbiguousArea { code: code.clone() });
@@ -345,8 +365,14 @@ mod tests {
     #[test]
     fn a_fleet_file_with_mistakes_is_refused() {
         let base = "idcs:\n  - id: a\n    region: south-china\n    province: guangdong\n    city: shenzhen\n    carriers: [telecom]\n    cpu: \"64\"\n    memory: 256Gi\n";
-        assert!(matches!(Fleet::from_yaml(&format!("{base}{}", &base[6..])), Err(FleetError::DuplicateId(_))));
-        assert!(matches!(Fleet::from_yaml(&base.replace("[telecom]", "[]")), Err(FleetError::InvalidIdc { .. })));
+        assert!(matches!(
+            Fleet::from_yaml(&format!("{base}{}", &base[6..])),
+            Err(FleetError::DuplicateId(_))
+        ));
+        assert!(matches!(
+            Fleet::from_yaml(&base.replace("[telecom]", "[]")),
+            Err(FleetError::InvalidIdc { .. })
+        ));
         assert!(matches!(Fleet::from_yaml(&base.replace("256Gi", "lots")), Err(FleetError::Quantity { .. })));
         assert!(matches!(Fleet::from_yaml(&base.replace("telecom", "cmcc")), Err(FleetError::Parse(_))));
         let ambiguous = format!(

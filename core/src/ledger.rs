@@ -108,3 +108,227 @@ impl Ledger {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::units::{MiB, MilliCpu};
+
+    fn res(cpu: u64, memory: u64, gpu: u32) -> Resources {
+        Resources::new(MilliCpu(cpu), MiB(memory), gpu)
+    }
+
+    fn id(i: usize) -> IdcId {
+        IdcId(format!("idc-{i}"))
+    }
+
+    fn used(line: &IdcLedger) -> Resources {
+        line.reserved + line.allocated
+    }
+
+    fn within(total: u64, pct: u64) -> u64 {
+        total * pct / 100
+    }
+
+    /// 1..12 lines, each with a total and reserved + allocated somewhere at or below it.
+    fn a_ledger() -> impl Strategy<Value = Ledger> {
+        prop::collection::vec(
+            (0u64..=640_000, 0u64..=2_621_440, 0u32..=16, prop::array::uniform6(0u64..=100)),
+            1..12,
+        )
+        .prop_map(|lines| Ledger {
+            idcs: lines
+                .into_iter()
+                .enumerate()
+                .map(|(i, (cpu, mem, gpu, [rc, ac, rm, am, rg, ag]))| {
+                    let total = res(cpu, mem, gpu);
+                    let reserved = res(within(cpu, rc), within(mem, rm), within(u64::from(gpu), rg) as u32);
+                    let left = total - reserved;
+                    let allocated = res(
+                        within(left.cpu.0, ac),
+                        within(left.memory.0, am),
+                        within(u64::from(left.gpu), ag) as u32,
+                    );
+                    (id(i), IdcLedger { total, reserved, allocated })
+                })
+                .collect(),
+        })
+    }
+
+    fn a_column() -> impl Strategy<Value = Column> {
+        prop_oneof![Just(Column::Reserved), Just(Column::Allocated)]
+    }
+
+    /// A ledger and 0..6 amounts against it: mostly within an IDC's free room (sometimes the
+    /// same IDC twice, sometimes an IDC that is not in the ledger), sometimes beyond it.
+    fn a_ledger_and_amounts() -> impl Strategy<Value = (Ledger, Vec<(IdcId, Resources)>)> {
+        a_ledger().prop_flat_map(|ledger| {
+            let n = ledger.idcs.len();
+            let amount = (prop_oneof![20 => 0..n, 1 => Just(n)], prop::array::uniform3(0u64..=60), 1u64..=4);
+            (Just(ledger), prop::collection::vec(amount, 0..6)).prop_map(|(ledger, draws)| {
+                let amounts = draws
+                    .into_iter()
+                    .map(|(i, [c, m, g], scale)| {
+                        // Up to 60% of the free room, times 1..4: two draws or one big one may not fit.
+                        let free = ledger.free(&id(i));
+                        let pick = |x: u64, pct: u64| within(x, pct) * scale;
+                        (
+                            id(i),
+                            res(
+                                pick(free.cpu.0, c),
+                                pick(free.memory.0, m),
+                                pick(u64::from(free.gpu), g) as u32,
+                            ),
+                        )
+                    })
+                    .collect();
+                (ledger, amounts)
+            })
+        })
+    }
+
+    /// Whether `amounts` fit, summed per IDC, into the ledger's free room: the rule `take` must follow.
+    fn fits(ledger: &Ledger, amounts: &[(IdcId, Resources)]) -> bool {
+        let mut per_idc: BTreeMap<&IdcId, Resources> = BTreeMap::new();
+        for (idc, amount) in amounts {
+            let sum = per_idc.entry(idc).or_default();
+            *sum = *sum + *amount;
+        }
+        per_idc.iter().all(|(idc, sum)| ledger.idcs.get(*idc).is_some_and(|line| line.free().covers(sum)))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn take_succeeds_exactly_when_every_idc_has_room((ledger, amounts) in a_ledger_and_amounts(), column in a_column()) {
+            let mut after = ledger.clone();
+            let result = after.take(column, &amounts);
+            prop_assert_eq!(result.is_ok(), fits(&ledger, &amounts), "{:?}", result);
+            if result.is_ok() {
+                for (idc, line) in &after.idcs {
+                    prop_assert!(line.total.covers(&used(line)), "{} over-committed: {:?}", idc, line);
+                    let other = match column {
+                        Column::Reserved => line.allocated == ledger.idcs[idc].allocated,
+                        Column::Allocated => line.reserved == ledger.idcs[idc].reserved,
+                    };
+                    prop_assert!(other, "{} changed the other column", idc);
+                }
+            }
+        }
+
+        #[test]
+        fn a_failing_take_leaves_the_ledger_unchanged((ledger, mut amounts) in a_ledger_and_amounts(), column in a_column(), at in any::<prop::sample::Index>()) {
+            // Whatever else is in the take, one line asking for more than an IDC's free room fails it.
+            let (idc, line) = ledger.idcs.iter().nth(at.index(ledger.idcs.len())).unwrap();
+            let too_much = line.free() + res(1, 0, 0);
+            amounts.insert(at.index(amounts.len() + 1), (idc.clone(), too_much));
+            let mut after = ledger.clone();
+            prop_assert!(after.take(column, &amounts).is_err());
+            prop_assert_eq!(after, ledger);
+        }
+
+        #[test]
+        fn taking_then_giving_back_restores_the_ledger((ledger, amounts) in a_ledger_and_amounts(), column in a_column()) {
+            let mut after = ledger.clone();
+            if after.take(column, &amounts).is_err() {
+                prop_assert_eq!(&after, &ledger);
+                return Ok(());
+            }
+            for (idc, amount) in amounts.iter().rev() {
+                prop_assert_eq!(after.give_back(column, idc, *amount), Ok(()));
+            }
+            prop_assert_eq!(after, ledger);
+        }
+
+        #[test]
+        fn giving_back_more_than_is_held_is_refused_and_changes_nothing(ledger in a_ledger(), column in a_column(), at in any::<prop::sample::Index>(), dim in 0usize..3) {
+            let (idc, line) = ledger.idcs.iter().nth(at.index(ledger.idcs.len())).unwrap();
+            let held = match column {
+                Column::Reserved => line.reserved,
+                Column::Allocated => line.allocated,
+            };
+            let extra = [res(1, 0, 0), res(0, 1, 0), res(0, 0, 1)][dim];
+            let mut after = ledger.clone();
+            prop_assert_eq!(after.give_back(column, idc, held + extra), Err(LedgerError::Underflow(idc.clone())));
+            prop_assert_eq!(after.give_back(column, &IdcId("nowhere".into()), Resources::ZERO), Err(LedgerError::UnknownIdc(IdcId("nowhere".into()))));
+            prop_assert_eq!(&after, &ledger);
+            prop_assert_eq!(after.give_back(column, idc, held), Ok(()));
+            let line = after.idcs[idc];
+            prop_assert_eq!(match column { Column::Reserved => line.reserved, Column::Allocated => line.allocated }, Resources::ZERO);
+        }
+
+        #[test]
+        fn drawing_on_a_reservation_keeps_reserved_plus_allocated_constant(ledger in a_ledger(), at in any::<prop::sample::Index>(), pct in prop::array::uniform3(0u64..=120)) {
+            let (idc, line) = ledger.idcs.iter().nth(at.index(ledger.idcs.len())).unwrap();
+            let r = line.reserved;
+            let amount = res(r.cpu.0 * pct[0] / 100, r.memory.0 * pct[1] / 100, (u64::from(r.gpu) * pct[2] / 100) as u32);
+            let mut after = ledger.clone();
+            let result = after.draw_reserved(idc, amount);
+            if r.covers(&amount) {
+                prop_assert_eq!(result, Ok(()));
+                prop_assert_eq!(used(&after.idcs[idc]), used(line));
+                prop_assert_eq!(after.idcs[idc].reserved, r - amount);
+                prop_assert_eq!(after.idcs[idc].allocated, line.allocated + amount);
+                prop_assert_eq!(after.free(idc), ledger.free(idc));
+            } else {
+                prop_assert_eq!(result, Err(LedgerError::Underflow(idc.clone())));
+                prop_assert_eq!(&after, &ledger);
+            }
+            for (other, line) in &after.idcs {
+                if other != idc {
+                    prop_assert_eq!(line, &ledger.idcs[other]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_take_over_several_idcs_is_all_or_nothing() {
+        let mut ledger = Ledger::default();
+        ledger.idcs.insert(id(1), IdcLedger::new(res(4000, 8192, 0)));
+        ledger.idcs.insert(id(2), IdcLedger::new(res(4000, 8192, 0)));
+        let before = ledger.clone();
+        let two = res(2000, 4096, 0);
+        assert_eq!(
+            ledger.take(Column::Allocated, &[(id(1), two), (id(2), two), (id(2), two), (id(2), two)]),
+            Err(LedgerError::OverCommit(id(2)))
+        );
+        assert_eq!(ledger, before);
+        assert_eq!(
+            ledger.take(Column::Allocated, &[(id(1), two), (id(3), two)]),
+            Err(LedgerError::UnknownIdc(id(3)))
+        );
+        assert_eq!(ledger, before);
+        ledger.take(Column::Reserved, &[(id(1), two), (id(2), two), (id(2), two)]).unwrap();
+        assert_eq!(ledger.free(&id(1)), two);
+        assert_eq!(ledger.free(&id(2)), Resources::ZERO);
+        assert_eq!(ledger.free(&id(3)), Resources::ZERO);
+    }
+
+    #[test]
+    fn a_shrunk_idc_shows_no_room_rather_than_underflowing() {
+        let line =
+            IdcLedger { total: res(1000, 1024, 0), reserved: res(0, 0, 0), allocated: res(2000, 512, 0) };
+        assert_eq!(line.free(), res(0, 512, 0));
+        let mut ledger = Ledger { idcs: [(id(1), line)].into() };
+        assert_eq!(
+            ledger.take(Column::Allocated, &[(id(1), res(1, 1, 0))]),
+            Err(LedgerError::OverCommit(id(1)))
+        );
+        assert_eq!(ledger.give_back(Column::Allocated, &id(1), res(2000, 512, 0)), Ok(()));
+        assert_eq!(ledger.free(&id(1)), res(1000, 1024, 0));
+    }
+
+    #[test]
+    fn a_fresh_ledger_has_the_whole_fleet_free() {
+        let fleet = crate::builtin::builtin_fleet();
+        let ledger = Ledger::for_fleet(&fleet);
+        assert_eq!(ledger.idcs.len(), fleet.idcs.len());
+        for idc in &fleet.idcs {
+            assert_eq!(ledger.free(&idc.id), idc.capacity);
+        }
+    }
+}

@@ -10,6 +10,7 @@
 //! Architecture invariant: this crate does no I/O, no async, and knows nothing of HTTP, SQL or
 //! Kubernetes. Everything here is a plain function over plain data.
 
+pub mod availability;
 pub mod builtin;
 pub mod fleet;
 pub mod ids;
@@ -24,3 +25,8 @@ pub use ledger::{Column, IdcLedger, Ledger, LedgerError};
 pub use lifecycle::{BatchState, IllegalTransition, InstanceState, ReservationState};
 pub use placement::{Placement, PlacementError, PlacementRequest, Plan, Strategy, plan};
 pub use units::{MiB, MilliCpu, QuantityError, Resources};
+pub mod records;
+pub use records::{
+    Batch, BatchRequest, Instance, PlacedArea, PlacementSpec, Quota, Reservation, ReservationRequest,
+    ReservationSlot, SshEndpoint, Tenant, Workload,
+};

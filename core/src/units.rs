@@ -133,7 +133,14 @@ fn split_quantity(s: &str) -> Result<(u128, u128, u32, &str), QuantityError> {
 }
 
 /// Scales `int.frac * multiplier / divisor` exactly, refusing a result that is not whole.
-fn scale(s: &str, int: u128, frac: u128, frac_digits: u32, num: u128, den: u128) -> Result<u64, QuantityError> {
+fn scale(
+    s: &str,
+    int: u128,
+    frac: u128,
+    frac_digits: u32,
+    num: u128,
+    den: u128,
+) -> Result<u64, QuantityError> {
     let pow = 10u128.pow(frac_digits);
     let too_large = || QuantityError::TooLarge(s.to_string());
     let total = int

@@ -1,1 +1,114 @@
-//! placeholder
+//! Persistence of the platform: one set of repository functions over SQLite (the embedded default)
+//! and PostgreSQL (production), through sqlx's `Any` driver.
+//!
+//! - [`Store`]: the connection pool, migrations, and the repository functions grouped by resource:
+//!   [`fleet`] (IDCs and their ledger lines), [`tenants`] (tenants, API keys, quotas), [`batches`],
+//!   [`instances`], [`reservations`].
+//! - [`coordination`]: request-rate windows, in-process by default and in Redis in production.
+//!
+//! Architecture invariant: only this crate knows SQL. Every write that touches the capacity ledger
+//! happens in one transaction with conditional updates (`... WHERE allocated + n <= total`), so two
+//! concurrent requests can never over-commit an IDC whatever the database's isolation level.
+//! Statements inside a transaction write before they read, which keeps SQLite's single writer from
+//! refusing a transaction that started as a reader.
+
+pub mod batches;
+pub mod coordination;
+mod error;
+pub mod fleet;
+pub mod instances;
+mod ledger;
+pub mod reservations;
+mod sql;
+pub mod tenants;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+pub use error::{Error, Result};
+
+/// Which database the store talks to; a few statements differ between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://path/to/file.db` or `postgres://user@host/db`.
+    pub url: String,
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before failing.
+    pub acquire_timeout: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreConfig { url: url.into(), max_connections: 16, acquire_timeout: Duration::from_secs(10) }
+    }
+
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+}
+
+/// The handle every other part of the platform uses to read and write its records. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects and brings the schema up to date.
+    #[tracing::instrument(skip_all, fields(backend))]
+    pub async fn connect(config: &StoreConfig) -> Result<Store> {
+        install_default_drivers();
+        let backend = if config.url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if config.url.starts_with("postgres:") || config.url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(Error::Connect(sqlx::Error::Configuration(
+                "database URL must start with sqlite: or postgres:".into(),
+            )));
+        };
+        tracing::Span::current().record("backend", tracing::field::debug(backend));
+        let mut options = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout);
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the one writer; the busy timeout makes writers
+                    // queue instead of failing when they meet.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&config.url).await.map_err(Error::Connect)?;
+        sqlx::migrate!("./migrations").run(&pool).await.map_err(Error::Migrate)?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection; waits for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,281 @@
+//! `/v1/admin/...`: tenants, their keys and quotas, and the fleet's IDCs. Admin keys only.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use eci_core::{Area, Carrier, Idc, IdcId, IdcStatus, KeyId, Runtime, TenantId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::{Admin, new_secret};
+use crate::error::{ApiError, Result};
+use crate::extract::Body;
+use crate::wire::{QuotaBody, SpecBody, TenantView};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/tenants", get(list_tenants).post(create_tenant))
+        .route("/v1/admin/tenants/{id}", get(get_tenant))
+        .route("/v1/admin/tenants/{id}/quota", put(set_quota))
+        .route("/v1/admin/tenants/{id}/keys", get(list_keys).post(create_key))
+        .route("/v1/admin/keys/{id}", axum::routing::delete(revoke_key))
+        .route("/v1/admin/idcs", get(list_idcs))
+        .route("/v1/admin/idcs/{id}", put(put_idc).get(get_idc))
+        .route("/v1/admin/idcs/{id}/drain", post(drain_idc))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantBody {
+    pub name: String,
+    #[serde(default)]
+    pub quota: QuotaBody,
+}
+
+#[utoipa::path(post, path = "/v1/admin/tenants", request_body = CreateTenantBody,
+    responses((status = 201, body = TenantView), (status = 409)))]
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Body(body): Body<CreateTenantBody>,
+) -> Result<(StatusCode, Json<TenantView>)> {
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 128 {
+        return Err(ApiError::invalid("name", "must be 1 to 128 characters"));
+    }
+    let tenant = state.store.create_tenant(name, body.quota.to_quota()?, state.clock.now()).await?;
+    Ok((StatusCode::CREATED, Json(TenantView::from(&tenant))))
+}
+
+#[utoipa::path(get, path = "/v1/admin/tenants", responses((status = 200, body = Vec<TenantView>)))]
+pub async fn list_tenants(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<TenantView>>> {
+    Ok(Json(state.store.list_tenants().await?.iter().map(TenantView::from).collect()))
+}
+
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}", responses((status = 200, body = TenantView), (status = 404)))]
+pub async fn get_tenant(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<TenantView>> {
+    Ok(Json(TenantView::from(&state.store.get_tenant(&TenantId(id)).await?)))
+}
+
+#[utoipa::path(put, path = "/v1/admin/tenants/{id}/quota", request_body = QuotaBody,
+    responses((status = 200, body = TenantView), (status = 404)))]
+pub async fn set_quota(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    Body(body): Body<QuotaBody>,
+) -> Result<Json<TenantView>> {
+    Ok(Json(TenantView::from(&state.store.set_quota(&TenantId(id), body.to_quota()?).await?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyBody {
+    /// What the key is for, shown in listings.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// An API key; `secret` is only ever shown in the answer that creates it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub tenant_id: Option<String>,
+    pub admin: bool,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl KeyView {
+    fn new(k: &eci_store::tenants::ApiKey, secret: Option<String>) -> Self {
+        KeyView {
+            id: k.id.0.clone(),
+            tenant_id: k.tenant_id.as_ref().map(|t| t.0.clone()),
+            admin: k.admin,
+            name: k.name.clone(),
+            secret,
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/keys", request_body = CreateKeyBody,
+    responses((status = 201, body = KeyView), (status = 404)))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    Body(body): Body<CreateKeyBody>,
+) -> Result<(StatusCode, Json<KeyView>)> {
+    let secret = new_secret();
+    let key =
+        state.store.create_key(Some(&TenantId(id)), false, &body.name, &secret, state.clock.now()).await?;
+    Ok((StatusCode::CREATED, Json(KeyView::new(&key, Some(secret)))))
+}
+
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}/keys", responses((status = 200, body = Vec<KeyView>)))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<KeyView>>> {
+    let tenant = TenantId(id);
+    state.store.get_tenant(&tenant).await?;
+    Ok(Json(state.store.list_keys(Some(&tenant)).await?.iter().map(|k| KeyView::new(k, None)).collect()))
+}
+
+#[utoipa::path(delete, path = "/v1/admin/keys/{id}", responses((status = 204), (status = 404)))]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    if admin.key_id.0 == id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "self_revocation",
+            "an admin key cannot revoke itself",
+        ));
+    }
+    state.store.revoke_key(&KeyId(id), state.clock.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An IDC as admins describe and see it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdcBody {
+    #[serde(default)]
+    pub name: String,
+    pub region: String,
+    pub province: String,
+    pub city: String,
+    pub carriers: Vec<String>,
+    pub capacity: SpecBody,
+    #[serde(default)]
+    pub runtimes: Vec<String>,
+    /// `active` (default), `draining` or `disconnected`.
+    pub status: Option<String>,
+    pub kube_context: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IdcView {
+    pub id: String,
+    #[serde(flatten)]
+    pub idc: IdcBody,
+    pub reserved: SpecBody,
+    pub allocated: SpecBody,
+    pub free: SpecBody,
+}
+
+fn idc_view(idc: &Idc, line: &eci_core::IdcLedger) -> IdcView {
+    IdcView {
+        id: idc.id.0.clone(),
+        idc: IdcBody {
+            name: idc.name.clone(),
+            region: idc.area.region.clone(),
+            province: idc.area.province.clone(),
+            city: idc.area.city.clone(),
+            carriers: idc.carriers.iter().map(|c| c.to_string()).collect(),
+            capacity: SpecBody::from_resources(&idc.capacity),
+            runtimes: idc.runtimes.iter().map(|r| r.to_string()).collect(),
+            status: Some(idc.status.to_string()),
+            kube_context: idc.kube_context.clone(),
+        },
+        reserved: SpecBody::from_resources(&line.reserved),
+        allocated: SpecBody::from_resources(&line.allocated),
+        free: SpecBody::from_resources(&line.free()),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/admin/idcs", responses((status = 200, body = Vec<IdcView>)))]
+pub async fn list_idcs(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<IdcView>>> {
+    Ok(Json(state.store.list_idcs().await?.iter().map(|(i, l)| idc_view(i, l)).collect()))
+}
+
+#[utoipa::path(get, path = "/v1/admin/idcs/{id}", responses((status = 200, body = IdcView), (status = 404)))]
+pub async fn get_idc(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<IdcView>> {
+    let (idc, line) = state.store.get_idc(&IdcId(id)).await?;
+    Ok(Json(idc_view(&idc, &line)))
+}
+
+/// Add an IDC or change one. Its area codes must not clash with the fleet's.
+#[utoipa::path(put, path = "/v1/admin/idcs/{id}", request_body = IdcBody,
+    responses((status = 200, body = IdcView), (status = 400)))]
+pub async fn put_idc(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    Body(body): Body<IdcBody>,
+) -> Result<Json<IdcView>> {
+    let mut runtimes = body
+        .runtimes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.parse::<Runtime>().map_err(|e| ApiError::invalid(&format!("runtimes[{i}]"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if !runtimes.contains(&Runtime::Container) {
+        runtimes.insert(0, Runtime::Container);
+    }
+    let idc = Idc {
+        id: IdcId(id.clone()),
+        name: if body.name.is_empty() { id.clone() } else { body.name.clone() },
+        area: Area::new(&body.region, &body.province, &body.city),
+        carriers: body
+            .carriers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                c.parse::<Carrier>().map_err(|e| ApiError::invalid(&format!("carriers[{i}]"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        capacity: body.capacity.to_resources("capacity")?,
+        runtimes,
+        status: body
+            .status
+            .as_deref()
+            .map(|s| s.parse::<IdcStatus>().map_err(|e| ApiError::invalid("status", e.to_string())))
+            .transpose()?
+            .unwrap_or_default(),
+        kube_context: body.kube_context.clone(),
+    };
+    idc.validate().map_err(|e| ApiError::invalid("idc", e.to_string()))?;
+    let mut fleet = state.store.snapshot().await?.0;
+    fleet.idcs.retain(|i| i.id != idc.id);
+    fleet.idcs.push(idc.clone());
+    eci_core::fleet::check_area_codes(fleet.idcs.iter().map(|i| &i.area))
+        .map_err(|e| ApiError::invalid("area", e.to_string()))?;
+    state.store.upsert_idc(&idc, state.clock.now()).await?;
+    let (idc, line) = state.store.get_idc(&idc.id).await?;
+    Ok(Json(idc_view(&idc, &line)))
+}
+
+/// Stop placing new instances in an IDC; what runs there keeps running.
+#[utoipa::path(post, path = "/v1/admin/idcs/{id}/drain", responses((status = 200, body = IdcView), (status = 404)))]
+pub async fn drain_idc(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<IdcView>> {
+    let id = IdcId(id);
+    state.store.set_idc_status(&id, IdcStatus::Draining, state.clock.now()).await?;
+    let (idc, line) = state.store.get_idc(&id).await?;
+    Ok(Json(idc_view(&idc, &line)))
+}

@@ -1,0 +1,97 @@
+//! Who is calling: API keys to tenants (or admins), and each tenant's request rate.
+
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use eci_core::{KeyId, Tenant};
+use eci_store::coordination::RateVerdict;
+
+use crate::AppState;
+use crate::error::{ApiError, Result};
+
+/// A tenant's request, authenticated and within its rate.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: Tenant,
+    pub key_id: KeyId,
+}
+
+/// An admin's request.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub key_id: KeyId,
+}
+
+fn bearer(parts: &Parts) -> Result<&str> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <api key>` header"))?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <api key>`"))
+}
+
+async fn principal(parts: &Parts, state: &AppState) -> Result<eci_store::tenants::Principal> {
+    let secret = bearer(parts)?;
+    state
+        .store
+        .authenticate(secret)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let principal = principal(parts, state).await?;
+        let Some(tenant) = principal.tenant else {
+            return Err(ApiError::forbidden("this endpoint acts for a tenant; use a tenant's API key"));
+        };
+        let limit = tenant.quota.requests_per_second.unwrap_or(state.config.default_requests_per_second);
+        let now_ms = u64::try_from(state.clock.now().timestamp_millis()).unwrap_or(0);
+        match state.rate.hit(&tenant.id.0, u64::from(limit), Duration::from_secs(1), now_ms).await {
+            Ok(RateVerdict::Allowed) => {}
+            Ok(RateVerdict::Limited { retry_after }) => {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("more than {limit} requests per second; slow down"),
+                )
+                .with_details(serde_json::json!({ "limit_per_second": limit }));
+                e.retry_after = Some(retry_after.as_secs().max(1));
+                return Err(e);
+            }
+            // A coordination outage must not take the API down with it: fail open, loudly.
+            Err(error) => tracing::warn!(error = ?error, "rate window unavailable; request let through"),
+        }
+        Ok(Caller { tenant, key_id: principal.key_id })
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let principal = principal(parts, state).await?;
+        if !principal.admin {
+            return Err(ApiError::forbidden("this endpoint needs an admin API key"));
+        }
+        Ok(Admin { key_id: principal.key_id })
+    }
+}
+
+/// A new API key secret: 32 random bytes, printable, with a prefix that makes a leaked key easy to
+/// find in logs and code.
+pub fn new_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    format!("eci_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}

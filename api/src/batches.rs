@@ -1,0 +1,146 @@
+//! `/v1/batches`: ask for many instances by area and carrier, look at them, release them.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use eci_core::{BatchId, BatchState};
+use eci_store::batches::BatchFilter;
+use eci_store::instances::InstanceFilter;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, Result};
+use crate::extract::{Body, Query};
+use crate::instances::{InstancePageQuery, instance_page};
+use crate::wire::{BatchView, CreateBatchBody, PageView};
+use crate::{AppState, page_limit};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/batches", get(list_batches).post(create_batch))
+        .route("/v1/batches/{id}", get(get_batch).delete(release_batch))
+        .route("/v1/batches/{id}/instances", get(list_batch_instances))
+}
+
+/// Longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Create a batch of instances. They are placed and their capacity allocated before the answer;
+/// the same `Idempotency-Key` with the same body returns the same batch.
+#[utoipa::path(post, path = "/v1/batches", request_body = CreateBatchBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 202, body = BatchView), (status = 400), (status = 409), (status = 422)))]
+#[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id))]
+pub async fn create_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(body): Body<CreateBatchBody>,
+) -> Result<impl IntoResponse> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k =
+                v.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
+            Some(k.ok_or_else(|| {
+                ApiError::invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters")
+            })?)
+        }
+    };
+    let areas = state.known_areas().await?;
+    let request = body.validate(|a| areas.contains(a))?;
+    let created = state.store.create_batch(&caller.tenant.id, &request, key, state.clock.now()).await?;
+    tracing::info!(batch.id = %created.batch.id, count = created.batch.count, replayed = created.replayed, "batch created");
+    let mut headers = HeaderMap::new();
+    if created.replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok((StatusCode::ACCEPTED, headers, Json(BatchView::from(&created.batch))))
+}
+
+/// Filters and paging for listing batches.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BatchListQuery {
+    /// `active`, `released` or `expired`.
+    pub state: Option<String>,
+    /// `key=value`.
+    pub label: Option<String>,
+    pub cursor: Option<String>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/batches", params(BatchListQuery), responses((status = 200, body = PageView<BatchView>)))]
+pub async fn list_batches(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<BatchListQuery>,
+) -> Result<Json<PageView<BatchView>>> {
+    let filter = BatchFilter {
+        state: q
+            .state
+            .as_deref()
+            .map(|s| s.parse::<BatchState>().map_err(|e| ApiError::invalid("state", e.to_string())))
+            .transpose()?,
+        label: q
+            .label
+            .as_deref()
+            .map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| ApiError::invalid("label", "must be `key=value`"))
+            })
+            .transpose()?,
+    };
+    let page = state
+        .store
+        .list_batches(&caller.tenant.id, &filter, q.cursor.as_deref(), page_limit(q.limit)?)
+        .await?;
+    Ok(Json(PageView {
+        items: page.items.iter().map(BatchView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/batches/{id}", responses((status = 200, body = BatchView), (status = 404)))]
+pub async fn get_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<BatchView>> {
+    let batch = state.store.get_batch(&caller.tenant.id, &BatchId(id)).await?;
+    Ok(Json(BatchView::from(&batch)))
+}
+
+/// Release a batch: every instance in it ends and its capacity goes back.
+#[utoipa::path(delete, path = "/v1/batches/{id}", responses((status = 200, body = BatchView), (status = 404)))]
+#[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id, batch.id = %id))]
+pub async fn release_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<BatchView>> {
+    let batch = state
+        .store
+        .release_batch(&caller.tenant.id, &BatchId(id), BatchState::Released, state.clock.now())
+        .await?;
+    Ok(Json(BatchView::from(&batch)))
+}
+
+#[utoipa::path(get, path = "/v1/batches/{id}/instances", params(InstancePageQuery),
+    responses((status = 200, body = PageView<crate::wire::InstanceView>), (status = 404)))]
+pub async fn list_batch_instances(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<InstancePageQuery>,
+) -> Result<Json<PageView<crate::wire::InstanceView>>> {
+    let id = BatchId(id);
+    state.store.get_batch(&caller.tenant.id, &id).await?;
+    let filter = InstanceFilter { batch_id: Some(id), ..Default::default() };
+    instance_page(&state, &caller, filter, q).await
+}

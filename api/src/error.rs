@@ -1,0 +1,131 @@
+//! The one place where failures become HTTP answers:
+//! `{"error": {"code": "...", "message": "...", "details": {...}}}`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use eci_core::PlacementError;
+use serde_json::{Value, json};
+
+/// An API failure with its HTTP status, machine-readable code and human message.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Value,
+    /// Seconds until a rate-limited caller may try again.
+    pub retry_after: Option<u64>,
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), details: json!({}), retry_after: None }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// A 400 that names the offending field and why it was refused.
+    pub fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("{field}: {reason}"))
+            .with_details(json!({ "field": field, "reason": reason }))
+    }
+
+    pub fn unauthorized(message: &str) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: &str) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(what: &str, id: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} `{id}` not found"))
+            .with_details(json!({ "resource": what, "id": id }))
+    }
+
+    fn internal() -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the cause has been logged",
+        )
+    }
+}
+
+impl From<PlacementError> for ApiError {
+    fn from(e: PlacementError) -> Self {
+        let message = e.to_string();
+        match e {
+            PlacementError::NoMatchingIdc => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_matching_idc", message)
+                    .with_details(json!({ "placeable": 0 }))
+            }
+            PlacementError::InsufficientCapacity { requested, placeable } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "insufficient_capacity", message)
+                    .with_details(json!({ "requested": requested, "placeable": placeable }))
+            }
+            PlacementError::QuotaExceeded { requested, placeable } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "quota_exceeded", message)
+                    .with_details(json!({ "requested": requested, "placeable": placeable }))
+            }
+        }
+    }
+}
+
+impl From<eci_store::Error> for ApiError {
+    fn from(e: eci_store::Error) -> Self {
+        use eci_store::Error as S;
+        match e {
+            S::NotFound { what, id } => ApiError::not_found(what, &id),
+            S::Conflict { what, constraint } => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{what} conflicts with an existing one"),
+            )
+            .with_details(json!({ "constraint": constraint })),
+            S::IdempotencyMismatch(key) => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                format!("idempotency key `{key}` was already used with a different request"),
+            )
+            .with_details(json!({ "idempotency_key": key })),
+            S::Placement(p) => p.into(),
+            S::ReservationMismatch(why) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "reservation_mismatch", why)
+            }
+            S::IllegalTransition(t) => ApiError::new(StatusCode::CONFLICT, "illegal_state", t.to_string()),
+            S::Contention => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "contention",
+                "capacity kept changing under concurrent requests; retry",
+            ),
+            other => {
+                tracing::error!(error = ?other, "store failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(code = self.code, status = self.status.as_u16(), "request failed");
+        }
+        let body =
+            json!({ "error": { "code": self.code, "message": self.message, "details": self.details } });
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,31 @@
+//! Releases batches whose TTL ran out and ends reservations past their end time.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::AppState;
+
+/// One pass: expire everything due at the clock's now. Returns how many batches and reservations ended.
+pub async fn expire_due(state: &AppState) -> eci_store::Result<(usize, usize)> {
+    let now = state.clock.now();
+    let batches = state.store.expire_batches(now).await?;
+    let reservations = state.store.expire_reservations(now).await?;
+    Ok((batches.len(), reservations.len()))
+}
+
+/// Runs [`expire_due`] every `every` until `shutdown` turns true.
+pub async fn run(state: AppState, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(error) = expire_due(&state).await {
+                    tracing::warn!(error = ?error, "expiry pass failed; will retry");
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+}

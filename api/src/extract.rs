@@ -1,0 +1,42 @@
+//! Body and query extractors whose rejections speak the API's error format.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON body; a malformed one is a 400 `invalid_request` that says what is wrong.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v)),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::invalid("body", e.body_text())),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::invalid("body", e.body_text())),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::invalid(
+                "content-type",
+                "the body must be JSON with `Content-Type: application/json`",
+            )),
+            Err(e) => Err(ApiError::invalid("body", e.body_text())),
+        }
+    }
+}
+
+/// Query parameters; unknown or malformed ones are a 400.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e: QueryRejection| ApiError::invalid("query", e.body_text()))
+    }
+}

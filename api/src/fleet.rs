@@ -1,0 +1,192 @@
+//! `/v1/areas` and `/v1/capacity`: what the fleet offers, by area and carrier, never by IDC.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use eci_core::availability::availability;
+use eci_core::{Carrier, IdcStatus, PlacementRequest, Runtime};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, Result};
+use crate::extract::Query;
+use crate::wire::SpecBody;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/areas", get(areas)).route("/v1/capacity", get(capacity))
+}
+
+/// A city, with the carriers present there.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CityView {
+    pub code: String,
+    pub carriers: Vec<String>,
+    /// IDCs that take new instances.
+    pub idcs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProvinceView {
+    pub code: String,
+    pub carriers: Vec<String>,
+    pub idcs: u64,
+    pub cities: Vec<CityView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegionView {
+    pub code: String,
+    pub carriers: Vec<String>,
+    pub idcs: u64,
+    pub provinces: Vec<ProvinceView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AreasView {
+    pub regions: Vec<RegionView>,
+}
+
+/// Carriers and IDC count under one area, and its children.
+#[derive(Default)]
+struct Acc {
+    carriers: BTreeSet<Carrier>,
+    idcs: u64,
+    children: BTreeMap<String, Acc>,
+}
+
+impl Acc {
+    fn carriers(&self) -> Vec<String> {
+        self.carriers.iter().map(|c| c.to_string()).collect()
+    }
+}
+
+/// The area tree: regions > provinces > cities, each with the carriers present.
+#[utoipa::path(get, path = "/v1/areas", responses((status = 200, body = AreasView)))]
+pub async fn areas(State(state): State<AppState>, _caller: Caller) -> Result<Json<AreasView>> {
+    let mut root = Acc::default();
+    for (idc, _) in state.store.list_idcs().await? {
+        let active = u64::from(idc.status == IdcStatus::Active);
+        let mut node = &mut root;
+        for code in [&idc.area.region, &idc.area.province, &idc.area.city] {
+            node = node.children.entry(code.clone()).or_default();
+            node.carriers.extend(idc.carriers.iter().copied());
+            node.idcs += active;
+        }
+    }
+    let regions = root
+        .children
+        .into_iter()
+        .map(|(code, r)| RegionView {
+            carriers: r.carriers(),
+            idcs: r.idcs,
+            provinces: r
+                .children
+                .into_iter()
+                .map(|(code, p)| ProvinceView {
+                    carriers: p.carriers(),
+                    idcs: p.idcs,
+                    cities: p
+                        .children
+                        .into_iter()
+                        .map(|(code, c)| CityView { carriers: c.carriers(), idcs: c.idcs, code })
+                        .collect(),
+                    code,
+                })
+                .collect(),
+            code,
+        })
+        .collect();
+    Ok(Json(AreasView { regions }))
+}
+
+/// The size of instance to count, and where.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityQuery {
+    /// vCPU per instance, e.g. `2`.
+    pub cpu: String,
+    /// Memory per instance, e.g. `4Gi`.
+    pub memory: String,
+    pub gpu: Option<u32>,
+    /// A region, province or city code; absent = anywhere.
+    pub area: Option<String>,
+    pub carrier: Option<String>,
+    /// `container` (default), `rich` or `vm`.
+    pub runtime: Option<String>,
+}
+
+/// Instances available in one city on one carrier.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LocationCapacity {
+    pub region: String,
+    pub province: String,
+    pub city: String,
+    pub carrier: String,
+    pub available: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CapacityView {
+    pub spec: SpecBody,
+    pub runtime: String,
+    /// How many instances of the spec a batch could get right now.
+    pub total: u64,
+    pub locations: Vec<LocationCapacity>,
+}
+
+/// How many instances of a size can be had right now, in total and per city and carrier.
+#[utoipa::path(get, path = "/v1/capacity", params(CapacityQuery), responses((status = 200, body = CapacityView), (status = 400)))]
+pub async fn capacity(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(q): Query<CapacityQuery>,
+) -> Result<Json<CapacityView>> {
+    let spec = SpecBody { cpu: q.cpu, memory: q.memory, gpu: q.gpu.unwrap_or(0) };
+    let resources = spec.to_resources("spec")?;
+    let runtime = match q.runtime.as_deref() {
+        None => Runtime::Container,
+        Some(r) => r
+            .parse()
+            .map_err(|e: eci_core::fleet::UnknownWord| ApiError::invalid("runtime", e.to_string()))?,
+    };
+    let mut request = PlacementRequest::new(0, resources);
+    request.runtime = runtime;
+    if let Some(c) = q.carrier.as_deref() {
+        request.carriers = vec![
+            c.parse()
+                .map_err(|e: eci_core::fleet::UnknownWord| ApiError::invalid("carrier", e.to_string()))?,
+        ];
+    }
+    let (fleet, ledger) = state.store.snapshot().await?;
+    if let Some(area) = q.area {
+        if area != "*" && !fleet.idcs.iter().any(|i| i.area.is_within(&area)) {
+            return Err(ApiError::invalid(
+                "area",
+                format!("`{area}` is not a region, province or city of the fleet"),
+            ));
+        }
+        request.areas = vec![area];
+    }
+    let mut locations: Vec<LocationCapacity> = availability(&fleet, &ledger, &request)
+        .into_iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(area, carrier, available)| LocationCapacity {
+            region: area.region,
+            province: area.province,
+            city: area.city,
+            carrier: carrier.to_string(),
+            available,
+        })
+        .collect();
+    locations.sort_by(|a, b| b.available.cmp(&a.available).then_with(|| a.city.cmp(&b.city)));
+    Ok(Json(CapacityView {
+        spec: SpecBody::from_resources(&resources),
+        runtime: runtime.to_string(),
+        total: locations.iter().map(|l| l.available).sum(),
+        locations,
+    }))
+}

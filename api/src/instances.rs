@@ -1,0 +1,110 @@
+//! `/v1/instances`: every instance of the tenant, wherever it runs.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use eci_core::{BatchId, Carrier, InstanceId, InstanceState};
+use eci_store::instances::InstanceFilter;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, Result};
+use crate::extract::Query;
+use crate::wire::{InstanceView, PageView};
+use crate::{AppState, page_limit};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/instances", get(list_instances))
+        .route("/v1/instances/{id}", get(get_instance).delete(release_instance))
+}
+
+/// Filters and paging for listing instances.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceListQuery {
+    pub batch_id: Option<String>,
+    pub state: Option<String>,
+    /// A region, province or city code.
+    pub area: Option<String>,
+    pub carrier: Option<String>,
+    pub cursor: Option<String>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+/// Filters and paging for one batch's instances.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InstancePageQuery {
+    pub state: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+fn parse_state(state: Option<&str>) -> Result<Option<InstanceState>> {
+    state
+        .map(|s| s.parse::<InstanceState>().map_err(|e| ApiError::invalid("state", e.to_string())))
+        .transpose()
+}
+
+pub(crate) async fn instance_page(
+    state: &AppState,
+    caller: &Caller,
+    mut filter: InstanceFilter,
+    q: InstancePageQuery,
+) -> Result<Json<PageView<InstanceView>>> {
+    filter.state = parse_state(q.state.as_deref())?;
+    let page = state
+        .store
+        .list_instances(&caller.tenant.id, &filter, q.cursor.as_deref(), page_limit(q.limit)?)
+        .await?;
+    Ok(Json(PageView {
+        items: page.items.iter().map(InstanceView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/instances", params(InstanceListQuery), responses((status = 200, body = PageView<InstanceView>)))]
+pub async fn list_instances(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<InstanceListQuery>,
+) -> Result<Json<PageView<InstanceView>>> {
+    let filter = InstanceFilter {
+        batch_id: q.batch_id.map(BatchId),
+        state: None,
+        area: q.area,
+        carrier: q
+            .carrier
+            .as_deref()
+            .map(|c| c.parse::<Carrier>().map_err(|e| ApiError::invalid("carrier", e.to_string())))
+            .transpose()?,
+    };
+    let page = InstancePageQuery { state: q.state, cursor: q.cursor, limit: q.limit };
+    instance_page(&state, &caller, filter, page).await
+}
+
+#[utoipa::path(get, path = "/v1/instances/{id}", responses((status = 200, body = InstanceView), (status = 404)))]
+pub async fn get_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<InstanceView>> {
+    let instance = state.store.get_instance(&caller.tenant.id, &InstanceId(id)).await?;
+    Ok(Json(InstanceView::from(&instance)))
+}
+
+/// Release one instance; its capacity goes back at once.
+#[utoipa::path(delete, path = "/v1/instances/{id}", responses((status = 200, body = InstanceView), (status = 404)))]
+#[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id, instance.id = %id))]
+pub async fn release_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<InstanceView>> {
+    let instance =
+        state.store.release_instance(&caller.tenant.id, &InstanceId(id), state.clock.now()).await?;
+    Ok(Json(InstanceView::from(&instance)))
+}

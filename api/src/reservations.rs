@@ -1,0 +1,90 @@
+//! `/v1/reservations`: capacity held for the tenant ahead of its batches.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use eci_core::{ReservationId, ReservationState};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::auth::Caller;
+use crate::error::Result;
+use crate::extract::{Body, Query};
+use crate::wire::{CreateReservationBody, PageView, ReservationView};
+use crate::{AppState, page_limit};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/reservations", get(list_reservations).post(create_reservation))
+        .route("/v1/reservations/{id}", get(get_reservation).delete(release_reservation))
+}
+
+/// Reserve capacity: it counts as used for every other tenant until it ends or is deleted.
+#[utoipa::path(post, path = "/v1/reservations", request_body = CreateReservationBody,
+    responses((status = 201, body = ReservationView), (status = 400), (status = 422)))]
+#[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id))]
+pub async fn create_reservation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<CreateReservationBody>,
+) -> Result<(StatusCode, Json<ReservationView>)> {
+    let areas = state.known_areas().await?;
+    let now = state.clock.now();
+    let request = body.validate(|a| areas.contains(a), now)?;
+    let reservation = state.store.create_reservation(&caller.tenant.id, &request, now).await?;
+    tracing::info!(reservation.id = %reservation.id, count = request.count, "reservation created");
+    Ok((StatusCode::CREATED, Json(ReservationView::from(&reservation))))
+}
+
+/// Paging for listing reservations.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationListQuery {
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/reservations", params(ReservationListQuery),
+    responses((status = 200, body = PageView<ReservationView>)))]
+pub async fn list_reservations(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ReservationListQuery>,
+) -> Result<Json<PageView<ReservationView>>> {
+    let page =
+        state.store.list_reservations(&caller.tenant.id, q.cursor.as_deref(), page_limit(q.limit)?).await?;
+    Ok(Json(PageView {
+        items: page.items.iter().map(ReservationView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/reservations/{id}", responses((status = 200, body = ReservationView), (status = 404)))]
+pub async fn get_reservation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ReservationView>> {
+    let reservation = state.store.get_reservation(&caller.tenant.id, &ReservationId(id)).await?;
+    Ok(Json(ReservationView::from(&reservation)))
+}
+
+/// End a reservation; what it holds unused goes back to the pool at once.
+#[utoipa::path(delete, path = "/v1/reservations/{id}", responses((status = 200, body = ReservationView), (status = 404)))]
+pub async fn release_reservation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ReservationView>> {
+    let reservation = state
+        .store
+        .release_reservation(
+            &caller.tenant.id,
+            &ReservationId(id),
+            ReservationState::Released,
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(ReservationView::from(&reservation)))
+}

@@ -1,0 +1,45 @@
+//! How many instances of a size can be had right now, by city and carrier.
+
+use std::collections::BTreeMap;
+
+use crate::fleet::{Area, Carrier, Fleet};
+use crate::ledger::Ledger;
+use crate::placement::PlacementRequest;
+
+/// Free room for `request.spec` in every matching IDC, summed by (area, carrier) and sorted by area.
+/// `request.count` is ignored; `max_per_idc` caps each IDC as it would in a batch.
+pub fn availability(fleet: &Fleet, ledger: &Ledger, request: &PlacementRequest) -> Vec<(Area, Carrier, u64)> {
+    let mut sums: BTreeMap<(&Area, Carrier), u64> = BTreeMap::new();
+    for idc in fleet.idcs.iter().filter(|i| request.matches(i)) {
+        let Some(carrier) = request.carrier_in(idc) else { continue };
+        let mut n = ledger.free(&idc.id).how_many(&request.spec);
+        if let Some(max) = request.max_per_idc {
+            n = n.min(max);
+        }
+        *sums.entry((&idc.area, carrier)).or_default() += n;
+    }
+    sums.into_iter().map(|((area, carrier), n)| (area.clone(), carrier, n)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builtin::builtin_fleet;
+    use crate::placement::plan;
+    use crate::units::{MiB, MilliCpu, Resources};
+
+    #[test]
+    fn what_availability_promises_a_batch_can_have() {
+        let fleet = builtin_fleet();
+        let ledger = Ledger::for_fleet(&fleet);
+        let mut request = PlacementRequest::new(0, Resources::new(MilliCpu(2000), MiB(4096), 0));
+        request.areas = vec!["guangdong".into()];
+        request.carriers = vec![Carrier::Telecom];
+        let total: u64 = availability(&fleet, &ledger, &request).iter().map(|(_, _, n)| n).sum();
+        assert!(total > 0);
+        request.count = total;
+        assert_eq!(plan(&fleet, &ledger, &request).unwrap().placed(), total);
+        request.count = total + 1;
+        assert!(plan(&fleet, &ledger, &request).is_err());
+    }
+}

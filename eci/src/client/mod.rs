@@ -1,0 +1,106 @@
+//! The command-line client of the ECI API: `eci batch …`, `eci instance …`, `eci capacity`,
+//! `eci areas`.
+//!
+//! Layout: [`http`] is the only place that talks to the server (URLs, bearer token, timeouts,
+//! turning failures into one readable line); one file per resource turns arguments into a request
+//! and the answer into text; [`render`] holds the table and formatting helpers and [`parse`] the
+//! argument parsers that several commands share. Every command returns the text to print, so that
+//! output happens in one place and rendering stays testable without a server.
+
+mod areas;
+mod batch;
+mod capacity;
+mod http;
+mod instance;
+mod parse;
+mod render;
+
+use std::io::Write;
+
+pub use batch::BatchCommand;
+pub use capacity::CapacityArgs;
+pub use instance::InstanceCommand;
+
+/// Help section of the options every client subcommand takes, kept apart from the command's own.
+const HEADING: &str = "Client options";
+
+/// Where the API is, who we are, and how to print: shared by every client subcommand and
+/// `global` so they may be written before or after it (`eci -o json batch list`,
+/// `eci batch list -o json`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// Base URL of the ECI API server.
+    #[arg(
+        long,
+        env = "ECI_ENDPOINT",
+        default_value = "http://127.0.0.1:7070",
+        global = true,
+        help_heading = HEADING
+    )]
+    pub endpoint: String,
+
+    /// API token, sent as `Authorization: Bearer <token>`.
+    #[arg(long, env = "ECI_TOKEN", hide_env_values = true, global = true, help_heading = HEADING)]
+    pub token: Option<String>,
+
+    /// Output format: readable tables, or the API's JSON (pretty-printed).
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table, global = true, help_heading = HEADING)]
+    pub output: OutputFormat,
+}
+
+/// How results are printed: tables for people, JSON for scripts (`-o json | jq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// The client subcommands, one per API resource; main flattens them into its own subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Create, list, inspect and release batches of instances.
+    #[command(subcommand)]
+    Batch(BatchCommand),
+    /// List, inspect and release single instances.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// How many instances of a given size fit now, by location.
+    Capacity(CapacityArgs),
+    /// The areas (region > province > city) and carriers instances can be placed in.
+    Areas,
+}
+
+/// Runs one client subcommand against the API and prints its result to stdout.
+///
+/// On failure returns an error whose `Display` is a single line meant to be printed as
+/// `error: {err}` (for example `insufficient_capacity: only 812 of 1000 instances fit (HTTP 422)`);
+/// nothing is printed here in that case.
+pub async fn run(args: ClientArgs, cmd: ClientCommand) -> anyhow::Result<()> {
+    let api = http::Api::new(&args.endpoint, args.token.as_deref())?;
+    let output = args.output;
+    let text = match cmd {
+        ClientCommand::Batch(cmd) => batch::run(&api, cmd, output).await?,
+        ClientCommand::Instance(cmd) => instance::run(&api, cmd, output).await?,
+        ClientCommand::Capacity(cmd) => capacity::run(&api, cmd, output).await?,
+        ClientCommand::Areas => areas::run(&api, output).await?,
+    };
+    print_stdout(&text)
+}
+
+/// Writes `text` and a newline to stdout; a closed pipe (`eci batch list | head -1`) is not an
+/// error worth reporting.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("cannot write output: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Prints a side note for people (more pages, partial placement) on stderr, keeping stdout to
+/// the result itself.
+fn note(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}

@@ -1,0 +1,185 @@
+//! Running the control plane: `eci up` (embedded default) and `eci serve` (production).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use eci_api::clock::{Clock, SystemClock};
+use eci_api::{ApiConfig, AppState};
+use eci_core::{Fleet, Quota};
+use eci_store::coordination::RateWindows;
+use eci_store::{Store, StoreConfig};
+use tokio::sync::watch;
+
+/// `eci up`: everything in one process, no services needed.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Where the SQLite database and the credentials file live.
+    #[arg(long, env = "ECI_DATA_DIR", default_value = ".eci")]
+    pub data_dir: PathBuf,
+    /// Address the API listens on.
+    #[arg(long, env = "ECI_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// A fleet file to use instead of the built-in fleet.
+    #[arg(long, env = "ECI_FLEET")]
+    pub fleet: Option<PathBuf>,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// `eci serve`: the production control plane against PostgreSQL (and Redis).
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// `postgres://user@host/db` (or `sqlite://file?mode=rwc`).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Shares request-rate windows between replicas; in-process when absent.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    #[arg(long, env = "ECI_LISTEN", default_value = "0.0.0.0:7070")]
+    pub listen: SocketAddr,
+    /// Fleet file loaded into the store at start (IDCs added or updated, none removed).
+    #[arg(long, env = "ECI_FLEET")]
+    pub fleet: Option<PathBuf>,
+    /// An admin API key to make sure exists, for bootstrapping a new installation.
+    #[arg(long, env = "ECI_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    #[arg(long, env = "ECI_DB_MAX_CONNECTIONS", default_value_t = 32)]
+    pub db_max_connections: u32,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Tunables shared by both modes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Tuning {
+    /// Requests per second for tenants without their own limit.
+    #[arg(long, env = "ECI_DEFAULT_RATE", default_value_t = 100)]
+    pub default_requests_per_second: u32,
+    /// How often expired batches and reservations are released, in seconds.
+    #[arg(long, env = "ECI_EXPIRY_INTERVAL", default_value_t = 1)]
+    pub expiry_interval_secs: u64,
+}
+
+fn read_fleet(path: &Path) -> anyhow::Result<Fleet> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read fleet file {}", path.display()))?;
+    Fleet::from_yaml(&text).with_context(|| format!("fleet file {} is invalid", path.display()))
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let db = args.data_dir.join("eci.db");
+    let store = Store::connect(&StoreConfig::new(format!("sqlite://{}?mode=rwc", db.display())))
+        .await
+        .context("cannot open the embedded database")?;
+    let fleet = match &args.fleet {
+        Some(path) => read_fleet(path)?,
+        None => eci_core::builtin::builtin_fleet(),
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    store.sync_fleet(&fleet, clock.now()).await?;
+    let credentials = args.data_dir.join("credentials");
+    if store.list_keys(None).await?.iter().all(|k| !k.admin) {
+        let admin = eci_api::auth::new_secret();
+        store.create_key(None, true, "bootstrap admin", &admin, clock.now()).await?;
+        let tenant = match store.find_tenant_by_name("demo").await? {
+            Some(t) => t,
+            None => store.create_tenant("demo", Quota::default(), clock.now()).await?,
+        };
+        let demo = eci_api::auth::new_secret();
+        store.create_key(Some(&tenant.id), false, "demo", &demo, clock.now()).await?;
+        write_credentials(&credentials, &admin, &demo)?;
+    }
+    let text = std::fs::read_to_string(&credentials).with_context(|| {
+        format!("cannot read {}; delete {} to start afresh", credentials.display(), args.data_dir.display())
+    })?;
+    println!("eci up: {} IDCs, database {}, API on http://{}", fleet.idcs.len(), db.display(), args.listen);
+    println!("credentials ({}):\n{text}", credentials.display());
+    let state = AppState::new(store, RateWindows::in_process(), clock, api_config(&args.tuning));
+    serve_until_shutdown(state, args.listen, &args.tuning).await
+}
+
+fn write_credentials(path: &Path, admin: &str, demo: &str) -> anyhow::Result<()> {
+    let text = format!("ECI_ADMIN_TOKEN={admin}\nECI_TOKEN={demo}\n");
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store =
+        Store::connect(&StoreConfig::new(&args.database_url).max_connections(args.db_max_connections))
+            .await
+            .context("cannot open the database")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if let Some(path) = &args.fleet {
+        store.sync_fleet(&read_fleet(path)?, clock.now()).await?;
+    }
+    if let Some(secret) = &args.admin_key {
+        if store.authenticate(secret).await?.is_none() {
+            store.create_key(None, true, "bootstrap admin", secret, clock.now()).await?;
+        }
+    }
+    let rate = match &args.redis_url {
+        Some(url) => RateWindows::redis(url).await.context("cannot connect to Redis")?,
+        None => RateWindows::in_process(),
+    };
+    let state = AppState::new(store, rate, clock, api_config(&args.tuning));
+    serve_until_shutdown(state, args.listen, &args.tuning).await
+}
+
+fn api_config(tuning: &Tuning) -> ApiConfig {
+    ApiConfig { default_requests_per_second: tuning.default_requests_per_second }
+}
+
+/// Serves the API and runs the expiry pass until Ctrl-C or SIGTERM, then drains both.
+async fn serve_until_shutdown(state: AppState, listen: SocketAddr, tuning: &Tuning) -> anyhow::Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let expiry = tokio::spawn(eci_api::expiry::run(
+        state.clone(),
+        Duration::from_secs(tuning.expiry_interval_secs.max(1)),
+        stopped.clone(),
+    ));
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(%listen, "API listening");
+    let store = state.store.clone();
+    let mut api_stopped = stopped.clone();
+    let server = axum::serve(listener, eci_api::router(state)).with_graceful_shutdown(async move {
+        let _ = api_stopped.changed().await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests");
+    let _ = stop.send(true);
+    server.await??;
+    expiry.await?;
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
