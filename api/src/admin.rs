@@ -71,7 +71,10 @@ pub async fn set_quota(
     Path(id): Path<String>,
     Body(body): Body<QuotaBody>,
 ) -> Result<Json<TenantView>> {
-    Ok(Json(TenantView::from(&state.store.set_quota(&TenantId(id), body.to_quota()?).await?)))
+    let tenant = state.store.set_quota(&TenantId(id), body.to_quota()?).await?;
+    // Cached callers carry the old request rate.
+    state.principals.invalidate_all();
+    Ok(Json(TenantView::from(&tenant)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -148,6 +151,7 @@ pub async fn revoke_key(
         ));
     }
     state.store.revoke_key(&KeyId(id), state.clock.now()).await?;
+    state.principals.invalidate_all();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use eci_core::{KeyId, Tenant};
 use eci_store::coordination::RateVerdict;
+use eci_store::tenants::Principal;
 
 use crate::AppState;
 use crate::error::{ApiError, Result};
@@ -38,13 +39,16 @@ fn bearer(parts: &Parts) -> Result<&str> {
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <api key>`"))
 }
 
-async fn principal(parts: &Parts, state: &AppState) -> Result<eci_store::tenants::Principal> {
+async fn principal(parts: &Parts, state: &AppState) -> Result<Principal> {
     let secret = bearer(parts)?;
-    state
-        .store
-        .authenticate(secret)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))
+    let hash = eci_store::tenants::hash_key(secret);
+    if let Some(principal) = state.principals.get(&hash) {
+        return Ok(principal);
+    }
+    let principal =
+        state.store.authenticate(secret).await?.ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+    state.principals.insert(hash, principal.clone());
+    Ok(principal)
 }
 
 impl FromRequestParts<AppState> for Caller {

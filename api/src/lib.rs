@@ -24,11 +24,13 @@ pub mod wire;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::get;
 use axum::{Json, Router};
 use eci_store::Store;
 use eci_store::coordination::RateWindows;
+use eci_store::tenants::Principal;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
@@ -40,11 +42,14 @@ use crate::error::{ApiError, Result};
 pub struct ApiConfig {
     /// Requests per second a tenant without its own limit may make.
     pub default_requests_per_second: u32,
+    /// How long a checked API key is trusted without asking the database again: the longest a key
+    /// revoked through another replica keeps working.
+    pub key_cache_ttl: Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { default_requests_per_second: 100 }
+        ApiConfig { default_requests_per_second: 100, key_cache_ttl: Duration::from_secs(2) }
     }
 }
 
@@ -55,11 +60,15 @@ pub struct AppState {
     pub rate: RateWindows,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<ApiConfig>,
+    /// Recently checked keys by the hash of their secret, so that a read costs one query, not three.
+    pub principals: moka::sync::Cache<String, Principal>,
 }
 
 impl AppState {
     pub fn new(store: Store, rate: RateWindows, clock: Arc<dyn Clock>, config: ApiConfig) -> Self {
-        AppState { store, rate, clock, config: Arc::new(config) }
+        let principals =
+            moka::sync::Cache::builder().max_capacity(100_000).time_to_live(config.key_cache_ttl).build();
+        AppState { store, rate, clock, config: Arc::new(config), principals }
     }
 
     /// Every region, province and city code of the fleet, for validating area selectors.
@@ -93,6 +102,14 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .route("/v1/openapi.json", get(|| async { Json(openapi::ApiDoc::openapi()) }))
         .route("/healthz", get(|| async { "ok" }))
+        // Without this, a known path with the wrong method is a 405 with an empty body.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method; see the Allow header",
+            )
+        })
         .fallback(|| async {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

@@ -13,8 +13,10 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::ledger::{self, Ended, LostRace, Tx};
-use crate::sql::{int, json, millis, new_id, opt_time, placeholders, time, to_json, uint, word};
-use crate::{Error, Result, Store};
+use crate::sql::{
+    bulk_placeholders, int, json, millis, new_id, opt_time, placeholders, time, to_json, uint, word,
+};
+use crate::{Backend, Error, Result, Store};
 
 /// How often a batch is re-planned after losing a race for capacity before giving up.
 const PLACEMENT_ATTEMPTS: usize = 8;
@@ -164,17 +166,20 @@ impl Store {
     ) -> Result<(Fleet, Allocation)> {
         let quota_left = self.get_tenant(tenant).await?.instances_left(&request.spec);
         let (fleet, ledger) = self.snapshot().await?;
+        // Room left in the batch's reservation, whatever the quota says.
+        let mut reservation_room = 0;
         let from_reservation = match &request.reservation_id {
             None => Plan::default(),
             Some(id) => {
                 let reservation = self.get_reservation(tenant, id).await?;
                 check_reservation_serves(&reservation, request, now)?;
-                let slots = reservation
+                let slots: Vec<Slot> = reservation
                     .slots
                     .iter()
                     .filter(|s| s.used < s.count)
                     .map(|s| Slot { idc: s.idc.clone(), carrier: s.carrier, slots: s.count - s.used })
                     .collect();
+                reservation_room = slots.iter().map(|s| s.slots).sum();
                 let mut partial = request.placement_request(request.count, quota_left);
                 partial.all_or_nothing = false;
                 partial.max_per_idc = None;
@@ -195,21 +200,23 @@ impl Store {
             match eci_core::plan(&fleet, &ledger, &pool_request) {
                 Ok(plan) => plan,
                 Err(_) if drawn > 0 && !request.placement.all_or_nothing => Plan::default(),
-                Err(PlacementError::InsufficientCapacity { placeable, .. }) => {
-                    return Err(PlacementError::InsufficientCapacity {
-                        requested: request.count,
-                        placeable: placeable + drawn,
+                Err(e) if request.reservation_id.is_none() => return Err(e.into()),
+                Err(PlacementError::NoMatchingIdc) if reservation_room == 0 => {
+                    return Err(PlacementError::NoMatchingIdc.into());
+                }
+                Err(_) => {
+                    // Name the bound that stops the whole batch, reservation and pool together, by
+                    // the planner's rule: the quota when it is tighter than the room, else the room.
+                    let room = reservation_room.saturating_add(pool_room(&fleet, &ledger, &pool_request));
+                    let quota = quota_left.unwrap_or(u64::MAX);
+                    let requested = request.count;
+                    return Err(if quota < requested.min(room) {
+                        PlacementError::QuotaExceeded { requested, placeable: quota }
+                    } else {
+                        PlacementError::InsufficientCapacity { requested, placeable: room.min(quota) }
                     }
                     .into());
                 }
-                Err(PlacementError::QuotaExceeded { placeable, .. }) => {
-                    return Err(PlacementError::QuotaExceeded {
-                        requested: request.count,
-                        placeable: placeable + drawn,
-                    }
-                    .into());
-                }
-                Err(e) => return Err(e.into()),
             }
         };
         Ok((fleet, Allocation { from_reservation, from_pool }))
@@ -240,18 +247,32 @@ impl Store {
                 if !ledger::lock_active_reservation(&mut tx, reservation, now_ms).await? {
                     return Ok(Err(LostRace));
                 }
-                if let Err(lost) =
-                    draw_reservation(&mut tx, reservation, &allocation.from_reservation, &spec).await?
-                {
+                if let Err(lost) = draw_slots(&mut tx, reservation, &allocation.from_reservation).await? {
                     return Ok(Err(lost));
                 }
             }
         }
-        let mut pool: Vec<_> = allocation.from_pool.placements.iter().collect();
-        pool.sort_by(|a, b| a.idc.cmp(&b.idc));
-        for p in pool {
-            if let Err(lost) = ledger::take_free(&mut tx, &p.idc, &(spec * p.count), "allocated").await? {
-                return Ok(Err(lost));
+        // Every IDC row is touched once, in id order, as everywhere else: locking them in another
+        // order (the reservation's IDCs, then the pool's) deadlocks against concurrent batches.
+        let mut lines: BTreeMap<&IdcId, (u64, u64)> = BTreeMap::new();
+        for p in &allocation.from_reservation.placements {
+            lines.entry(&p.idc).or_default().0 += p.count;
+        }
+        for p in &allocation.from_pool.placements {
+            lines.entry(&p.idc).or_default().1 += p.count;
+        }
+        for (idc, (drawn, fresh)) in lines {
+            if drawn > 0 {
+                if let Err(lost) =
+                    ledger::shift(&mut tx, idc, &(spec * drawn), "reserved", "allocated").await?
+                {
+                    return Ok(Err(lost));
+                }
+            }
+            if fresh > 0 {
+                if let Err(lost) = ledger::take_free(&mut tx, idc, &(spec * fresh), "allocated").await? {
+                    return Ok(Err(lost));
+                }
             }
         }
 
@@ -290,7 +311,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        insert_instances(&mut tx, &id, tenant, request, fleet, allocation, now_ms).await?;
+        insert_instances(&mut tx, self.backend, &id, tenant, request, fleet, allocation, now_ms).await?;
         tx.commit().await?;
 
         let counts = BTreeMap::from([(InstanceState::Pending, placed)]);
@@ -441,6 +462,21 @@ impl Store {
     }
 }
 
+/// How many instances of the request's kind the open pool has room for, quota aside.
+fn pool_room(fleet: &Fleet, ledger: &eci_core::Ledger, request: &eci_core::PlacementRequest) -> u64 {
+    let unbounded = eci_core::PlacementRequest {
+        count: u64::MAX,
+        all_or_nothing: true,
+        quota_left: None,
+        ..request.clone()
+    };
+    match eci_core::plan(fleet, ledger, &unbounded) {
+        Err(PlacementError::InsufficientCapacity { placeable, .. }) => placeable,
+        Err(_) => 0,
+        Ok(plan) => plan.placed(),
+    }
+}
+
 /// A reservation serves batches of its owner with the same size and runtime while it is active.
 fn check_reservation_serves(
     reservation: &Reservation,
@@ -470,16 +506,16 @@ fn check_reservation_serves(
     Ok(())
 }
 
-/// Marks the planned part of a reservation as used and moves its capacity from reserved to allocated.
-async fn draw_reservation(
+/// Marks the planned part of a reservation as used, slot by slot in IDC order. The capacity itself
+/// moves from reserved to allocated with the rest of the batch's ledger changes.
+async fn draw_slots(
     tx: &mut Tx<'_>,
     reservation: &eci_core::ReservationId,
     plan: &Plan,
-    spec: &eci_core::Resources,
 ) -> Result<Result<(), LostRace>> {
     let mut placements: Vec<_> = plan.placements.iter().collect();
     placements.sort_by(|a, b| a.idc.cmp(&b.idc));
-    for p in &placements {
+    for p in placements {
         let done = sqlx::query(
             "UPDATE reservation_slots SET used = used + $1 WHERE reservation_id = $2 AND idc_id = $3 AND used + $1 <= count",
         )
@@ -492,17 +528,14 @@ async fn draw_reservation(
             return Ok(Err(LostRace));
         }
     }
-    for p in placements {
-        if let Err(lost) = ledger::shift(tx, &p.idc, &(*spec * p.count), "reserved", "allocated").await? {
-            return Ok(Err(lost));
-        }
-    }
     Ok(Ok(()))
 }
 
 /// Writes the batch's instances in multi-row INSERTs.
+#[allow(clippy::too_many_arguments)] // One call site; a struct would only rename the list.
 async fn insert_instances(
     tx: &mut Tx<'_>,
+    backend: Backend,
     batch: &BatchId,
     tenant: &TenantId,
     request: &BatchRequest,
@@ -523,7 +556,7 @@ async fn insert_instances(
     let spec = request.spec;
     for chunk in rows.chunks(INSERT_CHUNK) {
         let values = (0..chunk.len())
-            .map(|r| format!("({})", placeholders(r * COLUMNS + 1, COLUMNS)))
+            .map(|r| format!("({})", bulk_placeholders(backend, r * COLUMNS + 1, COLUMNS)))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(

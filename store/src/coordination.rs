@@ -48,7 +48,18 @@ impl RateWindows {
     /// Connects to Redis at `url` (`redis://127.0.0.1:6379`).
     pub async fn redis(url: &str) -> Result<Self> {
         let client = redis::Client::open(url).map_err(Error::Coordination)?;
-        let manager = redis::aio::ConnectionManager::new(client).await.map_err(Error::Coordination)?;
+        // The crate's defaults retry a failed connection for minutes (backoff from 1 s, growing a
+        // hundredfold) and wait forever for an answer; a rate check in front of every request must
+        // fail fast instead, at start-up and when Redis goes away later.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_factor(2)
+            .set_max_delay(500)
+            .set_number_of_retries(2)
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(2));
+        let manager = redis::aio::ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(Error::Coordination)?;
         Ok(RateWindows::Redis(manager))
     }
 

@@ -16,17 +16,19 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use eci_core::{
-    Area, BatchRequest, Carrier, Fleet, Idc, IdcId, IdcLedger, IdcStatus, MiB, MilliCpu, PlacementSpec,
-    Quota, ReservationState, Resources, Runtime, Tenant, TenantId, Workload,
+    Area, BatchRequest, Carrier, Fleet, Idc, IdcId, IdcLedger, IdcStatus, Instance, MiB, MilliCpu,
+    PlacementSpec, Quota, ReservationState, Resources, Runtime, Tenant, TenantId, Workload,
 };
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -53,13 +55,35 @@ pub fn in_ci() -> bool {
     std::env::var("CI").map(|v| v.eq_ignore_ascii_case("true") || v == "1").unwrap_or(false)
 }
 
-fn unreachable_server(what: &str, url: &str, why: &str) {
+fn unreachable_server(what: &'static str, url: &str, why: &str) {
     if in_ci() {
-        panic!("{what} is not reachable at {url} ({why}), and CI=true requires these tests to run");
+        panic!("{what} is not reachable at {} ({why}), and CI=true requires these tests to run", redact(url));
     }
-    eprintln!(
-        "\n!!!!!!!!!! SKIPPED: {what} not reachable at {url} ({why}); these tests did not run !!!!!!!!!!\n"
-    );
+    let url = redact(url);
+    let line = format!("SKIPPED: {what} not reachable at {url} ({why}); these tests did not run");
+    // Once per process straight to the real stderr, which the test harness does not capture, so
+    // that a skip shows even when every test passes; and once per test in its captured output.
+    static SHOUTED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut shouted = SHOUTED.lock().unwrap_or_else(|e| e.into_inner());
+    if !shouted.contains(&what) {
+        shouted.push(what);
+        let bang = "!".repeat(line.len().min(100));
+        let _ = writeln!(std::io::stderr(), "\n{bang}\n{line}\n{bang}\n");
+    }
+    eprintln!("{line}");
+}
+
+/// `url` with any password in it replaced by `***`, fit for printing.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let authority_end = url[scheme_end..].find(['/', '?']).map(|i| scheme_end + i).unwrap_or(url.len());
+    let authority = &url[scheme_end..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => {
+            format!("{}{}:***{}", &url[..scheme_end], &authority[..colon], &url[scheme_end + at..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 fn random_u32() -> u32 {
@@ -514,6 +538,23 @@ pub async fn total_allocated(store: &Store) -> Resources {
     ledger(store).await.values().fold(Resources::ZERO, |sum, line| sum + line.allocated)
 }
 
+/// Every instance of `tenant` matching `filter`, following the pages to the end.
+pub async fn all_instances(store: &Store, tenant: &TenantId, filter: &InstanceFilter) -> Vec<Instance> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store
+            .list_instances(tenant, filter, cursor.as_deref(), 200)
+            .await
+            .unwrap_or_else(|e| panic!("[{}] listing instances: {e:?}", label(store)));
+        out.extend(page.items);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+}
+
 /// Checks the stored ledger against what it must equal, recomputed from the records: per IDC,
 /// `allocated` is the sum of the live instances' specs, `reserved` the unused part of the active
 /// reservations, both within `total`; each tenant's usage is the sum of its live instances.
@@ -524,21 +565,12 @@ pub async fn assert_ledger_consistent(store: &Store) {
     let tenants = store.list_tenants().await.unwrap_or_else(|e| panic!("[{backend}] listing tenants: {e:?}"));
     for tenant in &tenants {
         let (mut instances, mut cpu) = (0u64, 0u64);
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = store
-                .list_instances(&tenant.id, &InstanceFilter::default(), cursor.as_deref(), 500)
-                .await
-                .unwrap_or_else(|e| panic!("[{backend}] listing instances: {e:?}"));
-            for i in page.items.iter().filter(|i| !i.state.is_ended()) {
+        for i in all_instances(store, &tenant.id, &InstanceFilter::default()).await {
+            if !i.state.is_ended() {
                 let sum = allocated.entry(i.idc.clone()).or_insert(Resources::ZERO);
                 *sum = *sum + i.spec;
                 instances += 1;
                 cpu += i.spec.cpu.0;
-            }
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
             }
         }
         assert_eq!(
@@ -583,4 +615,27 @@ pub async fn assert_ledger_consistent(store: &Store) {
     }
     assert!(allocated.is_empty(), "[{backend}] instances in IDCs the ledger does not know: {allocated:?}");
     assert!(reserved.is_empty(), "[{backend}] reservations in IDCs the ledger does not know: {reserved:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_url_gets_another_database_name() {
+        assert_eq!(with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
+        assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
+        assert_eq!(
+            with_database("postgres://u:p@h/test?sslmode=disable", "x"),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
+    }
+
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(redact("postgres://u:secret@h:5432/test"), "postgres://u:***@h:5432/test");
+        assert_eq!(redact("redis://:secret@h:6379"), "redis://:***@h:6379");
+        assert_eq!(redact("postgres://u@h/test"), "postgres://u@h/test");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
 }
