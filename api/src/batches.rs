@@ -54,6 +54,10 @@ pub async fn create_batch(
     let request = body.validate(|a| areas.contains(a))?;
     let created = state.store.create_batch(&caller.tenant.id, &request, key, state.clock.now()).await?;
     tracing::info!(batch.id = %created.batch.id, count = created.batch.count, replayed = created.replayed, "batch created");
+    if !created.replayed {
+        state.metrics.batches_created.inc();
+        state.metrics.instances_created.inc_by(created.batch.count);
+    }
     let mut headers = HeaderMap::new();
     if created.replayed {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));

@@ -1,7 +1,8 @@
 //! The public HTTP API of the platform (axum).
 //!
 //! - [`router`] merges one router per resource: [`batches`], [`instances`], [`reservations`],
-//!   [`fleet`] (areas and capacity), [`admin`]; plus `/v1/openapi.json` and `/healthz`.
+//!   [`fleet`] (areas and capacity), [`admin`]; plus `/v1/openapi.json`, `/healthz` and `/metrics`
+//!   ([`metrics`], Prometheus).
 //! - [`auth`]: API keys to tenants or admins, and per-tenant request rates.
 //! - [`wire`]: the JSON shapes and their validation; [`error`]: the one mapping of failures to HTTP.
 //! - [`expiry`]: the background pass that releases expired batches and reservations.
@@ -18,6 +19,7 @@ pub mod expiry;
 pub mod extract;
 pub mod fleet;
 pub mod instances;
+pub mod metrics;
 pub mod openapi;
 pub mod reservations;
 pub mod wire;
@@ -62,13 +64,14 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Recently checked keys by the hash of their secret, so that a read costs one query, not three.
     pub principals: moka::sync::Cache<String, Principal>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
     pub fn new(store: Store, rate: RateWindows, clock: Arc<dyn Clock>, config: ApiConfig) -> Self {
         let principals =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(config.key_cache_ttl).build();
-        AppState { store, rate, clock, config: Arc::new(config), principals }
+        AppState { store, rate, clock, config: Arc::new(config), principals, metrics: Default::default() }
     }
 
     /// Every region, province and city code of the fleet, for validating area selectors.
@@ -102,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .route("/v1/openapi.json", get(|| async { Json(openapi::ApiDoc::openapi()) }))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::serve))
         // Without this, a known path with the wrong method is a 405 with an empty body.
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -113,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
+        .route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -113,10 +113,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Created> {
         let hash = request_hash(request);
-        if let Some(key) = idempotency_key {
-            if let Some(created) = self.replay(tenant, key, &hash).await? {
-                return Ok(created);
-            }
+        if let Some(created) = self.replay(tenant, idempotency_key, &hash).await? {
+            return Ok(created);
         }
         for attempt in 0..PLACEMENT_ATTEMPTS {
             let (fleet, allocation) = self.plan_batch(tenant, request, now).await?;
@@ -126,10 +124,8 @@ impl Store {
                     tracing::debug!(attempt, "lost a race for capacity; planning again");
                 }
                 Err(Error::Conflict { constraint, .. }) if constraint.contains("idempotency") => {
-                    if let Some(key) = idempotency_key {
-                        if let Some(created) = self.replay(tenant, key, &hash).await? {
-                            return Ok(created);
-                        }
+                    if let Some(created) = self.replay(tenant, idempotency_key, &hash).await? {
+                        return Ok(created);
                     }
                     return Err(Error::Conflict { what: "batch", constraint });
                 }
@@ -139,7 +135,10 @@ impl Store {
         Err(Error::Contention)
     }
 
-    async fn replay(&self, tenant: &TenantId, key: &str, hash: &str) -> Result<Option<Created>> {
+    /// The batch an earlier request with this idempotency key made, if there is a key and one was
+    /// made; refused when that request differed.
+    async fn replay(&self, tenant: &TenantId, key: Option<&str>, hash: &str) -> Result<Option<Created>> {
+        let Some(key) = key else { return Ok(None) };
         let row = sqlx::query(&format!(
             "SELECT {BATCH_COLUMNS} FROM batches WHERE tenant_id = $1 AND idempotency_key = $2"
         ))
@@ -242,14 +241,13 @@ impl Store {
         {
             return Ok(Err(lost));
         }
-        if let Some(reservation) = &request.reservation_id {
-            if allocation.from_reservation.placed() > 0 {
-                if !ledger::lock_active_reservation(&mut tx, reservation, now_ms).await? {
-                    return Ok(Err(LostRace));
-                }
-                if let Err(lost) = draw_slots(&mut tx, reservation, &allocation.from_reservation).await? {
-                    return Ok(Err(lost));
-                }
+        let drawing = request.reservation_id.as_ref().filter(|_| allocation.from_reservation.placed() > 0);
+        if let Some(reservation) = drawing {
+            if !ledger::lock_active_reservation(&mut tx, reservation, now_ms).await? {
+                return Ok(Err(LostRace));
+            }
+            if let Err(lost) = draw_slots(&mut tx, reservation, &allocation.from_reservation).await? {
+                return Ok(Err(lost));
             }
         }
         // Every IDC row is touched once, in id order, as everywhere else: locking them in another
@@ -262,17 +260,13 @@ impl Store {
             lines.entry(&p.idc).or_default().1 += p.count;
         }
         for (idc, (drawn, fresh)) in lines {
-            if drawn > 0 {
-                if let Err(lost) =
-                    ledger::shift(&mut tx, idc, &(spec * drawn), "reserved", "allocated").await?
-                {
-                    return Ok(Err(lost));
-                }
+            if drawn > 0
+                && ledger::shift(&mut tx, idc, &(spec * drawn), "reserved", "allocated").await?.is_err()
+            {
+                return Ok(Err(LostRace));
             }
-            if fresh > 0 {
-                if let Err(lost) = ledger::take_free(&mut tx, idc, &(spec * fresh), "allocated").await? {
-                    return Ok(Err(lost));
-                }
+            if fresh > 0 && ledger::take_free(&mut tx, idc, &(spec * fresh), "allocated").await?.is_err() {
+                return Ok(Err(LostRace));
             }
         }
 

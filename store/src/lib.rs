@@ -5,10 +5,14 @@
 //!   [`fleet`] (IDCs and their ledger lines), [`tenants`] (tenants, API keys, quotas), [`batches`],
 //!   [`instances`], [`reservations`].
 //! - [`coordination`]: request-rate windows, in-process by default and in Redis in production.
+//! - `testing` (feature `testing`): fresh SQLite / PostgreSQL stores, seed data and ledger checks
+//!   for this crate's tests and for those of the crates built on it.
 //!
 //! Architecture invariant: only this crate knows SQL. Every write that touches the capacity ledger
 //! happens in one transaction with conditional updates (`... WHERE allocated + n <= total`), so two
 //! concurrent requests can never over-commit an IDC whatever the database's isolation level.
+//! Rows are locked in one order everywhere (tenant, reservation, reservation slots, then IDCs by
+//! id), so concurrent transactions on PostgreSQL cannot deadlock.
 //! Statements inside a transaction write before they read, which keeps SQLite's single writer from
 //! refusing a transaction that started as a reader.
 

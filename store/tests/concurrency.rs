@@ -50,8 +50,8 @@ async fn tenants(store: &Store, n: usize, quota: Quota) -> Vec<TenantId> {
 /// A batch request that varies with `k`: 1..=5 instances, spread or pack, all-or-nothing or not.
 fn varied_request(k: usize) -> eci_core::BatchRequest {
     let mut request = batch_request(1 + (k % 5) as u64);
-    request.placement.all_or_nothing = k % 3 != 0;
-    request.placement.strategy = if k % 2 == 0 { Strategy::Spread } else { Strategy::Pack };
+    request.placement.all_or_nothing = !matches!(k % 3, 0);
+    request.placement.strategy = [Strategy::Spread, Strategy::Pack][k % 2];
     request
 }
 
