@@ -60,17 +60,13 @@ impl Resources {
 
     /// How many instances of `spec` fit into `self`. A zero-sized dimension of `spec` never limits.
     pub fn how_many(&self, spec: &Resources) -> u64 {
-        let mut n = u64::MAX;
-        if spec.cpu.0 > 0 {
-            n = n.min(self.cpu.0 / spec.cpu.0);
-        }
-        if spec.memory.0 > 0 {
-            n = n.min(self.memory.0 / spec.memory.0);
-        }
-        if spec.gpu > 0 {
-            n = n.min(u64::from(self.gpu / spec.gpu));
-        }
-        if n == u64::MAX { 0 } else { n }
+        let limits = [
+            self.cpu.0.checked_div(spec.cpu.0),
+            self.memory.0.checked_div(spec.memory.0),
+            self.gpu.checked_div(spec.gpu).map(u64::from),
+        ];
+        // A spec of all zeros is refused upstream; counting "infinitely many" of it helps no one.
+        limits.into_iter().flatten().min().unwrap_or(0)
     }
 }
 
@@ -206,14 +202,14 @@ impl MiB {
 impl fmt::Display for MilliCpu {
     /// Prints the shortest exact Kubernetes form: "2" for 2000m, "500m" otherwise.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 { write!(f, "{}", self.0 / 1000) } else { write!(f, "{}m", self.0) }
+        if self.0.is_multiple_of(1000) { write!(f, "{}", self.0 / 1000) } else { write!(f, "{}m", self.0) }
     }
 }
 
 impl fmt::Display for MiB {
     /// Prints "4Gi" when the amount is whole gibibytes, "512Mi" otherwise.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1024 == 0 && self.0 > 0 {
+        if self.0.is_multiple_of(1024) && self.0 > 0 {
             write!(f, "{}Gi", self.0 / 1024)
         } else {
             write!(f, "{}Mi", self.0)

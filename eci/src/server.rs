@@ -61,6 +61,10 @@ pub struct Tuning {
     /// How often expired batches and reservations are released, in seconds.
     #[arg(long, env = "ECI_EXPIRY_INTERVAL", default_value_t = 1)]
     pub expiry_interval_secs: u64,
+    /// How long a checked API key is trusted before the database is asked again, in seconds: the
+    /// longest a key revoked through another replica keeps working.
+    #[arg(long, env = "ECI_KEY_CACHE_TTL", default_value_t = 2)]
+    pub key_cache_ttl_secs: u64,
 }
 
 fn read_fleet(path: &Path) -> anyhow::Result<Fleet> {
@@ -123,10 +127,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.fleet {
         store.sync_fleet(&read_fleet(path)?, clock.now()).await?;
     }
-    if let Some(secret) = &args.admin_key {
-        if store.authenticate(secret).await?.is_none() {
-            store.create_key(None, true, "bootstrap admin", secret, clock.now()).await?;
-        }
+    if let Some(secret) = &args.admin_key
+        && store.authenticate(secret).await?.is_none()
+    {
+        store.create_key(None, true, "bootstrap admin", secret, clock.now()).await?;
     }
     let rate = match &args.redis_url {
         Some(url) => RateWindows::redis(url).await.context("cannot connect to Redis")?,
@@ -137,7 +141,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn api_config(tuning: &Tuning) -> ApiConfig {
-    ApiConfig { default_requests_per_second: tuning.default_requests_per_second }
+    ApiConfig {
+        default_requests_per_second: tuning.default_requests_per_second,
+        key_cache_ttl: Duration::from_secs(tuning.key_cache_ttl_secs),
+    }
 }
 
 /// Serves the API and runs the expiry pass until Ctrl-C or SIGTERM, then drains both.

@@ -37,7 +37,13 @@ fn roomy_fleet() -> Fleet {
     fleet
 }
 
-async fn call(app: &Router, method: &str, uri: &str, token: &str, body: Option<&str>) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: &str,
+    body: Option<&str>,
+) -> anyhow::Result<(StatusCode, serde_json::Value)> {
     let request = Request::builder()
         .method(method)
         .uri(uri)
@@ -77,7 +83,8 @@ async fn bench(name: &str, store: Store) -> anyhow::Result<()> {
             post_ms.push(elapsed);
         }
         if i == POST_ITERATIONS + 2 {
-            let (_, page) = call(&app, "GET", &format!("/v1/batches/{id}/instances?limit=1"), token, None).await?;
+            let (_, page) =
+                call(&app, "GET", &format!("/v1/batches/{id}/instances?limit=1"), token, None).await?;
             instance_id = page["items"][0]["id"].as_str().context("instance id")?.to_string();
         } else {
             call(&app, "DELETE", &format!("/v1/batches/{id}"), token, None).await?;
