@@ -1,6 +1,6 @@
 //! `/v1/admin/...`: tenants, their keys and quotas, and the fleet's IDCs. Admin keys only.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::{Admin, new_secret};
 use crate::error::{ApiError, Result};
-use crate::extract::Body;
+use crate::extract::{Body, Path};
 use crate::wire::{QuotaBody, SpecBody, TenantView};
 
 pub fn router() -> Router<AppState> {

@@ -45,8 +45,11 @@ async fn principal(parts: &Parts, state: &AppState) -> Result<Principal> {
     if let Some(principal) = state.principals.get(&hash) {
         return Ok(principal);
     }
-    let principal =
-        state.store.authenticate(secret).await?.ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+    let principal = state
+        .store
+        .authenticate(secret)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
     state.principals.insert(hash, principal.clone());
     Ok(principal)
 }

@@ -1,6 +1,6 @@
 //! `/v1/batches`: ask for many instances by area and carrier, look at them, release them.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
-use crate::extract::{Body, Query};
+use crate::extract::{Body, Path, Query};
 use crate::instances::{InstancePageQuery, instance_page};
 use crate::wire::{BatchView, CreateBatchBody, PageView};
 use crate::{AppState, page_limit};

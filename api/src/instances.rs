@@ -1,6 +1,6 @@
 //! `/v1/instances`: every instance of the tenant, wherever it runs.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use eci_core::{BatchId, Carrier, InstanceId, InstanceState};
@@ -10,7 +10,7 @@ use utoipa::IntoParams;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
-use crate::extract::Query;
+use crate::extract::{Path, Query};
 use crate::wire::{InstanceView, PageView};
 use crate::{AppState, page_limit};
 
@@ -75,7 +75,15 @@ pub async fn list_instances(
     let filter = InstanceFilter {
         batch_id: q.batch_id.map(BatchId),
         state: None,
-        area: q.area,
+        area: match q.area {
+            Some(area) if !state.known_areas().await?.contains(&area) => {
+                return Err(ApiError::invalid(
+                    "area",
+                    format!("`{area}` is not a region, province or city of the fleet"),
+                ));
+            }
+            area => area,
+        },
         carrier: q
             .carrier
             .as_deref()

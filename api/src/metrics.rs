@@ -58,7 +58,11 @@ impl Default for Metrics {
         let batches_created = Counter::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register("http_request_duration_seconds", "Time to answer an HTTP request", latency.clone());
-        registry.register("instances_created", "Instances accepted into new batches", instances_created.clone());
+        registry.register(
+            "instances_created",
+            "Instances accepted into new batches",
+            instances_created.clone(),
+        );
         registry.register("batches_created", "Batches created", batches_created.clone());
         Metrics { registry, requests, latency, instances_created, batches_created }
     }
@@ -67,7 +71,8 @@ impl Default for Metrics {
 impl Metrics {
     fn encode(&self) -> String {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
         text
     }
 }
@@ -83,12 +88,18 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         .unwrap_or_else(|| "unmatched".to_string());
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    metrics.requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status })
+        .inc();
     metrics.latency.get_or_create(&RouteLabels { method, route }).observe(started.elapsed().as_secs_f64());
     response
 }
 
 /// `GET /metrics` in the Prometheus text format.
 pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
 }

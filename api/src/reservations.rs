@@ -1,6 +1,6 @@
 //! `/v1/reservations`: capacity held for the tenant ahead of its batches.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use utoipa::IntoParams;
 
 use crate::auth::Caller;
 use crate::error::Result;
-use crate::extract::{Body, Query};
+use crate::extract::{Body, Path, Query};
 use crate::wire::{CreateReservationBody, PageView, ReservationView};
 use crate::{AppState, page_limit};
 

@@ -251,18 +251,15 @@ impl CreateBatchBody {
         for (key, value) in &self.labels {
             check_label(&format!("labels.{key}"), key, value)?;
         }
-        if let Some(ttl) = self.ttl_seconds {
-            if ttl == 0 || ttl > MAX_TTL_SECONDS {
-                return Err(ApiError::invalid(
-                    "ttl_seconds",
-                    format!("must be between 1 and {MAX_TTL_SECONDS}"),
-                ));
-            }
+        if let Some(ttl) = self.ttl_seconds
+            && (ttl == 0 || ttl > MAX_TTL_SECONDS)
+        {
+            return Err(ApiError::invalid("ttl_seconds", format!("must be between 1 and {MAX_TTL_SECONDS}")));
         }
-        if let Some(r) = &self.reservation_id {
-            if !r.starts_with(ReservationId::PREFIX) {
-                return Err(ApiError::invalid("reservation_id", "is not a reservation id"));
-            }
+        if let Some(r) = &self.reservation_id
+            && !r.starts_with(ReservationId::PREFIX)
+        {
+            return Err(ApiError::invalid("reservation_id", "is not a reservation id"));
         }
         Ok(BatchRequest {
             count: self.count,

@@ -39,7 +39,11 @@ async fn a_new_batch_is_accepted_and_shows_its_placement_by_area_and_carrier_onl
         for p in placement {
             let mut keys: Vec<&String> = p.as_object().expect("a placement entry").keys().collect();
             keys.sort();
-            assert_eq!(keys, ["carrier", "city", "count", "province", "region"], "only area and carrier: {p}");
+            assert_eq!(
+                keys,
+                ["carrier", "city", "count", "province", "region"],
+                "only area and carrier: {p}"
+            );
             assert!(["telecom", "unicom", "mobile", "bgp"].contains(&p["carrier"].as_str().unwrap()), "{p}");
         }
         assert_eq!(placement.iter().map(|p| p["count"].as_u64().unwrap()).sum::<u64>(), 20);
@@ -113,15 +117,19 @@ async fn batch_listings_filter_by_state_and_by_label() {
             let token = acme.token.clone();
             async move { ids(&app.all_pages(&format!("/v1/batches?{query}"), &token).await) }
         };
-        assert_eq!(list("state=active").await, [db.clone(), edge.clone()]);
-        assert_eq!(list("state=released").await, [web.clone()]);
+        assert_eq!(list("state=active").await, [db.as_str(), edge.as_str()]);
+        assert_eq!(list("state=released").await, [web.as_str()]);
         assert_eq!(list("state=expired").await, Vec::<String>::new());
-        assert_eq!(list("label=app=web").await, [web.clone(), edge.clone()]);
-        assert_eq!(list("label=app%3Dweb").await, [web.clone(), edge.clone()], "an encoded `=` works too");
-        assert_eq!(list("label=tier=edge").await, [edge.clone()]);
-        assert_eq!(list("label=app=web&state=active").await, [edge.clone()]);
+        assert_eq!(list("label=app=web").await, [web.as_str(), edge.as_str()]);
+        assert_eq!(list("label=app%3Dweb").await, [web.as_str(), edge.as_str()], "an encoded `=` works too");
+        assert_eq!(list("label=tier=edge").await, [edge.as_str()]);
+        assert_eq!(list("label=app=web&state=active").await, [edge.as_str()]);
         assert_eq!(list("label=app=nothing").await, Vec::<String>::new());
-        assert_eq!(list("label=app=web&limit=1").await, [web.clone(), edge.clone()], "filters hold across pages");
+        assert_eq!(
+            list("label=app=web&limit=1").await,
+            [web.as_str(), edge.as_str()],
+            "filters hold across pages"
+        );
 
         let shown = app.get(&format!("/v1/batches/{edge}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(shown["labels"], json!({ "app": "web", "tier": "edge" }));
@@ -184,7 +192,8 @@ async fn releasing_a_batch_terminates_every_instance_and_gives_the_capacity_back
         assert_eq!(app.admin_tenant(&acme.id).await["used_instances"], 30);
 
         app.advance(5);
-        let released = app.delete(&format!("/v1/batches/{id}"), &acme.token).await.expect_status(StatusCode::OK);
+        let released =
+            app.delete(&format!("/v1/batches/{id}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(released["id"], id);
         assert_eq!(released["state"], "released");
         assert_eq!(time(&released["released_at"]), t0() + chrono::Duration::seconds(5));
@@ -255,7 +264,9 @@ async fn instances_are_listed_with_filters_by_batch_state_area_and_carrier() {
             assert_eq!(found.len(), count_where(&|i| i["carrier"] == carrier), "carrier={carrier}");
         }
         let bgp_of_hangzhou = list(format!("batch_id={hangzhou_id}&carrier=bgp&area=east-china")).await;
-        assert!(bgp_of_hangzhou.iter().all(|i| i["batch_id"] == hangzhou_id.as_str() && i["carrier"] == "bgp"));
+        assert!(
+            bgp_of_hangzhou.iter().all(|i| i["batch_id"] == hangzhou_id.as_str() && i["carrier"] == "bgp")
+        );
         assert_eq!(
             bgp_of_hangzhou.len(),
             count_where(&|i| i["batch_id"] == hangzhou_id.as_str() && i["carrier"] == "bgp")
@@ -280,14 +291,16 @@ async fn an_instance_shows_where_it_runs_and_can_be_released_on_its_own() {
         let acme = app.tenant("acme").await;
         let unicom_shenzhen = "area=shenzhen&carrier=unicom&cpu=1&memory=4Gi";
         assert_eq!(app.capacity(&acme.token, unicom_shenzhen).await, 16);
-        let batch =
-            app.create_batch(&acme.token, batch_in(4, json!({ "areas": ["shenzhen"], "carriers": ["unicom"] }))).await;
+        let batch = app
+            .create_batch(&acme.token, batch_in(4, json!({ "areas": ["shenzhen"], "carriers": ["unicom"] })))
+            .await;
         let id = batch["id"].as_str().unwrap();
         assert_eq!(app.capacity(&acme.token, unicom_shenzhen).await, 12);
 
         let listed = app.all_pages(&format!("/v1/batches/{id}/instances"), &acme.token).await;
         let first = listed[0]["id"].as_str().unwrap();
-        let instance = app.get(&format!("/v1/instances/{first}"), &acme.token).await.expect_status(StatusCode::OK);
+        let instance =
+            app.get(&format!("/v1/instances/{first}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(instance, listed[0], "read alone as listed");
         assert!(first.starts_with("i-"));
         assert_eq!(instance["batch_id"], id);
@@ -304,21 +317,28 @@ async fn an_instance_shows_where_it_runs_and_can_be_released_on_its_own() {
         assert_eq!(instance["ended_at"], Value::Null);
 
         app.advance(30);
-        let ended = app.delete(&format!("/v1/instances/{first}"), &acme.token).await.expect_status(StatusCode::OK);
+        let ended =
+            app.delete(&format!("/v1/instances/{first}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(ended["state"], "terminated");
         assert_eq!(time(&ended["ended_at"]), t0() + chrono::Duration::seconds(30));
         assert_eq!(app.capacity(&acme.token, unicom_shenzhen).await, 13, "its capacity is back at once");
-        let batch_now = app.get(&format!("/v1/batches/{id}"), &acme.token).await.expect_status(StatusCode::OK);
+        let batch_now =
+            app.get(&format!("/v1/batches/{id}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(batch_now["state"], "active", "the rest of the batch runs on");
-        assert_eq!((batch_now["counts"]["pending"].as_u64(), batch_now["counts"]["terminated"].as_u64()), (Some(3), Some(1)));
+        assert_eq!(
+            (batch_now["counts"]["pending"].as_u64(), batch_now["counts"]["terminated"].as_u64()),
+            (Some(3), Some(1))
+        );
 
         // Ending it again changes nothing.
-        let again = app.delete(&format!("/v1/instances/{first}"), &acme.token).await.expect_status(StatusCode::OK);
+        let again =
+            app.delete(&format!("/v1/instances/{first}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(again, ended);
         assert_eq!(app.capacity(&acme.token, unicom_shenzhen).await, 13);
         assert_eq!(app.admin_tenant(&acme.id).await["used_instances"], 3);
 
-        let released = app.delete(&format!("/v1/batches/{id}"), &acme.token).await.expect_status(StatusCode::OK);
+        let released =
+            app.delete(&format!("/v1/batches/{id}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(released["counts"]["terminated"], 4);
         assert_eq!(app.capacity(&acme.token, unicom_shenzhen).await, 16);
         eci_store::testing::assert_ledger_consistent(&app.store).await;
@@ -340,12 +360,14 @@ async fn a_batch_with_a_ttl_expires_once_the_clock_passes_it_and_others_stay() {
 
         app.advance(59);
         assert_eq!(eci_api::expiry::expire_due(&app.state).await.unwrap(), (0, 0), "not due yet");
-        let still = app.get(&format!("/v1/batches/{short_id}"), &acme.token).await.expect_status(StatusCode::OK);
+        let still =
+            app.get(&format!("/v1/batches/{short_id}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(still["state"], "active");
 
         app.advance(2);
         assert_eq!(eci_api::expiry::expire_due(&app.state).await.unwrap(), (1, 0));
-        let expired = app.get(&format!("/v1/batches/{short_id}"), &acme.token).await.expect_status(StatusCode::OK);
+        let expired =
+            app.get(&format!("/v1/batches/{short_id}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(expired["state"], "expired");
         assert_eq!(time(&expired["released_at"]), t0() + chrono::Duration::seconds(61));
         assert_eq!(expired["counts"]["terminated"], 10);
@@ -353,11 +375,12 @@ async fn a_batch_with_a_ttl_expires_once_the_clock_passes_it_and_others_stay() {
         assert!(instances.iter().all(|i| i["state"] == "terminated"), "{instances:?}");
         assert_eq!(app.capacity(&acme.token, SMALL).await, FLEET_ROOM - 5, "its capacity is back");
 
-        let untouched = app.get(&format!("/v1/batches/{long_id}"), &acme.token).await.expect_status(StatusCode::OK);
+        let untouched =
+            app.get(&format!("/v1/batches/{long_id}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(untouched["state"], "active");
         assert_eq!(untouched["counts"]["pending"], 5);
         let listed = ids(&app.all_pages("/v1/batches?state=expired", &acme.token).await);
-        assert_eq!(listed, [short_id.clone()]);
+        assert_eq!(listed, [short_id.as_str()]);
 
         app.advance(3600);
         assert_eq!(eci_api::expiry::expire_due(&app.state).await.unwrap(), (0, 0), "nothing expires twice");

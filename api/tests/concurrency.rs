@@ -68,23 +68,71 @@ async fn concurrent_batches_never_over_commit_an_idc() {
         let mut live_by_idc: BTreeMap<String, Resources> = BTreeMap::new();
         for (i, tenant) in tenants.iter().enumerate() {
             let instances = app.all_pages("/v1/instances?limit=1000", &tenant.token).await;
-            let live: Vec<_> = instances.iter().filter(|i| i["state"] != "terminated" && i["state"] != "failed").collect();
+            let live: Vec<_> =
+                instances.iter().filter(|i| i["state"] != "terminated" && i["state"] != "failed").collect();
             let in_hangzhou = live.iter().filter(|i| i["city"] == "hangzhou").count() as u64;
-            assert_eq!(in_hangzhou, accepted_by_tenant.get(&i).copied().unwrap_or(0), "tenant {}", tenant.name);
+            assert_eq!(
+                in_hangzhou,
+                accepted_by_tenant.get(&i).copied().unwrap_or(0),
+                "tenant {}",
+                tenant.name
+            );
             for inst in live {
-                let sum = live_by_idc.entry(inst["idc"].as_str().unwrap().to_string()).or_insert(Resources::ZERO);
+                let sum =
+                    live_by_idc.entry(inst["idc"].as_str().unwrap().to_string()).or_insert(Resources::ZERO);
                 *sum = *sum + spec(&inst["spec"]);
             }
         }
         let idcs = app.get("/v1/admin/idcs", ADMIN).await.expect_status(StatusCode::OK);
         for idc in idcs.as_array().unwrap() {
             let id = idc["id"].as_str().unwrap();
-            let (total, allocated, reserved) = (spec(&idc["capacity"]), spec(&idc["allocated"]), spec(&idc["reserved"]));
+            let (total, allocated, reserved) =
+                (spec(&idc["capacity"]), spec(&idc["allocated"]), spec(&idc["reserved"]));
             assert!(total.covers(&(allocated + reserved)), "IDC {id} is over-committed: {idc}");
-            assert_eq!(allocated, live_by_idc.remove(id).unwrap_or(Resources::ZERO), "IDC {id}: allocated = live instances");
+            assert_eq!(
+                allocated,
+                live_by_idc.remove(id).unwrap_or(Resources::ZERO),
+                "IDC {id}: allocated = live instances"
+            );
             assert_eq!(spec(&idc["free"]), total.saturating_sub(&(allocated + reserved)), "IDC {id}: free");
         }
         assert!(live_by_idc.is_empty(), "instances in IDCs the admin listing does not show: {live_by_idc:?}");
+        eci_store::testing::assert_ledger_consistent(&app.store).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_retries_with_one_idempotency_key_make_one_batch() {
+    each_backend_with(8, |store| async move {
+        let app = App::seeded(store).await;
+        let acme = app.tenant("acme").await;
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let router = app.router.clone();
+            let headers = [
+                ("authorization".to_string(), format!("Bearer {}", acme.token)),
+                ("content-type".to_string(), "application/json".to_string()),
+                ("idempotency-key".to_string(), "deploy-7".to_string()),
+            ];
+            tasks.push(tokio::spawn(async move {
+                send_raw(&router, Method::POST, "/v1/batches", &headers, Some(batch(5).to_string())).await
+            }));
+        }
+        let mut batch_ids = std::collections::BTreeSet::new();
+        let mut fresh = 0;
+        for task in tasks {
+            let (status, body, headers) = task.await.expect("the request task ran");
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            batch_ids.insert(body["id"].as_str().unwrap().to_string());
+            if headers.get("idempotent-replayed").is_none() {
+                fresh += 1;
+            }
+        }
+        assert_eq!(batch_ids.len(), 1, "every retry got the same batch: {batch_ids:?}");
+        assert_eq!(fresh, 1, "exactly one request made it; the others were replays");
+        assert_eq!(app.all_pages("/v1/instances", &acme.token).await.len(), 5, "no extra instances");
+        assert_eq!(app.capacity(&acme.token, SMALL).await, FLEET_ROOM - 5);
         eci_store::testing::assert_ledger_consistent(&app.store).await;
     })
     .await;

@@ -24,12 +24,18 @@ async fn a_bad_batch_body_is_refused_naming_the_field_at_fault() {
             ("image", with(&base, |b| b["image"] = json!("  "))),
             ("runtime", with(&base, |b| b["runtime"] = json!("docker"))),
             ("ssh_keys", with(&base, |b| b["runtime"] = json!("rich"))),
-            ("ssh_keys[0]", with(&base, |b| {
-                b["runtime"] = json!("rich");
-                b["ssh_keys"] = json!(["not a key"]);
-            })),
+            (
+                "ssh_keys[0]",
+                with(&base, |b| {
+                    b["runtime"] = json!("rich");
+                    b["ssh_keys"] = json!(["not a key"]);
+                }),
+            ),
             ("placement.areas[0]", with(&base, |b| b["placement"] = json!({ "areas": ["atlantis"] }))),
-            ("placement.areas[1]", with(&base, |b| b["placement"] = json!({ "areas": ["shenzhen", "Shenzhen"] }))),
+            (
+                "placement.areas[1]",
+                with(&base, |b| b["placement"] = json!({ "areas": ["shenzhen", "Shenzhen"] })),
+            ),
             ("placement.carriers[0]", with(&base, |b| b["placement"] = json!({ "carriers": ["cmcc"] }))),
             ("placement.strategy", with(&base, |b| b["placement"] = json!({ "strategy": "random" }))),
             ("placement.max_per_idc", with(&base, |b| b["placement"] = json!({ "max_per_idc": 0 }))),
@@ -48,13 +54,19 @@ async fn a_bad_batch_body_is_refused_naming_the_field_at_fault() {
         // Bodies that are not the right JSON at all.
         let unknown = app.post("/v1/batches", &acme.token, with(&base, |b| b["colour"] = json!("red"))).await;
         assert_invalid(&unknown, "body");
-        assert!(unknown.1["error"]["message"].as_str().unwrap().contains("colour"), "names the field: {}", unknown.1);
-        let nested = app.post("/v1/batches", &acme.token, with(&base, |b| b["spec"]["disk"] = json!("10Gi"))).await;
+        assert!(
+            unknown.1["error"]["message"].as_str().unwrap().contains("colour"),
+            "names the field: {}",
+            unknown.1
+        );
+        let nested =
+            app.post("/v1/batches", &acme.token, with(&base, |b| b["spec"]["disk"] = json!("10Gi"))).await;
         assert_invalid(&nested, "body");
         let missing = app.post("/v1/batches", &acme.token, json!({ "count": 1, "spec": base["spec"] })).await;
         assert_invalid(&missing, "body");
         assert!(missing.1["error"]["message"].as_str().unwrap().contains("image"), "{}", missing.1);
-        let wrong_type = app.post("/v1/batches", &acme.token, with(&base, |b| b["count"] = json!("ten"))).await;
+        let wrong_type =
+            app.post("/v1/batches", &acme.token, with(&base, |b| b["count"] = json!("ten"))).await;
         assert_invalid(&wrong_type, "body");
         let negative = app.post("/v1/batches", &acme.token, with(&base, |b| b["count"] = json!(-1))).await;
         assert_invalid(&negative, "body");
@@ -64,11 +76,13 @@ async fn a_bad_batch_body_is_refused_naming_the_field_at_fault() {
             ("content-type".to_string(), "application/json".to_string()),
         ];
         for text in [r#"{"count": 1,"#, "not json", ""] {
-            let reply = send_raw(&app.router, Method::POST, "/v1/batches", &json_headers, Some(text.into())).await;
+            let reply =
+                send_raw(&app.router, Method::POST, "/v1/batches", &json_headers, Some(text.into())).await;
             assert_invalid(&reply, "body");
         }
         let no_type = [json_headers[0].clone()];
-        let reply = send_raw(&app.router, Method::POST, "/v1/batches", &no_type, Some(base.to_string())).await;
+        let reply =
+            send_raw(&app.router, Method::POST, "/v1/batches", &no_type, Some(base.to_string())).await;
         assert_invalid(&reply, "content-type");
 
         // Nothing was created by any of them.
@@ -99,6 +113,12 @@ async fn bad_paging_and_filter_parameters_are_refused() {
         let batch = app.create_batch(&acme.token, batch(1)).await;
         let path = format!("/v1/batches/{}/instances?limit=0", batch["id"].as_str().unwrap());
         assert_invalid(&app.get(&path, &acme.token).await, "limit");
+        for filter in ["state=sleeping", "carrier=cmcc", "area=atlantis"] {
+            let field = filter.split('=').next().unwrap();
+            assert_invalid(&app.get(&format!("/v1/instances?{filter}"), &acme.token).await, field);
+        }
+        assert_invalid(&app.get("/v1/batches?state=sleeping", &acme.token).await, "state");
+        assert_invalid(&app.get("/v1/batches?label=no-equals-sign", &acme.token).await, "label");
     })
     .await;
 }
@@ -115,8 +135,16 @@ async fn a_request_without_a_live_key_is_unauthorized() {
         }
         let reply = app.send(Method::POST, "/v1/batches", None, Some(batch(1))).await;
         assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
-        assert_error(&app.get("/v1/batches", "eci_not_a_key").await, StatusCode::UNAUTHORIZED, "unauthorized");
-        assert_error(&app.get("/v1/admin/tenants", "eci_not_a_key").await, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_error(
+            &app.get("/v1/batches", "eci_not_a_key").await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        );
+        assert_error(
+            &app.get("/v1/admin/tenants", "eci_not_a_key").await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        );
         for header in ["Basic YWNtZTpzZWNyZXQ=", "Bearer ", "Bearer", acme.token.as_str()] {
             let headers = [("authorization".to_string(), header.to_string())];
             let reply = send_raw(&app.router, Method::GET, "/v1/batches", &headers, None).await;
@@ -130,7 +158,11 @@ async fn a_request_without_a_live_key_is_unauthorized() {
         assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
         let reply = app.post("/v1/batches", &acme.token, batch(1)).await;
         assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
-        assert_eq!(app.capacity(&app.tenant("other").await.token, SMALL).await, FLEET_ROOM, "nothing was created");
+        assert_eq!(
+            app.capacity(&app.tenant("other").await.token, SMALL).await,
+            FLEET_ROOM,
+            "nothing was created"
+        );
     })
     .await;
 }
@@ -158,7 +190,11 @@ async fn a_tenant_key_is_forbidden_on_admin_endpoints_and_an_admin_key_on_tenant
         }
         let idc = json!({ "region": "west-china", "province": "sichuan", "city": "chengdu",
             "carriers": ["telecom"], "capacity": { "cpu": "8", "memory": "32Gi" } });
-        assert_error(&app.put("/v1/admin/idcs/sc-cd-1", &acme.token, idc).await, StatusCode::FORBIDDEN, "forbidden");
+        assert_error(
+            &app.put("/v1/admin/idcs/sc-cd-1", &acme.token, idc).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        );
 
         // None of it happened.
         assert_eq!(app.admin_tenant(&acme.id).await["name"], "acme");
@@ -195,7 +231,9 @@ async fn unknown_ids_and_routes_are_not_found() {
             assert_eq!(details["resource"], resource, "{path}");
             assert_eq!(details["id"], path.split('/').nth(3).unwrap(), "{path}");
         }
-        let reply = app.post("/v1/batches", &acme.token, with(&batch(1), |b| b["reservation_id"] = json!("r-nope"))).await;
+        let reply = app
+            .post("/v1/batches", &acme.token, with(&batch(1), |b| b["reservation_id"] = json!("r-nope")))
+            .await;
         assert_eq!(assert_error(&reply, StatusCode::NOT_FOUND, "not_found")["resource"], "reservation");
 
         for (method, path) in [
@@ -205,9 +243,14 @@ async fn unknown_ids_and_routes_are_not_found() {
             (Method::GET, "/v1/admin/idcs/nope"),
             (Method::POST, "/v1/admin/idcs/nope/drain"),
         ] {
-            assert_error(&app.send(method, path, Some(ADMIN), None).await, StatusCode::NOT_FOUND, "not_found");
+            assert_error(
+                &app.send(method, path, Some(ADMIN), None).await,
+                StatusCode::NOT_FOUND,
+                "not_found",
+            );
         }
-        for (path, body) in [("/v1/admin/tenants/t-nope/quota", json!({})), ("/v1/admin/tenants/t-nope/keys", json!({}))]
+        for (path, body) in
+            [("/v1/admin/tenants/t-nope/quota", json!({})), ("/v1/admin/tenants/t-nope/keys", json!({}))]
         {
             let method = if path.ends_with("quota") { Method::PUT } else { Method::POST };
             let reply = app.send(method, path, Some(ADMIN), Some(body)).await;
@@ -219,6 +262,30 @@ async fn unknown_ids_and_routes_are_not_found() {
             let anonymous = app.send(Method::GET, path, None, None).await;
             assert_error(&anonymous, StatusCode::NOT_FOUND, "not_found");
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_id_that_is_not_valid_utf8_in_the_path_is_refused_in_the_error_shape() {
+    each_backend(|store| async move {
+        let app = App::seeded(store).await;
+        let acme = app.tenant("acme").await;
+        for path in
+            ["/v1/batches/%FF", "/v1/batches/%FF/instances", "/v1/instances/%C3%28", "/v1/reservations/%FF"]
+        {
+            assert_invalid(&app.get(path, &acme.token).await, "path");
+            if !path.ends_with("instances") {
+                assert_invalid(&app.delete(path, &acme.token).await, "path");
+            }
+        }
+        for path in ["/v1/admin/tenants/%FF", "/v1/admin/idcs/%FF"] {
+            assert_invalid(&app.send(Method::GET, path, Some(ADMIN), None).await, "path");
+        }
+        assert_invalid(&app.delete("/v1/admin/keys/%FF", ADMIN).await, "path");
+        // Authentication still comes first.
+        let anonymous = app.send(Method::GET, "/v1/batches/%FF", None, None).await;
+        assert_error(&anonymous, StatusCode::UNAUTHORIZED, "unauthorized");
     })
     .await;
 }
@@ -322,7 +389,10 @@ async fn a_batch_beyond_the_tenants_quota_is_refused_as_quota_exceeded() {
         let acme = app.tenant("acme").await;
         let quota = json!({ "max_instances": 5, "requests_per_second": 1000 });
         let tenant = app.put(&format!("/v1/admin/tenants/{}/quota", acme.id), ADMIN, quota.clone()).await;
-        assert_eq!(tenant.expect_status(StatusCode::OK)["quota"], json!({ "max_cpu": null, "max_instances": 5, "requests_per_second": 1000 }));
+        assert_eq!(
+            tenant.expect_status(StatusCode::OK)["quota"],
+            json!({ "max_cpu": null, "max_instances": 5, "requests_per_second": 1000 })
+        );
 
         let reply = app.post("/v1/batches", &acme.token, batch(6)).await;
         let details = assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "quota_exceeded");
@@ -332,7 +402,10 @@ async fn a_batch_beyond_the_tenants_quota_is_refused_as_quota_exceeded() {
 
         let path = format!("/v1/admin/tenants/{}/quota", acme.id);
         assert_invalid(&app.put(&path, ADMIN, json!({ "max_cpu": "lots" })).await, "quota.max_cpu");
-        assert_invalid(&app.put(&path, ADMIN, json!({ "requests_per_second": 0 })).await, "quota.requests_per_second");
+        assert_invalid(
+            &app.put(&path, ADMIN, json!({ "requests_per_second": 0 })).await,
+            "quota.requests_per_second",
+        );
     })
     .await;
 }
@@ -342,12 +415,15 @@ async fn a_tenant_over_its_request_rate_is_told_when_to_retry() {
     each_backend(|store| async move {
         let app = App::seeded(store).await;
         let slow = app.tenant_with("slow", Quota { requests_per_second: Some(3), ..Quota::default() }).await;
-        let other = app.tenant_with("other", Quota { requests_per_second: Some(3), ..Quota::default() }).await;
+        let other =
+            app.tenant_with("other", Quota { requests_per_second: Some(3), ..Quota::default() }).await;
 
         for _ in 0..3 {
             app.get("/v1/batches", &slow.token).await.expect_status(StatusCode::OK);
         }
-        for reply in [app.get("/v1/batches", &slow.token).await, app.post("/v1/batches", &slow.token, batch(1)).await] {
+        for reply in
+            [app.get("/v1/batches", &slow.token).await, app.post("/v1/batches", &slow.token, batch(1)).await]
+        {
             let details = assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
             assert_eq!(details["limit_per_second"], 3);
             let retry = reply.2.get("retry-after").expect("a Retry-After header").to_str().unwrap();

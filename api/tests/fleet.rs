@@ -13,7 +13,11 @@ async fn the_openapi_document_is_valid_json_describing_every_resource() {
         let app = App::seeded(store).await;
         let doc = app.send(Method::GET, "/v1/openapi.json", None, None).await.expect_status(StatusCode::OK);
         assert!(doc.is_object(), "the document is JSON: {doc}");
-        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "an OpenAPI 3 document: {}", doc["openapi"]);
+        assert!(
+            doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+            "an OpenAPI 3 document: {}",
+            doc["openapi"]
+        );
         assert!(doc["info"]["title"].is_string());
         let paths = doc["paths"].as_object().expect("paths");
         for (path, methods) in [
@@ -47,7 +51,9 @@ async fn the_area_tree_shows_regions_provinces_and_cities_with_their_carriers() 
         let app = App::seeded(store).await;
         let acme = app.tenant("acme").await;
         let areas = app.get("/v1/areas", &acme.token).await.expect_status(StatusCode::OK);
-        let city = |code: &str, carriers: Value, idcs: u64| json!({ "code": code, "carriers": carriers, "idcs": idcs });
+        let city = |code: &str, carriers: Value, idcs: u64| {
+            json!({ "code": code, "carriers": carriers, "idcs": idcs })
+        };
         let want = json!({ "regions": [
             { "code": "east-china", "carriers": ["telecom", "mobile", "bgp"], "idcs": 2, "provinces": [
                 { "code": "zhejiang", "carriers": ["telecom", "mobile", "bgp"], "idcs": 2, "cities": [
@@ -86,18 +92,24 @@ async fn capacity_is_counted_by_size_area_and_carrier() {
                 "runtime": "container",
                 "total": 24,
                 "locations": [
-                    { "region": "south-china", "province": "guangdong", "city": "guangzhou", "carrier": "telecom", "available": 16 },
-                    { "region": "south-china", "province": "guangdong", "city": "shenzhen", "carrier": "telecom", "available": 8 },
+                    { "region": "south-china", "province": "guangdong", "city": "guangzhou",
+                      "carrier": "telecom", "available": 16 },
+                    { "region": "south-china", "province": "guangdong", "city": "shenzhen",
+                      "carrier": "telecom", "available": 8 },
                 ],
             })
         );
 
-        let everywhere = app.get(&format!("/v1/capacity?{SMALL}"), &acme.token).await.expect_status(StatusCode::OK);
+        let everywhere =
+            app.get(&format!("/v1/capacity?{SMALL}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(everywhere["total"], FLEET_ROOM);
         let locations = everywhere["locations"].as_array().unwrap();
         assert_eq!(locations.iter().map(|l| l["available"].as_u64().unwrap()).sum::<u64>(), FLEET_ROOM);
         assert!(locations.iter().all(|l| l["city"] != "ningbo"), "a draining IDC offers nothing");
-        assert!(locations.windows(2).all(|w| w[0]["available"].as_u64() >= w[1]["available"].as_u64()), "roomiest first");
+        assert!(
+            locations.windows(2).all(|w| w[0]["available"].as_u64() >= w[1]["available"].as_u64()),
+            "roomiest first"
+        );
 
         for (query, total) in [
             ("area=zhejiang", 32),
@@ -111,7 +123,10 @@ async fn capacity_is_counted_by_size_area_and_carrier() {
         ] {
             assert_eq!(app.capacity(&acme.token, &format!("{SMALL}&{query}")).await, total, "{query}");
         }
-        let none = app.get(&format!("/v1/capacity?{SMALL}&area=ningbo"), &acme.token).await.expect_status(StatusCode::OK);
+        let none = app
+            .get(&format!("/v1/capacity?{SMALL}&area=ningbo"), &acme.token)
+            .await
+            .expect_status(StatusCode::OK);
         assert_eq!(none["locations"], json!([]));
 
         // What a batch takes is gone from the count, in its city only.
@@ -155,17 +170,26 @@ async fn an_admin_adds_an_idc_and_customers_see_its_city_and_capacity() {
         assert_eq!(
             added,
             json!({
-                "id": "sc-cd-1", "name": "Chengdu 1", "region": "west-china", "province": "sichuan", "city": "chengdu",
+                "id": "sc-cd-1", "name": "Chengdu 1",
+                "region": "west-china", "province": "sichuan", "city": "chengdu",
                 "carriers": ["telecom", "mobile"], "capacity": { "cpu": "8", "memory": "32Gi", "gpu": 0 },
                 "runtimes": ["container"], "status": "active", "kube_context": null,
                 "reserved": zero, "allocated": zero, "free": { "cpu": "8", "memory": "32Gi", "gpu": 0 },
             })
         );
         assert_eq!(app.get("/v1/admin/idcs/sc-cd-1", ADMIN).await.expect_status(StatusCode::OK), added);
-        assert_eq!(app.get("/v1/admin/idcs", ADMIN).await.expect_status(StatusCode::OK).as_array().unwrap().len(), 7);
+        assert_eq!(
+            app.get("/v1/admin/idcs", ADMIN).await.expect_status(StatusCode::OK).as_array().unwrap().len(),
+            7
+        );
 
         let areas = app.get("/v1/areas", &acme.token).await.expect_status(StatusCode::OK);
-        let west = areas["regions"].as_array().unwrap().iter().find(|r| r["code"] == "west-china").expect("the new region");
+        let west = areas["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["code"] == "west-china")
+            .expect("the new region");
         assert_eq!(
             west["provinces"],
             json!([{ "code": "sichuan", "carriers": ["telecom", "mobile"], "idcs": 1, "cities": [
@@ -176,9 +200,14 @@ async fn an_admin_adds_an_idc_and_customers_see_its_city_and_capacity() {
         assert_eq!(app.capacity(&acme.token, &format!("{SMALL}&area=chengdu")).await, 8);
         assert_eq!(app.capacity(&acme.token, &format!("{SMALL}&area=west-china&carrier=mobile")).await, 8);
 
-        let placed = app.create_batch(&acme.token, batch_in(6, json!({ "areas": ["sichuan"], "carriers": ["mobile"] }))).await;
-        assert_eq!(placed["placement"], json!([{ "region": "west-china", "province": "sichuan", "city": "chengdu", "carrier": "mobile", "count": 6 }]));
-        let instances = app.all_pages(&format!("/v1/instances?batch_id={}", placed["id"].as_str().unwrap()), &acme.token).await;
+        let mobile_in_sichuan = json!({ "areas": ["sichuan"], "carriers": ["mobile"] });
+        let placed = app.create_batch(&acme.token, batch_in(6, mobile_in_sichuan)).await;
+        let chengdu_mobile = json!({ "region": "west-china", "province": "sichuan", "city": "chengdu",
+            "carrier": "mobile", "count": 6 });
+        assert_eq!(placed["placement"], json!([chengdu_mobile]));
+        let instances = app
+            .all_pages(&format!("/v1/instances?batch_id={}", placed["id"].as_str().unwrap()), &acme.token)
+            .await;
         assert!(instances.iter().all(|i| i["idc"] == "sc-cd-1" && i["carrier"] == "mobile"), "{instances:?}");
 
         // Growing it keeps what it runs.
@@ -189,13 +218,18 @@ async fn an_admin_adds_an_idc_and_customers_see_its_city_and_capacity() {
         assert_eq!(app.capacity(&acme.token, &format!("{SMALL}&area=chengdu")).await, 10);
 
         // A second IDC in a known city adds its carrier there.
-        let bgp = json!({ "region": "south-china", "province": "guangdong", "city": "shenzhen", "carriers": ["bgp"],
+        let bgp = json!({ "region": "south-china", "province": "guangdong", "city": "shenzhen",
+            "carriers": ["bgp"],
             "capacity": { "cpu": "4", "memory": "16Gi" }, "runtimes": ["vm"] });
         let third = app.put("/v1/admin/idcs/gd-sz-3", ADMIN, bgp).await.expect_status(StatusCode::OK);
-        assert_eq!((third["name"].as_str(), third["runtimes"].clone()), (Some("gd-sz-3"), json!(["container", "vm"])));
+        assert_eq!(
+            (third["name"].as_str(), third["runtimes"].clone()),
+            (Some("gd-sz-3"), json!(["container", "vm"]))
+        );
         let areas = app.get("/v1/areas", &acme.token).await.expect_status(StatusCode::OK);
-        let shenzhen = &areas["regions"].as_array().unwrap().iter().find(|r| r["code"] == "south-china").unwrap()["provinces"][0]["cities"][1];
-        assert_eq!(*shenzhen, json!({ "code": "shenzhen", "carriers": ["telecom", "unicom", "bgp"], "idcs": 3 }));
+        let south = areas["regions"].as_array().unwrap().iter().find(|r| r["code"] == "south-china").unwrap();
+        let shenzhen = json!({ "code": "shenzhen", "carriers": ["telecom", "unicom", "bgp"], "idcs": 3 });
+        assert_eq!(south["provinces"][0]["cities"][1], shenzhen);
         assert_eq!(app.capacity(&acme.token, &format!("{SMALL}&area=shenzhen&carrier=bgp")).await, 4);
         eci_store::testing::assert_ledger_consistent(&app.store).await;
     })
@@ -213,7 +247,8 @@ async fn a_bad_idc_description_is_refused_and_changes_nothing() {
             ("sc-cd-1", "idc", with(&good, |b| b["carriers"] = json!([]))),
             ("sc-cd-1", "carriers[1]", with(&good, |b| b["carriers"] = json!(["telecom", "cmcc"]))),
             ("sc-cd-1", "area", with(&good, |b| b["city"] = json!("guangdong"))), // a province already
-            ("sc-cd-1", "area", with(&good, |b| b["province"] = json!("zhejiang"))), // zhejiang is in east-china
+            // zhejiang is a province of east-china
+            ("sc-cd-1", "area", with(&good, |b| b["province"] = json!("zhejiang"))),
             ("sc-cd-1", "area", with(&good, |b| b["city"] = json!("hangzhou"))), // hangzhou is in zhejiang
             ("sc-cd-1", "idc", with(&good, |b| b["city"] = json!("Chengdu"))),
             ("sc-cd-1", "idc", with(&good, |b| b["region"] = json!("west china"))),
@@ -222,19 +257,30 @@ async fn a_bad_idc_description_is_refused_and_changes_nothing() {
             ("sc-cd-1", "runtimes[0]", with(&good, |b| b["runtimes"] = json!(["docker"]))),
             ("sc-cd-1", "status", with(&good, |b| b["status"] = json!("broken"))),
             ("sc-cd-1", "body", with(&good, |b| b["racks"] = json!(12))),
-            ("sc-cd-1", "body", with(&good, |b| {
-                b.as_object_mut().unwrap().remove("carriers");
-            })),
+            (
+                "sc-cd-1",
+                "body",
+                with(&good, |b| {
+                    b.as_object_mut().unwrap().remove("carriers");
+                }),
+            ),
             ("sc%20cd", "idc", good.clone()),
             // An existing IDC cannot be moved under another province's city.
-            ("gd-gz-1", "area", json!({ "region": "south-china", "province": "guangdong", "city": "hangzhou",
-                "carriers": ["telecom"], "capacity": { "cpu": "32", "memory": "128Gi" } })),
+            (
+                "gd-gz-1",
+                "area",
+                json!({ "region": "south-china", "province": "guangdong", "city": "hangzhou",
+                "carriers": ["telecom"], "capacity": { "cpu": "32", "memory": "128Gi" } }),
+            ),
         ] {
             let reply = app.put(&format!("/v1/admin/idcs/{id}"), ADMIN, body.clone()).await;
             assert_eq!(reply.0, StatusCode::BAD_REQUEST, "{id} {body} should be refused: {}", reply.1);
             assert_invalid(&reply, field);
         }
-        assert_eq!(app.get("/v1/admin/idcs", ADMIN).await.expect_status(StatusCode::OK).as_array().unwrap().len(), 6);
+        assert_eq!(
+            app.get("/v1/admin/idcs", ADMIN).await.expect_status(StatusCode::OK).as_array().unwrap().len(),
+            6
+        );
         assert_eq!(app.get("/v1/areas", &acme.token).await.expect_status(StatusCode::OK), areas_before);
         assert_eq!(app.capacity(&acme.token, SMALL).await, FLEET_ROOM);
     })
@@ -249,30 +295,40 @@ async fn a_drained_idc_takes_no_new_instances_but_keeps_its_running_ones() {
         let old = app.create_batch(&acme.token, batch_in(10, json!({ "areas": ["guangzhou"] }))).await;
         let old_id = old["id"].as_str().unwrap();
 
-        let drained = app.post("/v1/admin/idcs/gd-gz-1/drain", ADMIN, json!({})).await.expect_status(StatusCode::OK);
+        let drained =
+            app.post("/v1/admin/idcs/gd-gz-1/drain", ADMIN, json!({})).await.expect_status(StatusCode::OK);
         assert_eq!(drained["status"], "draining");
         assert_eq!(drained["allocated"]["cpu"], "10", "what runs there keeps its capacity");
         assert_eq!(app.capacity(&acme.token, SMALL).await, FLEET_ROOM - 32, "none of its room is offered");
         let areas = app.get("/v1/areas", &acme.token).await.expect_status(StatusCode::OK);
-        assert_eq!(areas["regions"][1]["provinces"][0]["cities"][0], json!({ "code": "guangzhou", "carriers": ["telecom", "unicom"], "idcs": 0 }));
+        let guangzhou = json!({ "code": "guangzhou", "carriers": ["telecom", "unicom"], "idcs": 0 });
+        assert_eq!(areas["regions"][1]["provinces"][0]["cities"][0], guangzhou);
 
         let new = app.create_batch(&acme.token, batch(20)).await;
-        let instances = app.all_pages(&format!("/v1/instances?batch_id={}", new["id"].as_str().unwrap()), &acme.token).await;
+        let instances = app
+            .all_pages(&format!("/v1/instances?batch_id={}", new["id"].as_str().unwrap()), &acme.token)
+            .await;
         assert_eq!(instances.len(), 20);
         assert!(instances.iter().all(|i| i["idc"] != "gd-gz-1"), "new instances avoid the drained IDC");
         assert!(new["placement"].as_array().unwrap().iter().all(|p| p["city"] != "guangzhou"), "{new}");
-        let reply = app.post("/v1/batches", &acme.token, batch_in(1, json!({ "areas": ["guangzhou"] }))).await;
+        let reply =
+            app.post("/v1/batches", &acme.token, batch_in(1, json!({ "areas": ["guangzhou"] }))).await;
         assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "no_matching_idc");
 
-        let running = app.get(&format!("/v1/batches/{old_id}"), &acme.token).await.expect_status(StatusCode::OK);
-        assert_eq!((running["state"].as_str(), running["counts"]["pending"].as_u64()), (Some("active"), Some(10)));
+        let running =
+            app.get(&format!("/v1/batches/{old_id}"), &acme.token).await.expect_status(StatusCode::OK);
+        assert_eq!(
+            (running["state"].as_str(), running["counts"]["pending"].as_u64()),
+            (Some("active"), Some(10))
+        );
         app.delete(&format!("/v1/batches/{old_id}"), &acme.token).await.expect_status(StatusCode::OK);
         let idc = app.get("/v1/admin/idcs/gd-gz-1", ADMIN).await.expect_status(StatusCode::OK);
         assert_eq!(idc["allocated"]["cpu"], "0", "released instances give their capacity back even there");
 
         // Made active again, it takes instances again.
         let active = json!({ "region": "south-china", "province": "guangdong", "city": "guangzhou",
-            "carriers": ["telecom", "unicom"], "capacity": { "cpu": "32", "memory": "128Gi" }, "status": "active" });
+            "carriers": ["telecom", "unicom"], "capacity": { "cpu": "32", "memory": "128Gi" },
+            "status": "active" });
         app.put("/v1/admin/idcs/gd-gz-1", ADMIN, active).await.expect_status(StatusCode::OK);
         assert_eq!(app.capacity(&acme.token, SMALL).await, FLEET_ROOM - 20);
         eci_store::testing::assert_ledger_consistent(&app.store).await;

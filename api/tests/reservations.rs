@@ -57,7 +57,8 @@ async fn a_reservation_holds_capacity_that_other_tenants_cannot_use() {
         // Everyone else sees 20 fewer instances of room, and a batch that needed them fails.
         assert_eq!(app.capacity(&globex.token, SHENZHEN).await, 12);
         assert_eq!(app.capacity(&globex.token, SMALL).await, FLEET_ROOM - 20);
-        let reply = app.post("/v1/batches", &globex.token, batch_in(13, json!({ "areas": ["shenzhen"] }))).await;
+        let reply =
+            app.post("/v1/batches", &globex.token, batch_in(13, json!({ "areas": ["shenzhen"] }))).await;
         let details = assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "insufficient_capacity");
         assert_eq!((details["requested"].as_u64(), details["placeable"].as_u64()), (Some(13), Some(12)));
         app.create_batch(&globex.token, batch_in(12, json!({ "areas": ["shenzhen"] }))).await;
@@ -85,27 +86,40 @@ async fn a_batch_drawing_on_its_reservation_uses_the_held_capacity_first() {
         let four = app.create_batch(&acme.token, with(&batch(4), |b| b["reservation_id"] = json!(id))).await;
         assert_eq!(four["reservation_id"], id);
         assert_eq!(four["count"], 4);
-        let instances = app.all_pages(&format!("/v1/batches/{}/instances", four["id"].as_str().unwrap()), &acme.token).await;
+        let instances = app
+            .all_pages(&format!("/v1/batches/{}/instances", four["id"].as_str().unwrap()), &acme.token)
+            .await;
         for i in &instances {
             assert_eq!(i["reservation_id"], id, "{i}");
             assert_eq!(i["city"], "shenzhen", "{i}");
         }
         let now = reservation(&app, &acme, id).await;
         assert_eq!(now["used"], 4);
-        assert_eq!(now["placement"].as_array().unwrap().iter().map(|s| s["used"].as_u64().unwrap()).sum::<u64>(), 4);
-        assert_eq!(app.capacity(&acme.token, SMALL).await, FLEET_ROOM - 10, "drawn from what was held already");
+        assert_eq!(
+            now["placement"].as_array().unwrap().iter().map(|s| s["used"].as_u64().unwrap()).sum::<u64>(),
+            4
+        );
+        assert_eq!(
+            app.capacity(&acme.token, SMALL).await,
+            FLEET_ROOM - 10,
+            "drawn from what was held already"
+        );
 
         // A batch bigger than what is left takes the rest of the reservation, then the open pool.
         let eight = app.create_batch(&acme.token, with(&batch(8), |b| b["reservation_id"] = json!(id))).await;
         assert_eq!(eight["count"], 8);
-        let instances = app.all_pages(&format!("/v1/batches/{}/instances", eight["id"].as_str().unwrap()), &acme.token).await;
+        let instances = app
+            .all_pages(&format!("/v1/batches/{}/instances", eight["id"].as_str().unwrap()), &acme.token)
+            .await;
         let drawn = instances.iter().filter(|i| i["reservation_id"] == id).count();
         assert_eq!(drawn, 6, "{instances:?}");
         assert_eq!(reservation(&app, &acme, id).await["used"], 10);
         assert_eq!(app.capacity(&acme.token, SMALL).await, FLEET_ROOM - 12);
 
         // Releasing a batch gives its share back to the reservation, not to the pool.
-        app.delete(&format!("/v1/batches/{}", four["id"].as_str().unwrap()), &acme.token).await.expect_status(StatusCode::OK);
+        app.delete(&format!("/v1/batches/{}", four["id"].as_str().unwrap()), &acme.token)
+            .await
+            .expect_status(StatusCode::OK);
         assert_eq!(reservation(&app, &acme, id).await["used"], 6);
         assert_eq!(app.capacity(&acme.token, SMALL).await, FLEET_ROOM - 12);
 
@@ -114,13 +128,21 @@ async fn a_batch_drawing_on_its_reservation_uses_the_held_capacity_first() {
             b["reservation_id"] = json!(id);
             b["spec"]["cpu"] = json!("2");
         });
-        assert_error(&app.post("/v1/batches", &acme.token, bigger).await, StatusCode::UNPROCESSABLE_ENTITY, "reservation_mismatch");
+        assert_error(
+            &app.post("/v1/batches", &acme.token, bigger).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reservation_mismatch",
+        );
         let rich = with(&batch(1), |b| {
             b["reservation_id"] = json!(id);
             b["runtime"] = json!("rich");
             b["ssh_keys"] = json!(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHp0 test@example"]);
         });
-        assert_error(&app.post("/v1/batches", &acme.token, rich).await, StatusCode::UNPROCESSABLE_ENTITY, "reservation_mismatch");
+        assert_error(
+            &app.post("/v1/batches", &acme.token, rich).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reservation_mismatch",
+        );
         assert_eq!(reservation(&app, &acme, id).await["used"], 6, "a refused batch draws nothing");
         eci_store::testing::assert_ledger_consistent(&app.store).await;
     })
@@ -139,19 +161,28 @@ async fn deleting_a_reservation_frees_what_it_does_not_use() {
         assert_eq!(app.capacity(&globex.token, SHENZHEN).await, 22);
 
         app.advance(60);
-        let ended = app.delete(&format!("/v1/reservations/{id}"), &acme.token).await.expect_status(StatusCode::OK);
+        let ended =
+            app.delete(&format!("/v1/reservations/{id}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(ended["state"], "released");
         assert_eq!(time(&ended["ended_at"]), t0() + chrono::Duration::seconds(60));
-        assert_eq!(app.capacity(&globex.token, SHENZHEN).await, 28, "the six unused are free; four still run");
+        assert_eq!(
+            app.capacity(&globex.token, SHENZHEN).await,
+            28,
+            "the six unused are free; four still run"
+        );
 
-        let reply = app.post("/v1/batches", &acme.token, with(&batch(1), |b| b["reservation_id"] = json!(id))).await;
+        let reply =
+            app.post("/v1/batches", &acme.token, with(&batch(1), |b| b["reservation_id"] = json!(id))).await;
         assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "reservation_mismatch");
-        let again = app.delete(&format!("/v1/reservations/{id}"), &acme.token).await.expect_status(StatusCode::OK);
+        let again =
+            app.delete(&format!("/v1/reservations/{id}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(again["state"], "released", "deleting twice changes nothing");
         assert_eq!(app.capacity(&globex.token, SHENZHEN).await, 28);
 
         // Instances that drew on it end into the open pool now.
-        app.delete(&format!("/v1/batches/{}", four["id"].as_str().unwrap()), &acme.token).await.expect_status(StatusCode::OK);
+        app.delete(&format!("/v1/batches/{}", four["id"].as_str().unwrap()), &acme.token)
+            .await
+            .expect_status(StatusCode::OK);
         assert_eq!(app.capacity(&globex.token, SHENZHEN).await, 32);
         assert_eq!(app.capacity(&globex.token, SMALL).await, FLEET_ROOM);
         eci_store::testing::assert_ledger_consistent(&app.store).await;
@@ -178,13 +209,20 @@ async fn a_reservation_expires_once_the_clock_passes_its_end() {
         let expired = reservation(&app, &acme, id).await;
         assert_eq!(expired["state"], "expired");
         assert_eq!(time(&expired["ended_at"]), t0() + chrono::Duration::seconds(601));
-        assert_eq!(app.capacity(&acme.token, SMALL).await, FLEET_ROOM - 3, "only the running three still hold room");
-        let reply = app.post("/v1/batches", &acme.token, with(&batch(1), |b| b["reservation_id"] = json!(id))).await;
+        assert_eq!(
+            app.capacity(&acme.token, SMALL).await,
+            FLEET_ROOM - 3,
+            "only the running three still hold room"
+        );
+        let reply =
+            app.post("/v1/batches", &acme.token, with(&batch(1), |b| b["reservation_id"] = json!(id))).await;
         assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "reservation_mismatch");
 
         let batch_now = app.get(&format!("/v1/batches/{}", three["id"].as_str().unwrap()), &acme.token).await;
         assert_eq!(batch_now.expect_status(StatusCode::OK)["state"], "active", "its batches run on");
-        app.delete(&format!("/v1/batches/{}", three["id"].as_str().unwrap()), &acme.token).await.expect_status(StatusCode::OK);
+        app.delete(&format!("/v1/batches/{}", three["id"].as_str().unwrap()), &acme.token)
+            .await
+            .expect_status(StatusCode::OK);
         assert_eq!(app.capacity(&acme.token, SMALL).await, FLEET_ROOM);
         assert_eq!(eci_api::expiry::expire_due(&app.state).await.unwrap(), (0, 0), "nothing expires twice");
         eci_store::testing::assert_ledger_consistent(&app.store).await;
@@ -214,9 +252,17 @@ async fn reservations_are_listed_in_pages_and_bad_ones_are_refused() {
         let reply = app.post("/v1/reservations", &acme.token, in_shenzhen(33, 3600)).await;
         let details = assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "insufficient_capacity");
         assert_eq!((details["requested"].as_u64(), details["placeable"].as_u64()), (Some(33), Some(32)));
-        let reply = app.post("/v1/reservations", &acme.token, with(&base, |b| b["placement"]["carriers"] = json!(["mobile"])));
+        let reply = app.post(
+            "/v1/reservations",
+            &acme.token,
+            with(&base, |b| b["placement"]["carriers"] = json!(["mobile"])),
+        );
         assert_error(&reply.await, StatusCode::UNPROCESSABLE_ENTITY, "no_matching_idc");
-        assert_eq!(app.capacity(&acme.token, SMALL).await, FLEET_ROOM, "nothing held by refused reservations");
+        assert_eq!(
+            app.capacity(&acme.token, SMALL).await,
+            FLEET_ROOM,
+            "nothing held by refused reservations"
+        );
 
         let mut made = Vec::new();
         for n in 1..=3 {

@@ -30,7 +30,8 @@ async fn retrying_a_batch_with_the_same_idempotency_key_returns_the_same_batch_a
         assert_eq!(app.capacity(&acme.token, SMALL).await, FLEET_ROOM - 10);
 
         // The same key with another request is a conflict, and changes nothing.
-        let changed = app.post_idempotent(&acme.token, "order-42", with(&body, |b| b["count"] = json!(11))).await;
+        let changed =
+            app.post_idempotent(&acme.token, "order-42", with(&body, |b| b["count"] = json!(11))).await;
         let details = assert_error(&changed, StatusCode::CONFLICT, "idempotency_conflict");
         assert_eq!(details["idempotency_key"], "order-42");
         let relabelled = with(&body, |b| b["labels"] = json!({ "app": "db" }));
@@ -39,7 +40,10 @@ async fn retrying_a_batch_with_the_same_idempotency_key_returns_the_same_batch_a
         assert_eq!(app.all_pages("/v1/instances", &acme.token).await.len(), 10);
 
         // A new key is a new batch; keys belong to one tenant.
-        let second = app.post_idempotent(&acme.token, "order-43", body.clone()).await.expect_status(StatusCode::ACCEPTED);
+        let second = app
+            .post_idempotent(&acme.token, "order-43", body.clone())
+            .await
+            .expect_status(StatusCode::ACCEPTED);
         assert_ne!(second["id"], first["id"]);
         let globex = app.tenant("globex").await;
         let theirs = app.post_idempotent(&globex.token, "order-42", body.clone()).await;
@@ -51,7 +55,9 @@ async fn retrying_a_batch_with_the_same_idempotency_key_returns_the_same_batch_a
             let reply = app.post_idempotent(&acme.token, bad, body.clone()).await;
             assert_invalid(&reply, "Idempotency-Key");
         }
-        app.post_idempotent(&acme.token, &"k".repeat(255), batch(1)).await.expect_status(StatusCode::ACCEPTED);
+        app.post_idempotent(&acme.token, &"k".repeat(255), batch(1))
+            .await
+            .expect_status(StatusCode::ACCEPTED);
     })
     .await;
 }
@@ -64,9 +70,11 @@ async fn a_tenant_cannot_see_or_touch_another_tenants_batches_instances_or_reser
         let globex = app.tenant("globex").await;
         let batch = app.create_batch(&acme.token, batch(3)).await;
         let batch_id = batch["id"].as_str().unwrap();
-        let instance = app.all_pages("/v1/instances", &acme.token).await[0]["id"].as_str().unwrap().to_string();
+        let instance =
+            app.all_pages("/v1/instances", &acme.token).await[0]["id"].as_str().unwrap().to_string();
         let reservation = json!({ "count": 2, "spec": { "cpu": "1", "memory": "4Gi" }, "ends_at": at(3600) });
-        let reservation = app.post("/v1/reservations", &acme.token, reservation).await.expect_status(StatusCode::CREATED);
+        let reservation =
+            app.post("/v1/reservations", &acme.token, reservation).await.expect_status(StatusCode::CREATED);
         let reservation_id = reservation["id"].as_str().unwrap();
 
         for path in [
@@ -90,17 +98,30 @@ async fn a_tenant_cannot_see_or_touch_another_tenants_batches_instances_or_reser
         let reply = app.post("/v1/batches", &globex.token, borrowing).await;
         assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
 
-        for listing in ["/v1/batches", "/v1/instances", "/v1/reservations", &format!("/v1/instances?batch_id={batch_id}")] {
-            assert!(app.all_pages(listing, &globex.token).await.is_empty(), "{listing} shows nothing of acme's");
+        for listing in [
+            "/v1/batches",
+            "/v1/instances",
+            "/v1/reservations",
+            &format!("/v1/instances?batch_id={batch_id}"),
+        ] {
+            assert!(
+                app.all_pages(listing, &globex.token).await.is_empty(),
+                "{listing} shows nothing of acme's"
+            );
         }
 
         // The owner's things are as they were.
-        let still = app.get(&format!("/v1/batches/{batch_id}"), &acme.token).await.expect_status(StatusCode::OK);
+        let still =
+            app.get(&format!("/v1/batches/{batch_id}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(still["state"], "active");
         assert_eq!(still["counts"]["pending"], 3);
-        let one = app.get(&format!("/v1/instances/{instance}"), &acme.token).await.expect_status(StatusCode::OK);
+        let one =
+            app.get(&format!("/v1/instances/{instance}"), &acme.token).await.expect_status(StatusCode::OK);
         assert_eq!(one["state"], "pending");
-        let held = app.get(&format!("/v1/reservations/{reservation_id}"), &acme.token).await.expect_status(StatusCode::OK);
+        let held = app
+            .get(&format!("/v1/reservations/{reservation_id}"), &acme.token)
+            .await
+            .expect_status(StatusCode::OK);
         assert_eq!((held["state"].as_str(), held["used"].as_u64()), (Some("active"), Some(0)));
         assert_eq!(app.all_pages("/v1/batches", &acme.token).await.len(), 1);
         assert_eq!(app.all_pages("/v1/reservations", &acme.token).await.len(), 1);
@@ -109,7 +130,9 @@ async fn a_tenant_cannot_see_or_touch_another_tenants_batches_instances_or_reser
 }
 
 async fn set_quota(app: &App, tenant: &TestTenant, quota: Value) {
-    app.put(&format!("/v1/admin/tenants/{}/quota", tenant.id), ADMIN, quota).await.expect_status(StatusCode::OK);
+    app.put(&format!("/v1/admin/tenants/{}/quota", tenant.id), ADMIN, quota)
+        .await
+        .expect_status(StatusCode::OK);
 }
 
 #[tokio::test]
@@ -133,13 +156,21 @@ async fn the_instance_quota_counts_live_instances_and_released_ones_make_room_ag
         assert_eq!((tenant["used_instances"].as_u64(), tenant["used_cpu"].as_str()), (Some(10), Some("10")));
 
         // One instance ended makes room for one more.
-        let instance = app.all_pages(&format!("/v1/batches/{}/instances", six["id"].as_str().unwrap()), &acme.token).await;
+        let instance = app
+            .all_pages(&format!("/v1/batches/{}/instances", six["id"].as_str().unwrap()), &acme.token)
+            .await;
         app.delete(&format!("/v1/instances/{}", instance[0]["id"].as_str().unwrap()), &acme.token).await;
         app.create_batch(&acme.token, batch(1)).await;
-        assert_error(&app.post("/v1/batches", &acme.token, batch(1)).await, StatusCode::UNPROCESSABLE_ENTITY, "quota_exceeded");
+        assert_error(
+            &app.post("/v1/batches", &acme.token, batch(1)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "quota_exceeded",
+        );
 
         // Releasing the batch of six gives back the five still live.
-        app.delete(&format!("/v1/batches/{}", six["id"].as_str().unwrap()), &acme.token).await.expect_status(StatusCode::OK);
+        app.delete(&format!("/v1/batches/{}", six["id"].as_str().unwrap()), &acme.token)
+            .await
+            .expect_status(StatusCode::OK);
         assert_eq!(app.admin_tenant(&acme.id).await["used_instances"], 5);
         app.create_batch(&acme.token, batch(5)).await;
         assert_eq!(app.admin_tenant(&acme.id).await["used_instances"], 10);
@@ -172,10 +203,13 @@ async fn the_cpu_quota_counts_the_vcpu_of_live_instances() {
         let halves = with(&batch(4), |b| b["spec"]["cpu"] = json!("500m"));
         app.create_batch(&acme.token, halves).await;
         assert_eq!(app.admin_tenant(&acme.id).await["used_cpu"], "8");
-        let reply = app.post("/v1/batches", &acme.token, with(&batch(1), |b| b["spec"]["cpu"] = json!("100m"))).await;
+        let reply =
+            app.post("/v1/batches", &acme.token, with(&batch(1), |b| b["spec"]["cpu"] = json!("100m"))).await;
         assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "quota_exceeded");
 
-        app.delete(&format!("/v1/batches/{}", three["id"].as_str().unwrap()), &acme.token).await.expect_status(StatusCode::OK);
+        app.delete(&format!("/v1/batches/{}", three["id"].as_str().unwrap()), &acme.token)
+            .await
+            .expect_status(StatusCode::OK);
         assert_eq!(app.admin_tenant(&acme.id).await["used_cpu"], "2");
         app.create_batch(&acme.token, two_vcpu(3)).await;
         assert_eq!(app.admin_tenant(&acme.id).await["used_cpu"], "8");
@@ -184,7 +218,8 @@ async fn the_cpu_quota_counts_the_vcpu_of_live_instances() {
         set_quota(&app, &acme, json!({ "max_cpu": "4", "requests_per_second": 1000 })).await;
         let tenant = app.admin_tenant(&acme.id).await;
         assert_eq!((tenant["used_cpu"].as_str(), tenant["used_instances"].as_u64()), (Some("8"), Some(7)));
-        let reply = app.post("/v1/batches", &acme.token, with(&batch(1), |b| b["spec"]["cpu"] = json!("100m"))).await;
+        let reply =
+            app.post("/v1/batches", &acme.token, with(&batch(1), |b| b["spec"]["cpu"] = json!("100m"))).await;
         assert_eq!(assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "quota_exceeded")["placeable"], 0);
         eci_store::testing::assert_ledger_consistent(&app.store).await;
     })

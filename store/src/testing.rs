@@ -188,12 +188,15 @@ impl TestDatabase {
     /// Closes the store and drops the database. Best effort: a database left behind is dropped by a
     /// later run once the process that made it has exited.
     pub async fn cleanup(self) {
+        // sqlx's `close` can miss a connection that is being handed back while it runs; FORCE ends
+        // such a straggler instead of waiting on it and leaving the database behind.
         self.store.close().await;
         if let Ok(Ok(mut admin)) =
             tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect(&self.admin_url)).await
         {
-            let _ =
-                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\"", self.name)).execute(&mut admin).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
+                .execute(&mut admin)
+                .await;
             let _ = admin.close().await;
         }
     }

@@ -40,7 +40,13 @@ pub const IDC_IDS: [&str; 6] = ["gd-gz-1", "gd-sz-1", "gd-sz-2", "zj-hz-1", "zj-
 pub const SMALL: &str = "cpu=1&memory=4Gi";
 
 /// Sends one request through a clone of `router`.
-pub async fn send(router: &Router, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+pub async fn send(
+    router: &Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Reply {
     let mut headers = Vec::new();
     if let Some(t) = token {
         headers.push(("authorization".to_string(), format!("Bearer {t}")));
@@ -151,7 +157,8 @@ impl App {
     pub async fn without_fleet(store: Store) -> App {
         let key = store.create_key(None, true, "root", ADMIN, t0()).await.expect("creating the admin key");
         let clock = Arc::new(ManualClock::new(t0()));
-        let state = AppState::new(store.clone(), RateWindows::in_process(), clock.clone(), ApiConfig::default());
+        let state =
+            AppState::new(store.clone(), RateWindows::in_process(), clock.clone(), ApiConfig::default());
         App { router: eci_api::router(state.clone()), state, clock, store, admin_key_id: key.id.0 }
     }
 
@@ -164,7 +171,8 @@ impl App {
     pub async fn tenant_with(&self, name: &str, quota: Quota) -> TestTenant {
         let tenant = testing::seed_tenant(&self.store, name, quota).await;
         let token = format!("eci_test_{name}_secret");
-        let key = self.store.create_key(Some(&tenant.id), false, name, &token, t0()).await.expect("a tenant key");
+        let key =
+            self.store.create_key(Some(&tenant.id), false, name, &token, t0()).await.expect("a tenant key");
         TestTenant { id: tenant.id.0, name: name.to_string(), token, key_id: key.id.0 }
     }
 
@@ -292,8 +300,10 @@ pub fn placement_of(batch: &Value) -> BTreeMap<(String, String, String, String),
 
 /// A spec as the API writes it (`{"cpu": "2", "memory": "4Gi", "gpu": 0}`), parsed back.
 pub fn spec(v: &Value) -> Resources {
-    let cpu = MilliCpu::parse(v["cpu"].as_str().unwrap_or_else(|| panic!("spec cpu: {v}"))).expect("a cpu quantity");
-    let memory = MiB::parse(v["memory"].as_str().unwrap_or_else(|| panic!("spec memory: {v}"))).expect("a memory");
+    let cpu = MilliCpu::parse(v["cpu"].as_str().unwrap_or_else(|| panic!("spec cpu: {v}")))
+        .expect("a cpu quantity");
+    let memory =
+        MiB::parse(v["memory"].as_str().unwrap_or_else(|| panic!("spec memory: {v}"))).expect("a memory");
     let gpu = v["gpu"].as_u64().unwrap_or(0) as u32;
     Resources::new(cpu, memory, gpu)
 }
