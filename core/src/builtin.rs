@@ -31,11 +31,12 @@ const AREAS: &[(&str, &str, &[&str])] = &[
 /// Each server of the built-in fleet: 32 vCPU and 128 GiB.
 const SERVER: Resources = Resources { cpu: MilliCpu(32_000), memory: MiB(128 * 1024), gpu: 0 };
 
-/// A small deterministic generator, so the built-in fleet is the same on every start.
-struct SplitMix(u64);
+/// SplitMix64: a small deterministic generator, so the built-in fleet (and the benchmarks' fleets)
+/// are the same on every start.
+pub struct SplitMix(pub u64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -43,8 +44,8 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
-    /// Uniform in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
+    /// Uniform in `0..n` (up to a modulo bias far below what fixtures care about).
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }

@@ -6,6 +6,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use eci_core::builtin::SplitMix;
 use eci_core::{
     Area, Carrier, Column, Fleet, Idc, IdcId, IdcStatus, Ledger, MiB, MilliCpu, PlacementRequest, Resources,
     Runtime, Strategy, plan,
@@ -26,23 +27,6 @@ const REGIONS: &[(&str, &[&str])] = &[
     ("northeast", &["liaoning", "jilin", "heilongjiang"]),
     ("northwest", &["shaanxi", "gansu", "qinghai", "ningxia"]),
 ];
-
-/// SplitMix64, so the fleet is the same on every run.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// 5,000 IDCs of 3..300 servers (many small, a few big), with some capacity already reserved or
 /// allocated, a few draining or disconnected.
