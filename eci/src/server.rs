@@ -77,7 +77,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let db = args.data_dir.join("eci.db");
-    let store = Store::connect(&StoreConfig::new(format!("sqlite://{}?mode=rwc", db.display())))
+    let store = Store::connect(&StoreConfig::new(sqlite_url(&args.data_dir)?))
         .await
         .context("cannot open the embedded database")?;
     let fleet = match &args.fleet {
@@ -105,6 +105,28 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("credentials ({}):\n{text}", credentials.display());
     let state = AppState::new(store, RateWindows::in_process(), clock, api_config(&args.tuning));
     serve_until_shutdown(state, args.listen, &args.tuning).await
+}
+
+/// The URL of `eci.db` in the (existing) data directory `dir`. The path is made absolute and
+/// canonical, so that no `.`/`..` segment is folded away by URL parsing and the first directory is
+/// not taken for a host, and every byte outside `[A-Za-z0-9-._~/]` is percent-encoded, so that a
+/// directory named `my data`, `a?b`, `x#1` or `50%` is opened as written.
+fn sqlite_url(dir: &Path) -> anyhow::Result<String> {
+    let dir = std::fs::canonicalize(dir)
+        .with_context(|| format!("cannot resolve data directory {}", dir.display()))?;
+    let file = dir.join("eci.db");
+    let path =
+        file.to_str().with_context(|| format!("the data directory {} is not valid UTF-8", dir.display()))?;
+    let mut url = String::from("sqlite://");
+    for &b in path.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            url.push(char::from(b));
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url.push_str("?mode=rwc");
+    Ok(url)
 }
 
 fn write_credentials(path: &Path, admin: &str, demo: &str) -> anyhow::Result<()> {
@@ -149,6 +171,9 @@ fn api_config(tuning: &Tuning) -> ApiConfig {
 
 /// Serves the API and runs the expiry pass until Ctrl-C or SIGTERM, then drains both.
 async fn serve_until_shutdown(state: AppState, listen: SocketAddr, tuning: &Tuning) -> anyhow::Result<()> {
+    // Listen for the signals before the API answers anything: a SIGTERM that comes as soon as
+    // `/healthz` says ready must drain, not kill the process.
+    let shutdown = shutdown_signal();
     let (stop, stopped) = watch::channel(false);
     let expiry = tokio::spawn(eci_api::expiry::run(
         state.clone(),
@@ -164,7 +189,7 @@ async fn serve_until_shutdown(state: AppState, listen: SocketAddr, tuning: &Tuni
         let _ = api_stopped.changed().await;
     });
     let server = tokio::spawn(async move { server.await });
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: draining requests");
     let _ = stop.send(true);
     server.await??;
@@ -173,20 +198,31 @@ async fn serve_until_shutdown(state: AppState, listen: SocketAddr, tuning: &Tuni
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled, so signals are caught from that moment on.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    async move {
+        #[cfg(unix)]
+        {
+            async fn recv(s: std::io::Result<tokio::signal::unix::Signal>) {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+            let (int, term) = signals;
+            tokio::select! { _ = recv(int) => {}, _ = recv(term) => {} }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -1,0 +1,614 @@
+//! End-to-end tests of the real `eci` binary: the README's walk-through against `eci up` (embedded
+//! SQLite, built-in fleet), and `eci serve` on PostgreSQL and Redis with a fleet file.
+//!
+//! Servers and clients run as child processes of the binary Cargo built for these tests. A server
+//! gets a port found by binding 127.0.0.1:0, is waited for by polling `GET /healthz` a bounded
+//! number of times, writes its output to files in the test's own temp dir, and is killed by a guard
+//! when the test ends early. Every child starts without the `ECI_*` (and `DATABASE_URL`,
+//! `REDIS_URL`) variables of the environment the tests run in, so nothing leaks in from a developer's
+//! shell.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use eci_store::testing::{self, TempDirGuard};
+use serde_json::{Value, json};
+
+/// The binary under test.
+const ECI: &str = env!("CARGO_BIN_EXE_eci");
+/// Pause between two polls of a starting or stopping server.
+const POLL: Duration = Duration::from_millis(50);
+/// Polls of `/healthz` before a server counts as not starting (at least 15 s in all).
+const READY_TRIES: u32 = 300;
+/// Polls of a server told to stop before it counts as hanging (at least 20 s in all).
+const EXIT_TRIES: u32 = 400;
+/// Times a server is started on another port when the one picked was taken in the meantime.
+const PORT_ATTEMPTS: u32 = 5;
+
+/// A port nothing listens on right now: bound, read, and released at once.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local address").port()
+}
+
+/// A command running the binary, without the environment's `ECI_*`, `DATABASE_URL` and `REDIS_URL`
+/// (clap reads options from them) and without stdin.
+fn eci_command() -> Command {
+    let mut cmd = Command::new(ECI);
+    for (key, _) in std::env::vars_os() {
+        let inherited =
+            key.to_str().is_some_and(|k| k.starts_with("ECI_") || k == "DATABASE_URL" || k == "REDIS_URL");
+        if inherited {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// The status line of `GET /healthz` at `addr`, or `None` if nothing answers there (yet).
+fn healthz(addr: SocketAddr) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.lines().next().map(str::to_string)
+}
+
+/// A running `eci up` or `eci serve`, killed (if still running) when dropped.
+struct Server {
+    child: Option<Child>,
+    addr: SocketAddr,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Server {
+    /// Starts `eci <args> --listen 127.0.0.1:<free port>` with its output in files under
+    /// `log_dir`, and waits until `/healthz` answers 200.
+    fn start(args: &[&str], log_dir: &Path) -> Server {
+        Server::start_in(&std::env::current_dir().expect("current dir"), args, log_dir)
+    }
+
+    /// [`Server::start`] with `cwd` as the server's working directory.
+    fn start_in(cwd: &Path, args: &[&str], log_dir: &Path) -> Server {
+        static STARTS: AtomicU32 = AtomicU32::new(0);
+        for _ in 0..PORT_ATTEMPTS {
+            let n = STARTS.fetch_add(1, Ordering::Relaxed);
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let stdout = log_dir.join(format!("server-{n}.stdout"));
+            let stderr = log_dir.join(format!("server-{n}.stderr"));
+            let child = eci_command()
+                .current_dir(cwd)
+                .args(args)
+                .args(["--listen", &addr.to_string()])
+                .stdout(std::fs::File::create(&stdout).expect("create the server's stdout file"))
+                .stderr(std::fs::File::create(&stderr).expect("create the server's stderr file"))
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {ECI}: {e}"));
+            let mut server = Server { child: Some(child), addr, stdout, stderr };
+            match server.wait_ready() {
+                Ok(()) => return server,
+                // Another process took the port between our probe and the server's bind.
+                Err(status) if server.output().contains("cannot listen on") => {
+                    eprintln!("eci {args:?} could not listen on {addr} ({status}); trying another port");
+                }
+                Err(status) => {
+                    panic!("eci {args:?} exited before it was ready ({status}){}", server.output())
+                }
+            }
+        }
+        panic!("eci {args:?} found no free port in {PORT_ATTEMPTS} attempts");
+    }
+
+    /// Polls `/healthz` until it answers 200; `Err` with the exit status if the server exits first.
+    fn wait_ready(&mut self) -> Result<(), ExitStatus> {
+        for _ in 0..READY_TRIES {
+            if let Some(status) = self.try_wait() {
+                return Err(status);
+            }
+            if healthz(self.addr).is_some_and(|line| line.starts_with("HTTP/1.1 200")) {
+                return Ok(());
+            }
+            std::thread::sleep(POLL);
+        }
+        panic!(
+            "the server on {} did not answer /healthz after {READY_TRIES} tries{}",
+            self.addr,
+            self.output()
+        );
+    }
+
+    /// The exit status if the server has exited (and is then no longer tracked).
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = child.try_wait().expect("cannot poll the server process")?;
+        self.child = None;
+        Some(status)
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything the server wrote so far, for failure messages.
+    fn output(&self) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "\n--- server stdout ---\n{}\n--- server stderr ---\n{}",
+            read(&self.stdout),
+            read(&self.stderr)
+        )
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (a bounded number of polls) for the server to exit.
+    fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.as_ref().expect("the server is not running").id();
+        let kill = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("cannot run kill");
+        assert!(kill.success(), "kill -TERM {pid} failed: {kill}");
+        for _ in 0..EXIT_TRIES {
+            if let Some(status) = self.try_wait() {
+                return status;
+            }
+            std::thread::sleep(POLL);
+        }
+        panic!("the server did not exit within {EXIT_TRIES} polls after SIGTERM{}", self.output());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("server on {}:{}", self.addr, self.output());
+        }
+    }
+}
+
+/// A client: the binary with `ECI_ENDPOINT` and (when given) `ECI_TOKEN` set.
+struct Client {
+    endpoint: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(endpoint: &str, token: Option<&str>) -> Client {
+        Client { endpoint: endpoint.to_string(), token: token.map(str::to_string) }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = eci_command();
+        cmd.args(args).env("ECI_ENDPOINT", &self.endpoint);
+        if let Some(token) = &self.token {
+            cmd.env("ECI_TOKEN", token);
+        }
+        cmd.output().unwrap_or_else(|e| panic!("cannot run eci {args:?}: {e}"))
+    }
+
+    /// Runs `eci <args>`, requires exit 0, and returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let (stdout, stderr) = texts(&out);
+        assert!(out.status.success(), "eci {args:?} failed ({}):\n{stdout}\n{stderr}", out.status);
+        stdout
+    }
+
+    /// Runs `eci <args> -o json`, requires exit 0, and parses stdout.
+    fn json(&self, args: &[&str]) -> Value {
+        let args: Vec<&str> = args.iter().copied().chain(["-o", "json"]).collect();
+        let stdout = self.ok(&args);
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("eci {args:?} printed no JSON ({e}):\n{stdout}"))
+    }
+
+    /// Runs `eci <args>`, requires a non-zero exit and an empty stdout, and returns stderr's lines.
+    fn fails(&self, args: &[&str]) -> Vec<String> {
+        let out = self.run(args);
+        let (stdout, stderr) = texts(&out);
+        assert!(!out.status.success(), "eci {args:?} should have failed:\n{stdout}\n{stderr}");
+        assert!(stdout.is_empty(), "eci {args:?} failed but printed to stdout:\n{stdout}");
+        stderr.lines().map(str::to_string).collect()
+    }
+
+    /// `total` of `eci capacity` for one size and filter.
+    fn capacity(&self, args: &[&str]) -> u64 {
+        let args: Vec<&str> = ["capacity"].iter().chain(args).copied().collect();
+        let answer = self.json(&args);
+        answer["total"].as_u64().unwrap_or_else(|| panic!("no total in {answer}"))
+    }
+}
+
+fn texts(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The `KEY=value` lines of a credentials file.
+fn read_credentials(path: &Path) -> BTreeMap<String, String> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("not KEY=value: {l:?}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// The sum of `count` over a batch's placement, after checking every entry with `each`.
+fn placed(batch: &Value, each: impl Fn(&Value)) -> u64 {
+    let placement = batch["placement"].as_array().unwrap_or_else(|| panic!("no placement in {batch}"));
+    assert!(!placement.is_empty(), "empty placement in {batch}");
+    placement
+        .iter()
+        .map(|p| {
+            each(p);
+            p["count"].as_u64().unwrap_or_else(|| panic!("no count in {p}"))
+        })
+        .sum()
+}
+
+fn timestamp(value: &Value) -> DateTime<Utc> {
+    value.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not a timestamp: {value}"))
+}
+
+/// The README's walk-through, step by step, then its error cases, a graceful stop and a restart.
+#[tokio::test]
+async fn the_readme_walk_through_works_on_the_embedded_default() {
+    let tmp = TempDirGuard::new("eci-walkthrough").expect("temp dir");
+    let data = tmp.path().join("data");
+    let data_dir = data.to_str().expect("a UTF-8 temp path");
+    let mut server = Server::start(&["up", "--data-dir", data_dir], tmp.path());
+
+    // `eci up` keeps two keys in <data-dir>/credentials, and prints them.
+    let credentials_file = data.join("credentials");
+    let credentials = read_credentials(&credentials_file);
+    let admin = credentials.get("ECI_ADMIN_TOKEN").expect("ECI_ADMIN_TOKEN in the credentials").clone();
+    let token = credentials.get("ECI_TOKEN").expect("ECI_TOKEN in the credentials").clone();
+    assert!(!admin.is_empty() && !token.is_empty() && admin != token, "{credentials:?}");
+    assert_eq!(credentials.len(), 2, "{credentials:?}");
+    let printed = server.stdout();
+    assert!(
+        printed.contains(&format!("ECI_ADMIN_TOKEN={admin}"))
+            && printed.contains(&format!("ECI_TOKEN={token}")),
+        "eci up did not print the credentials:\n{printed}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&credentials_file).expect("credentials metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the credentials file is readable by others");
+    }
+
+    let eci = Client::new(&server.endpoint(), Some(&token));
+
+    // eci areas
+    let areas = eci.ok(&["areas"]);
+    assert!(areas.contains("guangdong") && areas.contains("south-china"), "{areas}");
+
+    // eci capacity --cpu 2 --memory 4Gi --area guangdong --carrier telecom
+    let size = ["--cpu", "2", "--memory", "4Gi", "--area", "guangdong", "--carrier", "telecom"];
+    let room = eci.capacity(&size);
+    assert!(room >= 1000, "only {room} instances of 2 vCPU / 4 GiB fit in Guangdong on Telecom");
+
+    // eci batch create --count 1000 ... --ttl 12h --label run=probe-1
+    let batch = eci.json(&[
+        "batch",
+        "create",
+        "--count",
+        "1000",
+        "--cpu",
+        "2",
+        "--memory",
+        "4Gi",
+        "--image",
+        "nginx:1.27",
+        "--area",
+        "guangdong",
+        "--carrier",
+        "telecom",
+        "--ttl",
+        "12h",
+        "--label",
+        "run=probe-1",
+    ]);
+    let id = batch["id"].as_str().unwrap_or_else(|| panic!("no id in {batch}")).to_string();
+    assert_eq!(batch["count"], 1000, "{batch}");
+    assert_eq!(batch["state"], "active", "{batch}");
+    assert_eq!(batch["image"], "nginx:1.27", "{batch}");
+    assert_eq!(batch["labels"], json!({"run": "probe-1"}), "{batch}");
+    let ttl = timestamp(&batch["expires_at"]) - timestamp(&batch["created_at"]);
+    assert_eq!(ttl.num_seconds(), 12 * 3600, "{batch}");
+    let total = placed(&batch, |p| {
+        assert_eq!((&p["province"], &p["carrier"]), (&json!("guangdong"), &json!("telecom")), "{p}");
+    });
+    assert_eq!(total, 1000, "{batch}");
+    assert_eq!(eci.capacity(&size), room - 1000, "the batch's capacity is not taken from the ledger");
+
+    // eci batch list / eci batch get <id>
+    let list = eci.ok(&["batch", "list"]);
+    let row = list.lines().find(|l| l.starts_with(&id)).unwrap_or_else(|| panic!("{id} not listed:\n{list}"));
+    assert!(row.contains("active") && row.contains("1000"), "{row}");
+    let view = eci.ok(&["batch", "get", &id]);
+    for part in [id.as_str(), "active", "guangdong", "telecom", "run=probe-1", "nginx:1.27"] {
+        assert!(view.contains(part), "`{part}` missing from eci batch get:\n{view}");
+    }
+
+    // eci instance list --batch <id> --limit 5
+    let page = eci.json(&["instance", "list", "--batch", &id, "--limit", "5"]);
+    let items = page["items"].as_array().unwrap_or_else(|| panic!("no items in {page}"));
+    assert_eq!(items.len(), 5, "{page}");
+    for i in items {
+        assert_eq!(
+            (&i["batch_id"], &i["province"], &i["carrier"]),
+            (&json!(id), &json!("guangdong"), &json!("telecom"))
+        );
+    }
+    assert!(page["next_cursor"].as_str().is_some_and(|c| !c.is_empty()), "no next_cursor in {page}");
+
+    // eci batch delete <id>: everything released, the capacity back at once.
+    let deleted = eci.ok(&["batch", "delete", &id]);
+    assert!(deleted.contains(&id) && deleted.contains("released"), "{deleted}");
+    let released = eci.json(&["batch", "get", &id]);
+    assert_eq!(released["state"], "released", "{released}");
+    assert_eq!(released["counts"]["terminated"], 1000, "{released}");
+    assert!(!released["released_at"].is_null(), "{released}");
+    assert_eq!(eci.capacity(&size), room, "the released capacity did not come back");
+
+    // Asking for more than fits fails with one line.
+    let stderr = eci.fails(&[
+        "batch", "create", "--count", "10000", "--cpu", "32", "--memory", "128Gi", "--image", "x", "--area",
+        "hainan",
+    ]);
+    assert_eq!(stderr.len(), 1, "{stderr:?}");
+    assert!(stderr[0].starts_with("error: insufficient_capacity: "), "{stderr:?}");
+    assert!(stderr[0].contains("of 10000") && stderr[0].ends_with("(HTTP 422)"), "{stderr:?}");
+
+    // A wrong key, and none at all.
+    let stderr = Client::new(&server.endpoint(), Some("eci_not-a-key")).fails(&["batch", "list"]);
+    assert!(stderr.iter().any(|l| l.starts_with("error: unauthorized")), "{stderr:?}");
+    let stderr = Client::new(&server.endpoint(), None).fails(&["batch", "list"]);
+    assert!(stderr.iter().any(|l| l.starts_with("error: ") && l.contains("set ECI_TOKEN")), "{stderr:?}");
+
+    // SIGTERM stops the server gracefully.
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "eci up did not exit cleanly on SIGTERM{}", server.output());
+    drop(server);
+
+    // Started again on the same data dir, it has kept its keys and its batches.
+    let mut server = Server::start(&["up", "--data-dir", data_dir], tmp.path());
+    assert_eq!(read_credentials(&credentials_file), credentials, "the credentials changed on restart");
+    let eci = Client::new(&server.endpoint(), Some(&token));
+    let batches = eci.json(&["batch", "list"]);
+    let items = batches["items"].as_array().unwrap_or_else(|| panic!("no items in {batches}"));
+    let kept = items.iter().find(|b| b["id"] == json!(id)).unwrap_or_else(|| panic!("{id} lost: {batches}"));
+    assert_eq!(kept["state"], "released", "{kept}");
+    assert_eq!(eci.capacity(&size), room, "the ledger changed on restart");
+    let tenants = reqwest::Client::new()
+        .get(format!("{}/v1/admin/tenants", server.endpoint()))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("GET /v1/admin/tenants");
+    assert_eq!(tenants.status(), 200, "the admin key no longer works");
+    let tenants: Value = tenants.json().await.expect("a JSON tenant list");
+    assert!(tenants.as_array().is_some_and(|t| t.iter().any(|t| t["name"] == "demo")), "{tenants}");
+    assert_eq!(
+        server.terminate().code(),
+        Some(0),
+        "eci up did not exit cleanly on SIGTERM{}",
+        server.output()
+    );
+}
+
+/// The data directory may be any directory name: the SQLite URL is built so that spaces, `#`, `%`,
+/// `?` and a relative path with `..` all reach the file system as written.
+#[tokio::test]
+async fn eci_up_opens_a_data_dir_with_any_name() {
+    let tmp = TempDirGuard::new("eci-data-dir").expect("temp dir");
+    let odd = tmp.path().join("my data #1 50% a?b");
+    std::fs::create_dir_all(tmp.path().join("sub")).expect("create sub");
+    // Relative to the server's working directory, through `sub/..`.
+    let relative = Path::new("sub/..").join(odd.file_name().expect("a file name"));
+    let mut server =
+        Server::start_in(tmp.path(), &["up", "--data-dir", relative.to_str().unwrap()], tmp.path());
+    assert!(odd.join("eci.db").is_file(), "no eci.db in {}{}", odd.display(), server.output());
+    let stray: Vec<_> = std::fs::read_dir(tmp.path().join("sub")).expect("read sub").collect();
+    assert!(stray.is_empty(), "the database went elsewhere: {stray:?}");
+    let credentials = read_credentials(&odd.join("credentials"));
+    let eci = Client::new(&server.endpoint(), credentials.get("ECI_TOKEN").map(String::as_str));
+    assert!(eci.ok(&["areas"]).contains("guangdong"));
+    assert_eq!(
+        server.terminate().code(),
+        Some(0),
+        "eci up did not exit cleanly on SIGTERM{}",
+        server.output()
+    );
+}
+
+/// A small fleet over two regions, three cities and all four carriers.
+const FLEET: &str = "\
+idcs:
+  - id: e2e-shenzhen-1
+    region: south-china
+    province: guangdong
+    city: shenzhen
+    carriers: [telecom, unicom]
+    cpu: \"64\"
+    memory: 256Gi
+    runtimes: [container, rich]
+    kube_context: e2e-shenzhen-1
+  - id: e2e-hangzhou-1
+    region: east-china
+    province: zhejiang
+    city: hangzhou
+    carriers: [mobile]
+    cpu: \"32\"
+    memory: 128Gi
+  - id: e2e-ningbo-1
+    region: east-china
+    province: zhejiang
+    city: ningbo
+    carriers: [bgp]
+    cpu: \"16\"
+    memory: 64Gi
+";
+
+/// `eci serve` on a fresh PostgreSQL database and Redis, with the fleet from a file and an admin
+/// key given on the command line: tenants and keys through the admin API, then the client.
+#[tokio::test]
+async fn eci_serve_runs_on_postgresql_with_a_fleet_file() {
+    let Some(db) = testing::postgres_database(2).await else { return };
+    let Some(redis) = testing::redis_url().await else {
+        db.cleanup().await;
+        return;
+    };
+    let tmp = TempDirGuard::new("eci-serve").expect("temp dir");
+    let fleet = tmp.path().join("fleet.yaml");
+    std::fs::write(&fleet, FLEET).expect("write the fleet file");
+    let admin_key = "e2e-admin-key-0f3c9a1d7b";
+    let mut server = Server::start(
+        &[
+            "serve",
+            "--database-url",
+            &db.url,
+            "--redis-url",
+            &redis,
+            "--fleet",
+            fleet.to_str().expect("a UTF-8 temp path"),
+            "--admin-key",
+            admin_key,
+        ],
+        tmp.path(),
+    );
+    let endpoint = server.endpoint();
+    let http = reqwest::Client::new();
+
+    // The admin API takes the key given on the command line, and only that.
+    let refused = http
+        .post(format!("{endpoint}/v1/admin/tenants"))
+        .bearer_auth("not-the-admin-key")
+        .json(&json!({"name": "e2e"}))
+        .send()
+        .await
+        .expect("POST /v1/admin/tenants");
+    assert_eq!(refused.status(), 401);
+    let tenant = http
+        .post(format!("{endpoint}/v1/admin/tenants"))
+        .bearer_auth(admin_key)
+        .json(&json!({"name": "e2e"}))
+        .send()
+        .await
+        .expect("POST /v1/admin/tenants");
+    assert_eq!(tenant.status(), 201);
+    let tenant: Value = tenant.json().await.expect("a JSON tenant");
+    let tenant_id = tenant["id"].as_str().unwrap_or_else(|| panic!("no id in {tenant}"));
+    let key = http
+        .post(format!("{endpoint}/v1/admin/tenants/{tenant_id}/keys"))
+        .bearer_auth(admin_key)
+        .json(&json!({"name": "cli"}))
+        .send()
+        .await
+        .expect("POST /v1/admin/tenants/{id}/keys");
+    assert_eq!(key.status(), 201);
+    let key: Value = key.json().await.expect("a JSON key");
+    let secret = key["secret"].as_str().unwrap_or_else(|| panic!("no secret in {key}"));
+    let eci = Client::new(&endpoint, Some(secret));
+
+    // The areas are the fleet file's, no more, no fewer.
+    let areas = eci.json(&["areas"]);
+    let mut cities = BTreeMap::new();
+    for region in areas["regions"].as_array().unwrap_or_else(|| panic!("no regions in {areas}")) {
+        for province in region["provinces"].as_array().expect("provinces") {
+            for city in province["cities"].as_array().expect("cities") {
+                let path = [&region["code"], &province["code"], &city["code"]].map(|c| c.as_str().unwrap());
+                cities.insert(path.join("/"), city["carriers"].clone());
+            }
+        }
+    }
+    let expected = BTreeMap::from([
+        ("east-china/zhejiang/hangzhou".to_string(), json!(["mobile"])),
+        ("east-china/zhejiang/ningbo".to_string(), json!(["bgp"])),
+        ("south-china/guangdong/shenzhen".to_string(), json!(["telecom", "unicom"])),
+    ]);
+    assert_eq!(cities, expected, "{areas}");
+    let regions: BTreeSet<&str> =
+        areas["regions"].as_array().unwrap().iter().filter_map(|r| r["code"].as_str()).collect();
+    assert_eq!(regions, BTreeSet::from(["east-china", "south-china"]));
+
+    // 64 vCPU / 256 GiB in Shenzhen hold 32 instances of 2 vCPU / 4 GiB.
+    let size = ["--cpu", "2", "--memory", "4Gi", "--area", "shenzhen", "--carrier", "telecom"];
+    assert_eq!(eci.capacity(&size), 32);
+    let batch = eci.json(&[
+        "batch",
+        "create",
+        "--count",
+        "20",
+        "--cpu",
+        "2",
+        "--memory",
+        "4Gi",
+        "--image",
+        "nginx:1.27",
+        "--area",
+        "shenzhen",
+        "--carrier",
+        "telecom",
+    ]);
+    let id = batch["id"].as_str().unwrap_or_else(|| panic!("no id in {batch}")).to_string();
+    assert_eq!(batch["count"], 20, "{batch}");
+    let check = |p: &Value| {
+        let at = [&p["region"], &p["province"], &p["city"], &p["carrier"]];
+        assert_eq!(
+            at,
+            [&json!("south-china"), &json!("guangdong"), &json!("shenzhen"), &json!("telecom")],
+            "{p}"
+        );
+    };
+    assert_eq!(placed(&batch, check), 20, "{batch}");
+    let stored = eci.json(&["batch", "get", &id]);
+    assert_eq!(placed(&stored, check), 20, "{stored}");
+    let counts = stored["counts"].as_object().unwrap_or_else(|| panic!("no counts in {stored}"));
+    assert_eq!(counts.values().filter_map(Value::as_u64).sum::<u64>(), 20, "{stored}");
+    assert_eq!(stored["counts"]["terminated"], 0, "{stored}");
+    assert_eq!(eci.capacity(&size), 12);
+    let stderr = eci.fails(&[
+        "batch",
+        "create",
+        "--count",
+        "13",
+        "--cpu",
+        "2",
+        "--memory",
+        "4Gi",
+        "--image",
+        "x",
+        "--area",
+        "shenzhen",
+        "--carrier",
+        "telecom",
+    ]);
+    assert_eq!(stderr.len(), 1, "{stderr:?}");
+    assert!(
+        stderr[0].starts_with("error: insufficient_capacity: ") && stderr[0].contains("of 13"),
+        "{stderr:?}"
+    );
+
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "eci serve did not exit cleanly on SIGTERM{}", server.output());
+    drop(server);
+    db.cleanup().await;
+}
