@@ -427,7 +427,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
-            end_instances(&mut tx, "batch_id = $3", &id.0, now_ms).await?;
+            end_instances(&mut tx, "batch_id = $3", &id.0, Ending::Terminated, now_ms).await?;
         }
         tx.commit().await?;
         self.get_batch(tenant, id).await
@@ -583,20 +583,39 @@ async fn insert_instances(
     Ok(())
 }
 
+/// How live instances end: released (`terminated`) or lost (`failed`, with the reason).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ending<'a> {
+    Terminated,
+    Failed(&'a str),
+}
+
 /// Ends the live instances matching `condition` (written against `$3`, bound to `value`) and gives
 /// their capacity back. Writes first, so it is safe as the first statement of a transaction.
 pub(crate) async fn end_instances(
     tx: &mut Tx<'_>,
     condition: &str,
     value: &str,
+    ending: Ending<'_>,
     now_ms: i64,
 ) -> Result<Vec<InstanceId>> {
+    let (state, reason) = match ending {
+        Ending::Terminated => (InstanceState::Terminated, None),
+        Ending::Failed(reason) => (InstanceState::Failed, Some(reason)),
+    };
     let sql = format!(
-        "UPDATE instances SET state = 'terminated', ended_at = $1, updated_at = $2 \
+        "UPDATE instances SET state = $1, ended_at = $2, updated_at = $2, \
+             failure_reason = COALESCE($4, failure_reason) \
          WHERE {condition} AND state NOT IN ('terminated', 'failed') \
          RETURNING id, tenant_id, idc_id, cpu, memory, gpu, reservation_id"
     );
-    let rows = sqlx::query(&sql).bind(now_ms).bind(now_ms).bind(value).fetch_all(&mut **tx).await?;
+    let rows = sqlx::query(&sql)
+        .bind(state.as_str())
+        .bind(now_ms)
+        .bind(value)
+        .bind(reason)
+        .fetch_all(&mut **tx)
+        .await?;
     let mut ended = Vec::with_capacity(rows.len());
     let mut ids = Vec::with_capacity(rows.len());
     for row in &rows {

@@ -8,7 +8,7 @@ use eci_core::{
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::batches::{Page, end_instances};
+use crate::batches::{Ending, Page, end_instances};
 use crate::sql::{millis, opt_time, time, uint, word};
 use crate::{Error, Result, Store};
 
@@ -127,8 +127,156 @@ impl Store {
     ) -> Result<Instance> {
         self.get_instance(tenant, id).await?;
         let mut tx = self.pool.begin().await?;
-        end_instances(&mut tx, "id = $3", &id.0, millis(now)).await?;
+        end_instances(&mut tx, "id = $3", &id.0, Ending::Terminated, millis(now)).await?;
         tx.commit().await?;
         self.get_instance(tenant, id).await
+    }
+}
+
+/// An instance the instance manager must make real, with the request its objects are built from.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub instance: Instance,
+    pub request: eci_core::BatchRequest,
+}
+
+/// What a cluster says about an instance's Pod or VMI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// The object exists and is starting.
+    Creating,
+    Running { ip: Option<String>, ssh: Option<SshEndpoint> },
+    /// The object failed for good (image pull error, crash loop, unschedulable for too long...).
+    Failed { reason: String },
+    /// The object is gone while the instance is live: someone or something removed it.
+    Vanished,
+}
+
+impl Store {
+    /// Up to `limit` pending instances of one IDC, oldest first, with their batches' requests.
+    pub async fn pending_in_idc(&self, idc: &IdcId, limit: u32) -> Result<Vec<Desired>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE idc_id = $1 AND state = 'pending' ORDER BY id LIMIT $2"
+        ))
+        .bind(&idc.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let instances = rows.iter().map(instance_from_row).collect::<Result<Vec<_>>>()?;
+        let mut batch_ids: Vec<&BatchId> = instances.iter().map(|i| &i.batch_id).collect();
+        batch_ids.sort();
+        batch_ids.dedup();
+        let mut requests = std::collections::BTreeMap::new();
+        if !batch_ids.is_empty() {
+            let sql = format!(
+                "SELECT id, request FROM batches WHERE id IN ({})",
+                crate::sql::placeholders(1, batch_ids.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in &batch_ids {
+                query = query.bind(&id.0);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let request: eci_core::BatchRequest =
+                    crate::sql::json("batch request", &row.try_get::<String, _>("request")?)?;
+                requests.insert(BatchId(row.try_get("id")?), request);
+            }
+        }
+        instances
+            .into_iter()
+            .map(|instance| {
+                let request = requests
+                    .get(&instance.batch_id)
+                    .cloned()
+                    .ok_or_else(|| Error::NotFound { what: "batch", id: instance.batch_id.0.clone() })?;
+                Ok(Desired { instance, request })
+            })
+            .collect()
+    }
+
+    /// The live (not ended) instances of one IDC and their states.
+    pub async fn live_in_idc(&self, idc: &IdcId) -> Result<std::collections::BTreeMap<InstanceId, InstanceState>> {
+        let rows = sqlx::query(
+            "SELECT id, state FROM instances WHERE idc_id = $1 AND state NOT IN ('terminated', 'failed')",
+        )
+        .bind(&idc.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((InstanceId(row.try_get("id")?), word("instance state", &row.try_get::<String, _>("state")?)?))
+            })
+            .collect()
+    }
+
+    /// Records what a cluster reported about an instance. Returns the new state when it changed;
+    /// `None` when the report changes nothing (the instance ended already, or it is stale).
+    #[tracing::instrument(skip_all, fields(instance.id = %id))]
+    pub async fn record_observation(
+        &self,
+        id: &InstanceId,
+        observed: &Observed,
+        now: DateTime<Utc>,
+    ) -> Result<Option<InstanceState>> {
+        let row = sqlx::query(&format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = $1"))
+            .bind(&id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "instance", id: id.0.clone() })?;
+        let current = instance_from_row(&row)?;
+        if current.state.is_ended() {
+            return Ok(None);
+        }
+        let now_ms = millis(now);
+        match observed {
+            Observed::Creating => {
+                if current.state != InstanceState::Pending && current.state != InstanceState::Unknown {
+                    return Ok(None);
+                }
+                current.state.transition(InstanceState::Creating)?;
+                let done = sqlx::query("UPDATE instances SET state = 'creating', updated_at = $1 WHERE id = $2 AND state = $3")
+                    .bind(now_ms)
+                    .bind(&id.0)
+                    .bind(current.state.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok((done.rows_affected() == 1).then_some(InstanceState::Creating))
+            }
+            Observed::Running { ip, ssh } => {
+                if current.state == InstanceState::Running && current.ip == *ip && current.ssh == *ssh {
+                    return Ok(None);
+                }
+                // A manager that restarted may see a Pod running before it recorded `creating`.
+                let from = if current.state == InstanceState::Pending { InstanceState::Creating } else { current.state };
+                current.state.transition(from)?;
+                from.transition(InstanceState::Running)?;
+                let done = sqlx::query(
+                    "UPDATE instances SET state = 'running', ip = $1, ssh_host = $2, ssh_port = $3, ssh_user = $4, \
+                         started_at = COALESCE(started_at, $5), updated_at = $5 WHERE id = $6 AND state = $7",
+                )
+                .bind(ip.clone())
+                .bind(ssh.as_ref().map(|s| s.host.clone()))
+                .bind(ssh.as_ref().map(|s| i64::from(s.port)))
+                .bind(ssh.as_ref().map(|s| s.user.clone()))
+                .bind(now_ms)
+                .bind(&id.0)
+                .bind(current.state.as_str())
+                .execute(&self.pool)
+                .await?;
+                Ok((done.rows_affected() == 1).then_some(InstanceState::Running))
+            }
+            Observed::Failed { reason } => self.fail(id, reason, now_ms).await,
+            Observed::Vanished => self.fail(id, "its Pod or VMI disappeared from the cluster", now_ms).await,
+        }
+    }
+
+    async fn fail(&self, id: &InstanceId, reason: &str, now_ms: i64) -> Result<Option<InstanceState>> {
+        let mut tx = self.pool.begin().await?;
+        let ended = end_instances(&mut tx, "id = $3", &id.0, Ending::Failed(reason), now_ms).await?;
+        tx.commit().await?;
+        if !ended.is_empty() {
+            tracing::info!(reason, "instance failed");
+        }
+        Ok((!ended.is_empty()).then_some(InstanceState::Failed))
     }
 }

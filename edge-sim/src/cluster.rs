@@ -1,0 +1,278 @@
+//! `SimCluster`: one simulated cluster's store and API server on its own loopback port.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::api::{self, ApiState, ApiStats};
+use crate::engine::{EngineConfig, StageEngine};
+use crate::node::NodeSpec;
+use crate::resource::Resource;
+use crate::store::{Store, StoreConfig};
+
+/// Why a cluster could not start or stop cleanly.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// The listening socket could not be bound.
+    #[error("binding the api server of cluster {cluster} to {addr}")]
+    BindFailed {
+        /// The cluster's name.
+        cluster: String,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// A namespace or node from the config could not be created.
+    #[error("seeding cluster {cluster}")]
+    SeedFailed {
+        /// The cluster's name.
+        cluster: String,
+        /// What the store said.
+        #[source]
+        source: crate::Error,
+    },
+    /// The server stopped with an I/O error.
+    #[error("serving the api of cluster {cluster}")]
+    ServeFailed {
+        /// The cluster's name.
+        cluster: String,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// The server task panicked or was cancelled.
+    #[error("the api server task of cluster {cluster} did not finish")]
+    TaskFailed {
+        /// The cluster's name.
+        cluster: String,
+        /// Why the task ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// How to start a simulated cluster.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// A name for logs (an IDC's id, say).
+    pub name: String,
+    /// Where to listen; port 0 picks a free one.
+    pub addr: SocketAddr,
+    /// The store's tunables (history window, grace periods).
+    pub store: StoreConfig,
+    /// How often watches that allow bookmarks get one.
+    pub bookmark_interval: Duration,
+    /// Namespaces created at start (`default`, `kube-system`, `kube-public` unless changed).
+    pub namespaces: Vec<String>,
+    /// Nodes created at start.
+    pub nodes: Vec<NodeSpec>,
+    /// The stage engine (binding and booting pods); `None` leaves pods exactly as clients write them.
+    pub engine: Option<EngineConfig>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            name: "edge-sim".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store: StoreConfig::default(),
+            bookmark_interval: Duration::from_secs(15),
+            namespaces: vec!["default".into(), "kube-system".into(), "kube-public".into()],
+            nodes: Vec::new(),
+            engine: Some(EngineConfig::default()),
+        }
+    }
+}
+
+impl SimConfig {
+    /// Name the cluster.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Listen on this address instead of a free loopback port.
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Use these store tunables.
+    pub fn store(mut self, store: StoreConfig) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Send bookmarks this often.
+    pub fn bookmark_interval(mut self, interval: Duration) -> Self {
+        self.bookmark_interval = interval;
+        self
+    }
+
+    /// Run the stage engine with these tunables.
+    pub fn engine(mut self, engine: EngineConfig) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// Run no stage engine: pods stay as clients write them (for tests that drive status themselves).
+    pub fn without_engine(mut self) -> Self {
+        self.engine = None;
+        self
+    }
+
+    /// Create this node at start.
+    pub fn node(mut self, node: NodeSpec) -> Self {
+        self.nodes.push(node);
+        self
+    }
+}
+
+/// One running simulated cluster. Dropping it signals shutdown; `shutdown()` also waits for the server.
+#[derive(Debug)]
+pub struct SimCluster {
+    /// The cluster's name.
+    name: String,
+    /// Where its API server listens.
+    addr: SocketAddr,
+    /// Its objects.
+    store: Arc<Store>,
+    /// Its request counters.
+    stats: Arc<ApiStats>,
+    /// Set to `true` to stop the server, watches and timers.
+    shutdown: watch::Sender<bool>,
+    /// The API server task.
+    server: Option<JoinHandle<io::Result<()>>>,
+    /// The stage engine task, if one runs.
+    engine: Option<JoinHandle<()>>,
+}
+
+impl SimCluster {
+    /// Create the store, seed namespaces and nodes, bind and serve.
+    pub async fn start(config: SimConfig) -> Result<SimCluster, ClusterError> {
+        let name = config.name.clone();
+        let store = Arc::new(Store::new(config.store.clone()));
+        let seed = |error| ClusterError::SeedFailed { cluster: name.clone(), source: error };
+        for namespace in &config.namespaces {
+            store
+                .create(Resource::Namespaces, None, json!({"metadata": {"name": namespace}}))
+                .map_err(seed)?;
+        }
+        for node in &config.nodes {
+            store.create(Resource::Nodes, None, node.to_object()).map_err(seed)?;
+        }
+        let listener = TcpListener::bind(config.addr).await.map_err(|source| ClusterError::BindFailed {
+            cluster: name.clone(),
+            addr: config.addr,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| ClusterError::BindFailed {
+            cluster: name.clone(),
+            addr: config.addr,
+            source,
+        })?;
+        let (shutdown, signal) = watch::channel(false);
+        let stats = Arc::new(ApiStats::default());
+        let state = ApiState {
+            store: store.clone(),
+            bookmark_interval: config.bookmark_interval,
+            stats: stats.clone(),
+            shutdown: signal.clone(),
+        };
+        let engine = config.engine.clone().map(|cfg| StageEngine::spawn(store.clone(), cfg, signal.clone()));
+        let mut stop = signal;
+        let app = api::router(state);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    // An error means the sender is gone: that is a shutdown too.
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                })
+                .await
+        });
+        info!(cluster = %name, %addr, "simulated cluster started");
+        Ok(SimCluster { name, addr, store, stats, shutdown, server: Some(server), engine })
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The API server's base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The API server's port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The API server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The cluster's objects, for tests and the stage engine.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Request counters of the API server.
+    pub fn stats(&self) -> &ApiStats {
+        &self.stats
+    }
+
+    /// Add a node to the running cluster.
+    pub fn add_node(&self, node: &NodeSpec) -> crate::Result<Value> {
+        self.store.create(Resource::Nodes, None, node.to_object())
+    }
+
+    /// A kubeconfig (YAML) that points kubectl at this cluster, without auth.
+    pub fn kubeconfig(&self) -> String {
+        let name = &self.name;
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {url}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {name}\n    namespace: default\ncurrent-context: {name}\nusers:\n- name: {name}\n  user: {{}}\n",
+            url = self.url()
+        )
+    }
+
+    /// Stop serving: end watches, timers and the stage engine, let in-flight requests finish, wait for
+    /// the server and the engine.
+    pub async fn shutdown(mut self) -> Result<(), ClusterError> {
+        self.shutdown.send_replace(true);
+        let Some(server) = self.server.take() else { return Ok(()) };
+        let cluster = self.name.clone();
+        if let Some(engine) = self.engine.take() {
+            engine.await.map_err(|source| ClusterError::TaskFailed { cluster: cluster.clone(), source })?;
+        }
+        match server.await {
+            Ok(Ok(())) => {
+                info!(%cluster, "simulated cluster stopped");
+                Ok(())
+            }
+            Ok(Err(source)) => Err(ClusterError::ServeFailed { cluster, source }),
+            Err(source) => Err(ClusterError::TaskFailed { cluster, source }),
+        }
+    }
+}
+
+impl Drop for SimCluster {
+    fn drop(&mut self) {
+        if self.server.is_some() {
+            warn!(cluster = %self.name, "simulated cluster dropped without shutdown(); signalling it to stop");
+            self.shutdown.send_replace(true);
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! A simulated edge cluster that speaks the Kubernetes REST API (in the spirit of KWOK), so that real
+//! clients (`kubectl`, the `kube` crate) can drive it over loopback HTTP. Many clusters can run in one
+//! process, each on its own port.
+//!
+//! Layout (one idea per file):
+//! - [`cluster`]: [`SimCluster`] — start a store and its API server on a port, seed namespaces and nodes,
+//!   shut down cleanly.
+//! - [`store`]: [`Store`] — objects as JSON keyed by (resource, namespace, name), one resourceVersion
+//!   counter, the bounded change history watches resume from, subscriptions for live watches.
+//! - [`resource`]: [`Resource`] — the kinds served (namespaces, nodes, pods, services, secrets, kubevirt VMIs).
+//! - [`selector`]: label and field selectors.
+//! - [`patch`]: JSON merge patch.
+//! - [`api`]: the axum router — path parsing, CRUD, list, delete, status subresource.
+//! - [`watch`]: watch streams (newline-delimited JSON events, bookmarks, 410 Expired).
+//! - [`metrics`]: `metrics.k8s.io/v1beta1` PodMetrics and NodeMetrics, derived from running pods.
+//! - [`table`]: server-side printing (`meta.k8s.io/v1` Table) for kubectl.
+//! - [`discovery`]: `/version`, `/api`, `/apis`, APIResourceLists.
+//! - [`query`]: lenient query-string parsing.
+//! - [`status`]: `Status` objects and JSON responses.
+//! - [`engine`]: [`engine::StageEngine`] — scheduler and kubelet stand-in: binds pending pods to nodes
+//!   that fit, or marks them Unschedulable; runs bound pods after a boot delay.
+//! - [`quantity`]: Kubernetes quantities (`500m`, `128Mi`) as integers.
+//! - [`node`]: [`NodeSpec`] — pre-created nodes with allocatable cpu, memory and pods.
+//! - [`error`]: the one error type, mapped to a `Status` reason and code.
+//!
+//! **Invariant:** every object and every list carries a non-empty `metadata.resourceVersion`, and every
+//! change gets a higher one than the last (kube's watcher relists in a tight loop otherwise).
+
+pub mod api;
+pub mod cluster;
+pub mod discovery;
+pub mod engine;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod patch;
+pub mod quantity;
+pub mod query;
+pub mod resource;
+pub mod selector;
+pub mod status;
+pub mod store;
+pub mod table;
+pub mod watch;
+
+pub use cluster::{ClusterError, SimCluster, SimConfig};
+pub use engine::EngineConfig;
+pub use error::{Error, Result};
+pub use node::NodeSpec;
+pub use resource::Resource;
+pub use store::{Store, StoreConfig};

@@ -1,0 +1,452 @@
+//! One reconciler per IDC. Level-triggered: each pass compares what the database wants (the IDC's
+//! live instances) with what the cluster has (Pods and VMIs labelled as ours, kept by kube-runtime
+//! reflectors) and closes the gap, so running a pass twice, or after a crash, does no harm.
+//!
+//! A pass: (1) creates the objects of pending instances, named after the instance so a retried or
+//! repeated create meets `AlreadyExists` instead of making a second Pod; (2) writes back what the
+//! cluster reports (`creating`, `running` with the IP and ssh endpoint, `failed` with the reason);
+//! (3) deletes objects whose instance has ended (orphans, including released instances) and fails
+//! instances whose object vanished.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use eci_core::{IdcId, InstanceId, InstanceState, Runtime, SshEndpoint};
+use eci_store::Store;
+use eci_store::instances::{Desired, Observed};
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::runtime::reflector::{self, Store as Cache};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::{Notify, watch};
+
+use crate::kubevirt::VirtualMachineInstance;
+use crate::manifest::{self, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, ManifestConfig};
+
+/// Tunables of the instance manager.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub manifest: ManifestConfig,
+    /// Pending instances taken per pass.
+    pub batch_size: u32,
+    /// Create requests in flight at once per IDC, so a big batch cannot flood a small cluster.
+    pub concurrency: usize,
+    /// A pass runs at least this often even when nothing changed.
+    pub resync: Duration,
+    /// How long a just-created object may stay unseen before its instance counts as vanished.
+    pub vanish_grace: Duration,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            manifest: ManifestConfig::default(),
+            batch_size: 500,
+            concurrency: 32,
+            resync: Duration::from_secs(2),
+            vanish_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a pass (or a step of it) failed; the pass is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading or writing instances failed")]
+    Store(#[from] eci_store::Error),
+    #[error("the cluster refused to {action} `{name}`")]
+    Cluster {
+        action: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What one pass did, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    pub created: usize,
+    pub updated: usize,
+    pub orphans_deleted: usize,
+    pub vanished: usize,
+    pub errors: usize,
+}
+
+/// The reconciler of one IDC's cluster.
+pub struct IdcReconciler {
+    idc: IdcId,
+    client: Client,
+    store: Store,
+    config: ManagerConfig,
+    /// Namespaces known to exist, so each is created once per process.
+    namespaces: Mutex<std::collections::HashSet<String>>,
+    /// Objects created but not yet seen by the reflectors, and when.
+    awaiting: Mutex<HashMap<InstanceId, Instant>>,
+    pods: Cache<Pod>,
+    vmis: Cache<VirtualMachineInstance>,
+    changed: Arc<Notify>,
+    watchers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Creates an object, taking `AlreadyExists` as success: the object is what an earlier attempt made.
+async fn create_once<K>(api: &Api<K>, object: &K, name: &str, action: &'static str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_conflict(&e) => Ok(()),
+        Err(source) => Err(Error::Cluster { action, name: name.to_string(), source }),
+    }
+}
+
+/// Deletes an object, taking `NotFound` as success.
+async fn delete_once<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(source) => Err(Error::Cluster { action: "delete", name: name.to_string(), source }),
+    }
+}
+
+/// Container states that will not get better by waiting.
+const FATAL_WAITING_REASONS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+];
+
+/// What a Pod's status says about its instance; the ssh endpoint is filled in by the caller.
+pub fn observe_pod(pod: &Pod) -> Observed {
+    let Some(status) = &pod.status else { return Observed::Creating };
+    match status.phase.as_deref() {
+        Some("Running") if status.pod_ip.is_some() => {
+            Observed::Running { ip: status.pod_ip.clone(), ssh: None }
+        }
+        Some("Failed") => Observed::Failed {
+            reason: status
+                .reason
+                .clone()
+                .or_else(|| status.message.clone())
+                .unwrap_or_else(|| "the Pod failed".to_string()),
+        },
+        Some("Succeeded") => Observed::Failed { reason: "its container exited".to_string() },
+        _ => {
+            let waiting = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+                .find(|w| w.reason.as_deref().is_some_and(|r| FATAL_WAITING_REASONS.contains(&r)));
+            match waiting {
+                Some(w) => Observed::Failed {
+                    reason: match (&w.reason, &w.message) {
+                        (Some(r), Some(m)) => format!("{r}: {m}"),
+                        (Some(r), None) => r.clone(),
+                        _ => "the container cannot start".to_string(),
+                    },
+                },
+                None => Observed::Creating,
+            }
+        }
+    }
+}
+
+/// What a VMI's status says about its instance.
+pub fn observe_vmi(vmi: &VirtualMachineInstance) -> Observed {
+    let Some(status) = &vmi.status else { return Observed::Creating };
+    match status.phase.as_deref() {
+        Some("Running") => {
+            let ip = status.interfaces.iter().find_map(|i| i.ip_address.clone());
+            if ip.is_some() { Observed::Running { ip, ssh: None } } else { Observed::Creating }
+        }
+        Some("Failed") | Some("Succeeded") => Observed::Failed {
+            reason: status.reason.clone().unwrap_or_else(|| "the virtual machine stopped".to_string()),
+        },
+        _ => Observed::Creating,
+    }
+}
+
+impl IdcReconciler {
+    /// Starts the reflectors that keep this IDC's Pods and VMIs in memory.
+    pub fn start(idc: IdcId, client: Client, store: Store, config: ManagerConfig) -> Self {
+        let changed = Arc::new(Notify::new());
+        let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
+        let (pods, pods_writer) = reflector::store::<Pod>();
+        let (vmis, vmis_writer) = reflector::store::<VirtualMachineInstance>();
+        let mut watchers = Vec::new();
+        let pod_events = reflector::reflector(
+            pods_writer,
+            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(&selector)),
+        )
+        .default_backoff();
+        watchers.push(tokio::spawn(drive(pod_events, changed.clone(), idc.clone(), "pods")));
+        let vmi_events = reflector::reflector(
+            vmis_writer,
+            watcher(
+                Api::<VirtualMachineInstance>::all(client.clone()),
+                watcher::Config::default().labels(&selector),
+            ),
+        )
+        .default_backoff();
+        watchers.push(tokio::spawn(drive(vmi_events, changed.clone(), idc.clone(), "vmis")));
+        IdcReconciler {
+            idc,
+            client,
+            store,
+            config,
+            namespaces: Mutex::default(),
+            awaiting: Mutex::default(),
+            pods,
+            vmis,
+            changed,
+            watchers,
+        }
+    }
+
+    /// Runs passes whenever the cluster changes, or every `resync`, until `shutdown` turns true.
+    #[tracing::instrument(skip_all, fields(idc.id = %self.idc))]
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        tokio::select! {
+            _ = async { let _ = self.pods.wait_until_ready().await; let _ = self.vmis.wait_until_ready().await; } => {}
+            _ = shutdown.changed() => { self.stop(); return; }
+        }
+        loop {
+            match self.pass().await {
+                Ok(report) if report != PassReport::default() => tracing::debug!(?report, "pass done"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(error = ?error, "pass failed; will retry"),
+            }
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(self.config.resync) => {}
+            }
+        }
+        self.stop();
+    }
+
+    fn stop(&self) {
+        for w in &self.watchers {
+            w.abort();
+        }
+    }
+
+    /// Waits until both reflectors hold a complete first list of the cluster.
+    pub async fn ready(&self) {
+        let _ = self.pods.wait_until_ready().await;
+        let _ = self.vmis.wait_until_ready().await;
+    }
+
+    /// One level-triggered pass over the IDC.
+    pub async fn pass(&self) -> Result<PassReport> {
+        let mut report = PassReport::default();
+        let pending = self.store.pending_in_idc(&self.idc, self.config.batch_size).await?;
+        let results: Vec<(InstanceId, Result<()>)> = stream::iter(pending)
+            .map(|desired| async move { (desired.instance.id.clone(), self.create(&desired).await) })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        for (id, result) in results {
+            match result {
+                Ok(()) => {
+                    self.awaiting.lock().expect("awaiting lock").insert(id.clone(), Instant::now());
+                    if self.store.record_observation(&id, &Observed::Creating, Utc::now()).await?.is_some() {
+                        report.created += 1;
+                    }
+                }
+                Err(error) => {
+                    report.errors += 1;
+                    tracing::warn!(instance.id = %id, error = ?error, "creating the instance's objects failed; will retry");
+                }
+            }
+        }
+
+        let live = self.store.live_in_idc(&self.idc).await?;
+        let mut seen: BTreeMap<InstanceId, Observed> = BTreeMap::new();
+        for pod in self.pods.state() {
+            if let Some(id) = pod.labels().get(LABEL_INSTANCE) {
+                seen.insert(InstanceId(id.clone()), observe_pod(&pod));
+            }
+        }
+        for vmi in self.vmis.state() {
+            if let Some(id) = vmi.labels().get(LABEL_INSTANCE) {
+                seen.insert(InstanceId(id.clone()), observe_vmi(&vmi));
+            }
+        }
+        for (id, observed) in &seen {
+            self.awaiting.lock().expect("awaiting lock").remove(id);
+            let Some(&state) = live.get(id) else {
+                match self.delete_objects(id).await {
+                    Ok(()) => report.orphans_deleted += 1,
+                    Err(error) => {
+                        report.errors += 1;
+                        tracing::warn!(instance.id = %id, error = ?error, "deleting an orphan failed; will retry");
+                    }
+                }
+                continue;
+            };
+            let observed = match observed {
+                Observed::Running { ip, .. } if state != InstanceState::Running => {
+                    Observed::Running { ip: ip.clone(), ssh: self.ssh_endpoint(id).await }
+                }
+                Observed::Running { .. } | Observed::Creating if state == InstanceState::Running => continue,
+                other => other.clone(),
+            };
+            if self.store.record_observation(id, &observed, Utc::now()).await?.is_some() {
+                report.updated += 1;
+            }
+        }
+        for (id, state) in &live {
+            if seen.contains_key(id) || !matches!(state, InstanceState::Creating | InstanceState::Running) {
+                continue;
+            }
+            let young = self
+                .awaiting
+                .lock()
+                .expect("awaiting lock")
+                .get(id)
+                .is_some_and(|t| t.elapsed() < self.config.vanish_grace);
+            if !young && self.store.record_observation(id, &Observed::Vanished, Utc::now()).await?.is_some() {
+                report.vanished += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn ensure_namespace(&self, name: &str) -> Result<()> {
+        if self.namespaces.lock().expect("namespaces lock").contains(name) {
+            return Ok(());
+        }
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                labels: Some(BTreeMap::from([(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())])),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        create_once(&Api::<Namespace>::all(self.client.clone()), &namespace, name, "create namespace")
+            .await?;
+        self.namespaces.lock().expect("namespaces lock").insert(name.to_string());
+        Ok(())
+    }
+
+    /// Creates everything an instance needs: namespace, then ssh Secret and Service, then the Pod or VMI.
+    #[tracing::instrument(skip_all, fields(instance.id = %desired.instance.id))]
+    async fn create(&self, desired: &Desired) -> Result<()> {
+        let (instance, request, config) = (&desired.instance, &desired.request, &self.config.manifest);
+        let ns = manifest::namespace(&instance.tenant_id);
+        self.ensure_namespace(&ns).await?;
+        let name = manifest::object_name(&instance.id);
+        if instance.runtime.needs_ssh() {
+            let secrets = Api::<Secret>::namespaced(self.client.clone(), &ns);
+            create_once(&secrets, &manifest::ssh_secret(instance, request), &name, "create secret").await?;
+            let services = Api::<Service>::namespaced(self.client.clone(), &ns);
+            create_once(&services, &manifest::ssh_service(instance, request), &name, "create service")
+                .await?;
+        }
+        match instance.runtime {
+            Runtime::Vm => {
+                let api = Api::<VirtualMachineInstance>::namespaced(self.client.clone(), &ns);
+                create_once(&api, &manifest::vmi(instance, request, config), &name, "create VMI").await
+            }
+            Runtime::Container | Runtime::Rich => {
+                let api = Api::<Pod>::namespaced(self.client.clone(), &ns);
+                create_once(&api, &manifest::pod(instance, request, config), &name, "create pod").await
+            }
+        }
+    }
+
+    /// Where to ssh into a running rich container or VM: its node's address and the NodePort.
+    async fn ssh_endpoint(&self, id: &InstanceId) -> Option<SshEndpoint> {
+        let pod = self.pods.state().into_iter().find(|p| p.labels().get(LABEL_INSTANCE) == Some(&id.0));
+        let vmi = self.vmis.state().into_iter().find(|v| v.labels().get(LABEL_INSTANCE) == Some(&id.0));
+        let (ns, host) = match (&pod, &vmi) {
+            (Some(p), _) if p.spec.as_ref()?.runtime_class_name.is_some() => {
+                (p.namespace()?, p.status.as_ref()?.host_ip.clone()?)
+            }
+            (_, Some(v)) => {
+                let node_name = v.status.as_ref()?.node_name.clone()?;
+                let node = Api::<Node>::all(self.client.clone()).get(&node_name).await.ok()?;
+                let address = node
+                    .status?
+                    .addresses?
+                    .into_iter()
+                    .find(|a| a.type_ == "InternalIP")
+                    .map(|a| a.address)?;
+                (v.namespace()?, address)
+            }
+            _ => return None,
+        };
+        let service = Api::<Service>::namespaced(self.client.clone(), &ns).get(&id.0).await.ok()?;
+        let port = service.spec?.ports?.into_iter().find(|p| p.port == 22)?.node_port?;
+        Some(SshEndpoint {
+            host,
+            port: u16::try_from(port).ok()?,
+            user: self.config.manifest.ssh_user.clone(),
+        })
+    }
+
+    /// Deletes an ended instance's objects, wherever they are.
+    async fn delete_objects(&self, id: &InstanceId) -> Result<()> {
+        let name = manifest::object_name(id);
+        let in_ns = |ns: Option<String>| ns.unwrap_or_else(|| "default".into());
+        if let Some(pod) =
+            self.pods.state().into_iter().find(|p| p.labels().get(LABEL_INSTANCE) == Some(&id.0))
+        {
+            let ns = in_ns(pod.namespace());
+            delete_once(&Api::<Pod>::namespaced(self.client.clone(), &ns), &name).await?;
+            self.delete_ssh_objects(&ns, id).await?;
+        }
+        if let Some(vmi) =
+            self.vmis.state().into_iter().find(|v| v.labels().get(LABEL_INSTANCE) == Some(&id.0))
+        {
+            let ns = in_ns(vmi.namespace());
+            delete_once(&Api::<VirtualMachineInstance>::namespaced(self.client.clone(), &ns), &name).await?;
+            self.delete_ssh_objects(&ns, id).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_ssh_objects(&self, ns: &str, id: &InstanceId) -> Result<()> {
+        delete_once(&Api::<Service>::namespaced(self.client.clone(), ns), &manifest::object_name(id)).await?;
+        delete_once(&Api::<Secret>::namespaced(self.client.clone(), ns), &manifest::ssh_secret_name(id)).await
+    }
+}
+
+/// Drives a reflector's event stream and wakes the pass loop on every change.
+async fn drive<S, T>(events: S, changed: Arc<Notify>, idc: IdcId, what: &'static str)
+where
+    S: futures::Stream<Item = Result<T, watcher::Error>>,
+{
+    futures::pin_mut!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(_) => changed.notify_one(),
+            Err(error) => {
+                tracing::warn!(idc.id = %idc, what, error = %error, "watch failed; retrying with backoff")
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The instance manager against a simulated IDC cluster, through the real `kube` client: instances
+//! become Pods, Services and Secrets; what the cluster reports comes back to the database; released
+//! instances' objects are deleted; vanished objects fail their instances; a restart creates nothing twice.
+
+use std::time::Duration;
+
+use eci_core::{BatchState, IdcId, InstanceState, Runtime};
+use eci_edge_sim::{NodeSpec, SimCluster, SimConfig};
+use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig};
+use eci_store::Store;
+use eci_store::testing::{self, each_backend};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+const IDC: &str = "gd-sz-1";
+
+async fn client(sim: &SimCluster) -> Client {
+    let config = kube::Config::new(sim.url().parse().expect("sim url"));
+    Client::try_from(config).expect("kube client")
+}
+
+fn config() -> ManagerConfig {
+    ManagerConfig::default()
+}
+
+/// Runs passes until `done` holds, for at most 200 rounds: the reflectors see changes a moment
+/// after they are made.
+async fn settle<F, Fut>(reconciler: &IdcReconciler, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        reconciler.pass().await.expect("pass");
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the IDC did not settle");
+}
+
+async fn states(store: &Store, tenant: &eci_core::TenantId) -> Vec<(String, InstanceState)> {
+    let page = store.list_instances(tenant, &Default::default(), None, 1000).await.expect("list instances");
+    page.items.into_iter().map(|i| (i.id.0, i.state)).collect()
+}
+
+/// What a kubelet would write once a pod runs.
+async fn run_pod(pods: &Api<Pod>, name: &str, ip: &str) {
+    let status = json!({ "status": { "phase": "Running", "podIP": ip, "hostIP": "192.0.2.10" } });
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("patch status");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_become_pods_and_their_state_comes_back() {
+    each_backend(|store| async move {
+        let seeded = testing::seed(&store).await;
+        let tenant = seeded.tenant_id().clone();
+        let sim = SimCluster::start(
+            SimConfig::default()
+                .name(IDC)
+                .without_engine()
+                .node(NodeSpec::new("node-1").internal_ip("192.0.2.10")),
+        )
+        .await
+        .expect("start sim");
+        let kube = client(&sim).await;
+
+        let mut containers = testing::batch_request(3);
+        containers.placement.areas = vec!["shenzhen".into()];
+        containers.placement.carriers = vec![eci_core::Carrier::Telecom];
+        let batch = store.create_batch(&tenant, &containers, None, testing::t0()).await.expect("batch").batch;
+        let mut rich = containers.clone();
+        rich.count = 1;
+        rich.runtime = Runtime::Rich;
+        rich.workload.ssh_keys = vec!["ssh-ed25519 AAAAC3Nz ops@example".into()];
+        store.create_batch(&tenant, &rich, None, testing::t0()).await.expect("rich batch");
+
+        let reconciler = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config());
+        reconciler.ready().await;
+        let report = reconciler.pass().await.expect("first pass");
+        assert_eq!(report.created, 4, "{report:?}");
+        assert!(states(&store, &tenant).await.iter().all(|(_, s)| *s == InstanceState::Creating));
+
+        let ns = eci_instance_manager::manifest::namespace(&tenant);
+        let pods: Api<Pod> = Api::namespaced(kube.clone(), &ns);
+        let listed = pods.list(&ListParams::default()).await.expect("list pods");
+        assert_eq!(listed.items.len(), 4);
+        let rich_pod = listed
+            .items
+            .iter()
+            .find(|p| p.spec.as_ref().and_then(|s| s.runtime_class_name.as_deref()) == Some("kata"))
+            .expect("the rich instance runs under kata");
+        let rich_name = rich_pod.metadata.name.clone().unwrap();
+        let secrets: Api<Secret> = Api::namespaced(kube.clone(), &ns);
+        secrets.get(&format!("{rich_name}-ssh")).await.expect("the rich instance's keys");
+        let services: Api<Service> = Api::namespaced(kube.clone(), &ns);
+        let node_port = services
+            .get(&rich_name)
+            .await
+            .expect("the rich instance's ssh service")
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()[0]
+            .node_port
+            .expect("a node port");
+
+        // A restarted manager finds every object already there and creates nothing twice.
+        let again = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config());
+        again.ready().await;
+        assert_eq!(again.pass().await.expect("pass after restart").created, 0);
+        assert_eq!(pods.list(&ListParams::default()).await.unwrap().items.len(), 4);
+
+        for (i, pod) in listed.items.iter().enumerate() {
+            run_pod(&pods, pod.metadata.name.as_deref().unwrap(), &format!("10.0.0.{}", i + 1)).await;
+        }
+        let store2 = store.clone();
+        let tenant2 = tenant.clone();
+        settle(&reconciler, || {
+            let (store, tenant) = (store2.clone(), tenant2.clone());
+            async move { states(&store, &tenant).await.iter().all(|(_, s)| *s == InstanceState::Running) }
+        })
+        .await;
+        let rich_instance =
+            store.get_instance(&tenant, &eci_core::InstanceId(rich_name.clone())).await.unwrap();
+        assert!(rich_instance.ip.as_deref().is_some_and(|ip| ip.starts_with("10.0.0.")));
+        let ssh = rich_instance.ssh.expect("a running rich instance has an ssh endpoint");
+        assert_eq!(
+            (ssh.host.as_str(), i32::from(ssh.port), ssh.user.as_str()),
+            ("192.0.2.10", node_port, "root")
+        );
+        assert!(rich_instance.started_at.is_some());
+
+        // Releasing a batch deletes its Pods.
+        store.release_batch(&tenant, &batch.id, BatchState::Released, testing::t0()).await.unwrap();
+        let pods2 = pods.clone();
+        settle(&reconciler, || {
+            let pods = pods2.clone();
+            async move { pods.list(&ListParams::default()).await.unwrap().items.len() == 1 }
+        })
+        .await;
+
+        // A Pod removed behind the platform's back fails its instance, with a reason.
+        pods.delete(&rich_name, &Default::default()).await.expect("delete pod");
+        let store3 = store.clone();
+        let tenant3 = tenant.clone();
+        let rich_id = eci_core::InstanceId(rich_name.clone());
+        settle(&reconciler, || {
+            let (store, tenant, id) = (store3.clone(), tenant3.clone(), rich_id.clone());
+            async move { store.get_instance(&tenant, &id).await.unwrap().state == InstanceState::Failed }
+        })
+        .await;
+        let failed = store.get_instance(&tenant, &rich_id).await.unwrap();
+        assert!(failed.failure_reason.unwrap().contains("disappeared"));
+        testing::assert_ledger_consistent(&store).await;
+        sim.shutdown().await.expect("shutdown");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_cannot_be_pulled_fails_the_instance_with_the_kubernetes_reason() {
+    each_backend(|store| async move {
+        let seeded = testing::seed(&store).await;
+        let tenant = seeded.tenant_id().clone();
+        let sim = SimCluster::start(SimConfig::default().name(IDC).without_engine()).await.expect("start sim");
+        let kube = client(&sim).await;
+        let mut request = testing::batch_request(1);
+        request.placement.areas = vec!["shenzhen".into()];
+        request.placement.carriers = vec![eci_core::Carrier::Telecom];
+        store.create_batch(&tenant, &request, None, testing::t0()).await.expect("batch");
+        let reconciler = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config());
+        reconciler.ready().await;
+        reconciler.pass().await.expect("pass");
+        let ns = eci_instance_manager::manifest::namespace(&tenant);
+        let pods: Api<Pod> = Api::namespaced(kube.clone(), &ns);
+        let name = pods.list(&ListParams::default()).await.unwrap().items[0].metadata.name.clone().unwrap();
+        let status = json!({ "status": { "phase": "Pending", "containerStatuses": [{
+            "name": "main", "image": "nginx:1.27", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "waiting": { "reason": "ImagePullBackOff", "message": "Back-off pulling image" } } }] } });
+        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+        let id = eci_core::InstanceId(name.clone());
+        let (s, t) = (store.clone(), tenant.clone());
+        settle(&reconciler, || {
+            let (store, tenant, id) = (s.clone(), t.clone(), id.clone());
+            async move { store.get_instance(&tenant, &id).await.unwrap().state == InstanceState::Failed }
+        })
+        .await;
+        let failed = store.get_instance(&tenant, &id).await.unwrap();
+        assert_eq!(failed.failure_reason.as_deref(), Some("ImagePullBackOff: Back-off pulling image"));
+        testing::assert_ledger_consistent(&store).await;
+        // The failed instance's Pod is an orphan now and is cleaned up.
+        let p = pods.clone();
+        settle(&reconciler, || {
+            let pods = p.clone();
+            async move { pods.list(&ListParams::default()).await.unwrap().items.is_empty() }
+        })
+        .await;
+        sim.shutdown().await.expect("shutdown");
+    })
+    .await;
+}
