@@ -4,6 +4,7 @@
 //! control plane; every other subcommand is a client of the API.
 
 mod client;
+mod fleet_clusters;
 mod server;
 
 use clap::{Parser, Subcommand};

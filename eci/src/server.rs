@@ -9,9 +9,12 @@ use anyhow::Context;
 use eci_api::clock::{Clock, SystemClock};
 use eci_api::{ApiConfig, AppState};
 use eci_core::{Fleet, Quota};
+use eci_instance_manager::reconciler::ManagerConfig;
 use eci_store::coordination::RateWindows;
 use eci_store::{Store, StoreConfig};
 use tokio::sync::watch;
+
+use crate::fleet_clusters::FleetClusters;
 
 /// `eci up`: everything in one process, no services needed.
 #[derive(Debug, clap::Args)]
@@ -25,6 +28,9 @@ pub struct UpArgs {
     /// A fleet file to use instead of the built-in fleet.
     #[arg(long, env = "ECI_FLEET")]
     pub fleet: Option<PathBuf>,
+    /// How long a simulated Pod takes from scheduled to running, in milliseconds.
+    #[arg(long, env = "ECI_SIM_BOOT_DELAY_MS", default_value_t = 500)]
+    pub sim_boot_delay_ms: u64,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -48,6 +54,10 @@ pub struct ServeArgs {
     pub admin_key: Option<String>,
     #[arg(long, env = "ECI_DB_MAX_CONNECTIONS", default_value_t = 32)]
     pub db_max_connections: u32,
+    /// Serve the API only; another replica runs the instance manager. Until reconcilers take leases,
+    /// exactly one replica may run it.
+    #[arg(long, env = "ECI_NO_INSTANCE_MANAGER")]
+    pub no_instance_manager: bool,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -104,7 +114,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("eci up: {} IDCs, database {}, API on http://{}", fleet.idcs.len(), db.display(), args.listen);
     println!("credentials ({}):\n{text}", credentials.display());
     let state = AppState::new(store, RateWindows::in_process(), clock, api_config(&args.tuning));
-    serve_until_shutdown(state, args.listen, &args.tuning).await
+    let clusters = Clusters::Simulated { fleet, boot_delay: Duration::from_millis(args.sim_boot_delay_ms) };
+    serve_until_shutdown(state, args.listen, &args.tuning, clusters).await
 }
 
 /// The URL of `eci.db` in the (existing) data directory `dir`. The path is made absolute and
@@ -158,8 +169,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(url) => RateWindows::redis(url).await.context("cannot connect to Redis")?,
         None => RateWindows::in_process(),
     };
+    let clusters = if args.no_instance_manager {
+        Clusters::None
+    } else {
+        Clusters::Kubeconfig { fleet: store.snapshot().await?.0 }
+    };
     let state = AppState::new(store, rate, clock, api_config(&args.tuning));
-    serve_until_shutdown(state, args.listen, &args.tuning).await
+    serve_until_shutdown(state, args.listen, &args.tuning, clusters).await
+}
+
+/// Which clusters the instance manager drives.
+enum Clusters {
+    /// One in-process edge-sim cluster per IDC (the embedded default).
+    Simulated { fleet: Fleet, boot_delay: Duration },
+    /// The kubeconfig context each IDC names (production). IDCs added later need a restart.
+    Kubeconfig { fleet: Fleet },
+    /// None: this replica serves the API only.
+    None,
 }
 
 fn api_config(tuning: &Tuning) -> ApiConfig {
@@ -170,7 +196,12 @@ fn api_config(tuning: &Tuning) -> ApiConfig {
 }
 
 /// Serves the API and runs the expiry pass until Ctrl-C or SIGTERM, then drains both.
-async fn serve_until_shutdown(state: AppState, listen: SocketAddr, tuning: &Tuning) -> anyhow::Result<()> {
+async fn serve_until_shutdown(
+    state: AppState,
+    listen: SocketAddr,
+    tuning: &Tuning,
+    clusters: Clusters,
+) -> anyhow::Result<()> {
     // Listen for the signals before the API answers anything: a SIGTERM that comes as soon as
     // `/healthz` says ready must drain, not kill the process.
     let shutdown = shutdown_signal();
@@ -180,6 +211,16 @@ async fn serve_until_shutdown(state: AppState, listen: SocketAddr, tuning: &Tuni
         Duration::from_secs(tuning.expiry_interval_secs.max(1)),
         stopped.clone(),
     ));
+    let manager = ManagerConfig::default();
+    let reconcilers = match &clusters {
+        Clusters::Simulated { fleet, boot_delay } => {
+            Some(FleetClusters::simulated(fleet, &state.store, &manager, *boot_delay, &stopped).await?)
+        }
+        Clusters::Kubeconfig { fleet } => {
+            Some(FleetClusters::from_kubeconfig(fleet, &state.store, &manager, &stopped).await)
+        }
+        Clusters::None => None,
+    };
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, "API listening");
@@ -194,6 +235,9 @@ async fn serve_until_shutdown(state: AppState, listen: SocketAddr, tuning: &Tuni
     let _ = stop.send(true);
     server.await??;
     expiry.await?;
+    if let Some(reconcilers) = reconcilers {
+        reconcilers.drain().await;
+    }
     store.close().await;
     Ok(())
 }

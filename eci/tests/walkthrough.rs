@@ -359,6 +359,23 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
     }
     assert!(page["next_cursor"].as_str().is_some_and(|c| !c.is_empty()), "no next_cursor in {page}");
 
+    // The instance manager starts them in the IDCs' (simulated) clusters: all reach `running` with
+    // an IP. Bounded by attempts, not by time.
+    let mut running = 0;
+    for _ in 0..600 {
+        running = eci.json(&["batch", "get", &id])["counts"]["running"].as_u64().unwrap_or(0);
+        if running == 1000 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(running, 1000, "the batch's instances did not all start");
+    let first = items[0]["id"].as_str().unwrap();
+    let shown = eci.json(&["instance", "get", first]);
+    assert_eq!(shown["state"], "running", "{shown}");
+    assert!(shown["ip"].as_str().is_some_and(|ip| ip.split('.').count() == 4), "no IP in {shown}");
+    assert!(shown["started_at"].is_string(), "{shown}");
+
     // eci batch delete <id>: everything released, the capacity back at once.
     let deleted = eci.ok(&["batch", "delete", &id]);
     assert!(deleted.contains(&id) && deleted.contains("released"), "{deleted}");

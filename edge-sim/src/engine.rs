@@ -205,13 +205,23 @@ pub struct StageEngine {
     booting: HashSet<String>,
     /// How many IPs were handed out.
     next_ip: u32,
+    /// Every Ready node's room, kept up to date by the engine's own bindings and rebuilt after
+    /// anything else changes what nodes hold. Rebuilding it for every pod made scheduling a
+    /// 1,000-pod batch quadratic in copies of every object.
+    rooms: Option<Vec<NodeRoom>>,
 }
 
 impl StageEngine {
     /// Start the engine on a store; it stops when `shutdown` turns `true`.
     pub fn spawn(store: Arc<Store>, config: EngineConfig, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        let engine =
-            StageEngine { store, config, boots: BinaryHeap::new(), booting: HashSet::new(), next_ip: 0 };
+        let engine = StageEngine {
+            store,
+            config,
+            boots: BinaryHeap::new(),
+            booting: HashSet::new(),
+            next_ip: 0,
+            rooms: None,
+        };
         tokio::spawn(engine.run(shutdown))
     }
 
@@ -246,6 +256,7 @@ impl StageEngine {
             .subscribe(Resource::Pods, None, WatchFrom::Now)
             .expect("a watch from now never expires");
         // Taken after subscribing: a change in between is seen twice, which every step tolerates.
+        self.rooms = None;
         self.retry_unscheduled();
         for resource in WORKLOADS {
             let all =
@@ -262,6 +273,12 @@ impl StageEngine {
             (resource, EventType::Added | EventType::Modified) if WORKLOADS.contains(&resource) => {
                 let freed =
                     is_terminal(&change.object) && !change.previous.as_deref().is_some_and(is_terminal);
+                // A workload that arrives already bound was placed by someone else.
+                let bound_elsewhere =
+                    change.event == EventType::Added && bound_node(resource, &change.object).is_some();
+                if freed || bound_elsewhere {
+                    self.rooms = None;
+                }
                 self.on_workload(resource, &change.object);
                 if freed {
                     self.retry_unscheduled();
@@ -271,9 +288,15 @@ impl StageEngine {
                 if let Some(uid) = text(&change.object, "/metadata/uid") {
                     self.booting.remove(uid);
                 }
+                if bound_node(resource, &change.object).is_some() {
+                    self.rooms = None;
+                    self.retry_unscheduled();
+                }
+            }
+            (Resource::Nodes, EventType::Added | EventType::Modified) => {
+                self.rooms = None;
                 self.retry_unscheduled();
             }
-            (Resource::Nodes, EventType::Added | EventType::Modified) => self.retry_unscheduled(),
             _ => {}
         }
     }
@@ -341,12 +364,21 @@ impl StageEngine {
         let WorkloadRef { resource, namespace, name, uid } = workload;
         let resource = *resource;
         let wanted = requests(resource, object);
-        let rooms = self.rooms();
-        let chosen =
-            rooms.iter().filter(|r| r.misfit(wanted).is_none()).min_by_key(|r| (r.load(), r.name.clone()));
+        if self.rooms.is_none() {
+            self.rooms = Some(self.rooms());
+        }
+        let rooms = self.rooms.as_mut().expect("rooms were just built");
+        let chosen = rooms
+            .iter_mut()
+            .filter(|r| r.misfit(wanted).is_none())
+            .min_by(|a, b| (a.load(), &a.name).cmp(&(b.load(), &b.name)));
+        let binding = chosen.is_some();
         let result = match chosen {
             Some(room) => {
                 debug!(%resource, %name, node = %room.name, "binding");
+                room.used = room.used.add(wanted);
+                room.used_pods += 1;
+                let room = room.clone();
                 self.store.modify_if(resource, Some(namespace), name, |o| {
                     if text(o, "/metadata/uid") != Some(uid) || bound_node(resource, o).is_some() {
                         return false;
@@ -363,7 +395,7 @@ impl StageEngine {
             }
             None => {
                 let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
-                for room in &rooms {
+                for room in rooms.iter() {
                     *reasons.entry(room.misfit(wanted).unwrap_or("unknown")).or_default() += 1;
                 }
                 let detail: Vec<String> = reasons.iter().map(|(why, n)| format!("{n} {why}")).collect();
@@ -390,8 +422,20 @@ impl StageEngine {
                 })
             }
         };
-        if let Err(error) = result {
-            debug!(%error, %name, "workload went away while scheduling");
+        // A binding that did not happen leaves the room counted above untaken: count afresh.
+        match result {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if binding {
+                    self.rooms = None;
+                }
+            }
+            Err(error) => {
+                if binding {
+                    self.rooms = None;
+                }
+                debug!(%error, %name, "workload went away while scheduling");
+            }
         }
     }
 

@@ -145,9 +145,14 @@ pub struct Desired {
 pub enum Observed {
     /// The object exists and is starting.
     Creating,
-    Running { ip: Option<String>, ssh: Option<SshEndpoint> },
+    Running {
+        ip: Option<String>,
+        ssh: Option<SshEndpoint>,
+    },
     /// The object failed for good (image pull error, crash loop, unschedulable for too long...).
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// The object is gone while the instance is live: someone or something removed it.
     Vanished,
 }
@@ -195,7 +200,10 @@ impl Store {
     }
 
     /// The live (not ended) instances of one IDC and their states.
-    pub async fn live_in_idc(&self, idc: &IdcId) -> Result<std::collections::BTreeMap<InstanceId, InstanceState>> {
+    pub async fn live_in_idc(
+        &self,
+        idc: &IdcId,
+    ) -> Result<std::collections::BTreeMap<InstanceId, InstanceState>> {
         let rows = sqlx::query(
             "SELECT id, state FROM instances WHERE idc_id = $1 AND state NOT IN ('terminated', 'failed')",
         )
@@ -204,7 +212,10 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
-                Ok((InstanceId(row.try_get("id")?), word("instance state", &row.try_get::<String, _>("state")?)?))
+                Ok((
+                    InstanceId(row.try_get("id")?),
+                    word("instance state", &row.try_get::<String, _>("state")?)?,
+                ))
             })
             .collect()
     }
@@ -234,12 +245,14 @@ impl Store {
                     return Ok(None);
                 }
                 current.state.transition(InstanceState::Creating)?;
-                let done = sqlx::query("UPDATE instances SET state = 'creating', updated_at = $1 WHERE id = $2 AND state = $3")
-                    .bind(now_ms)
-                    .bind(&id.0)
-                    .bind(current.state.as_str())
-                    .execute(&self.pool)
-                    .await?;
+                let done = sqlx::query(
+                    "UPDATE instances SET state = 'creating', updated_at = $1 WHERE id = $2 AND state = $3",
+                )
+                .bind(now_ms)
+                .bind(&id.0)
+                .bind(current.state.as_str())
+                .execute(&self.pool)
+                .await?;
                 Ok((done.rows_affected() == 1).then_some(InstanceState::Creating))
             }
             Observed::Running { ip, ssh } => {
@@ -247,7 +260,11 @@ impl Store {
                     return Ok(None);
                 }
                 // A manager that restarted may see a Pod running before it recorded `creating`.
-                let from = if current.state == InstanceState::Pending { InstanceState::Creating } else { current.state };
+                let from = if current.state == InstanceState::Pending {
+                    InstanceState::Creating
+                } else {
+                    current.state
+                };
                 current.state.transition(from)?;
                 from.transition(InstanceState::Running)?;
                 let done = sqlx::query(

@@ -1,0 +1,119 @@
+//! The clusters of the fleet and the instance manager's reconcilers over them: in the embedded
+//! default, one in-process edge-sim cluster per IDC; in production, the kubeconfig context each IDC
+//! names. Either way the reconcilers reach them through the same `kube` client code.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use eci_core::{Fleet, Idc};
+use eci_edge_sim::{EngineConfig, NodeSpec, SimCluster, SimConfig};
+use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig};
+use eci_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Each simulated server: 32 vCPU and 128 GiB, like the built-in fleet's.
+const SIM_NODE_CPU_MILLIS: u64 = 32_000;
+const SIM_NODE_MEMORY_MIB: u64 = 128 * 1024;
+
+/// The running reconcilers (and, embedded, the clusters they drive).
+pub struct FleetClusters {
+    reconcilers: Vec<JoinHandle<()>>,
+    simulated: Vec<SimCluster>,
+}
+
+/// A simulated cluster shaped like the IDC: as many 32-vCPU nodes as its capacity holds.
+fn sim_config(index: usize, idc: &Idc, boot_delay: Duration) -> SimConfig {
+    let nodes = idc.capacity.cpu.0.div_ceil(SIM_NODE_CPU_MILLIS).max(1);
+    let mut config =
+        SimConfig::default().name(idc.id.0.clone()).engine(EngineConfig::default().boot_delay(boot_delay));
+    for n in 0..nodes {
+        config = config.node(
+            NodeSpec::new(format!("{}-node-{n}", idc.id))
+                .cpu_millis(SIM_NODE_CPU_MILLIS)
+                .memory_mib(SIM_NODE_MEMORY_MIB)
+                .pods(250)
+                .internal_ip(format!("100.{}.{}.{}", 64 + index / 256, index % 256, n + 1)),
+        );
+    }
+    config
+}
+
+impl FleetClusters {
+    /// Starts one simulated cluster per IDC and a reconciler for each.
+    pub async fn simulated(
+        fleet: &Fleet,
+        store: &Store,
+        manager: &ManagerConfig,
+        boot_delay: Duration,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<FleetClusters> {
+        let mut clusters = FleetClusters { reconcilers: Vec::new(), simulated: Vec::new() };
+        for (index, idc) in fleet.idcs.iter().enumerate() {
+            let sim = SimCluster::start(sim_config(index, idc, boot_delay))
+                .await
+                .with_context(|| format!("cannot start the simulated cluster of {}", idc.id))?;
+            let client = kube::Client::try_from(kube::Config::new(sim.url().parse()?))?;
+            clusters.spawn(idc, client, store, manager, shutdown);
+            clusters.simulated.push(sim);
+        }
+        Ok(clusters)
+    }
+
+    /// Starts a reconciler for every IDC whose kubeconfig context works; the others are left alone
+    /// (and say so loudly), since the platform cannot reach them.
+    pub async fn from_kubeconfig(
+        fleet: &Fleet,
+        store: &Store,
+        manager: &ManagerConfig,
+        shutdown: &watch::Receiver<bool>,
+    ) -> FleetClusters {
+        let mut clusters = FleetClusters { reconcilers: Vec::new(), simulated: Vec::new() };
+        for idc in &fleet.idcs {
+            let Some(context) = &idc.kube_context else {
+                tracing::warn!(idc.id = %idc.id, "IDC names no kubeconfig context; its instances stay pending");
+                continue;
+            };
+            // One IDC that cannot be reached must not keep the control plane from serving the rest.
+            let options =
+                kube::config::KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
+            let client = match kube::Config::from_kubeconfig(&options).await.map(kube::Client::try_from) {
+                Ok(Ok(client)) => client,
+                Ok(Err(error)) => {
+                    tracing::error!(idc.id = %idc.id, context, error = %error, "cannot build a client; its instances stay pending");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(idc.id = %idc.id, context, error = %error, "kubeconfig context unusable; its instances stay pending");
+                    continue;
+                }
+            };
+            clusters.spawn(idc, client, store, manager, shutdown);
+        }
+        clusters
+    }
+
+    fn spawn(
+        &mut self,
+        idc: &Idc,
+        client: kube::Client,
+        store: &Store,
+        manager: &ManagerConfig,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let reconciler = IdcReconciler::start(idc.id.clone(), client, store.clone(), manager.clone());
+        self.reconcilers.push(tokio::spawn(reconciler.run(shutdown.clone())));
+    }
+
+    /// Waits for the reconcilers to stop (after the shutdown signal), then stops the simulated clusters.
+    pub async fn drain(self) {
+        for r in self.reconcilers {
+            let _ = r.await;
+        }
+        for sim in self.simulated {
+            if let Err(error) = sim.shutdown().await {
+                tracing::warn!(error = ?error, "a simulated cluster did not stop cleanly");
+            }
+        }
+    }
+}
