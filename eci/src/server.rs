@@ -211,6 +211,9 @@ async fn serve_until_shutdown(
         Duration::from_secs(tuning.expiry_interval_secs.max(1)),
         stopped.clone(),
     ));
+    // The API's port first: the simulated clusters take free ports, and one must not take this one.
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let manager = ManagerConfig::default();
     let reconcilers = match &clusters {
         Clusters::Simulated { fleet, boot_delay } => {
@@ -221,8 +224,6 @@ async fn serve_until_shutdown(
         }
         Clusters::None => None,
     };
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, "API listening");
     let store = state.store.clone();
     let mut api_stopped = stopped.clone();

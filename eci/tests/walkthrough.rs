@@ -2,7 +2,7 @@
 //! SQLite, built-in fleet), and `eci serve` on PostgreSQL and Redis with a fleet file.
 //!
 //! Servers and clients run as child processes of the binary Cargo built for these tests. A server
-//! gets a port found by binding 127.0.0.1:0, is waited for by polling `GET /healthz` a bounded
+//! gets a port found by binding 127.0.0.1:0, is waited for by polling `GET /v1/openapi.json` a bounded
 //! number of times, writes its output to files in the test's own temp dir, and is killed by a guard
 //! when the test ends early. Every child starts without the `ECI_*` (and `DATABASE_URL`,
 //! `REDIS_URL`) variables of the environment the tests run in, so nothing leaks in from a developer's
@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 const ECI: &str = env!("CARGO_BIN_EXE_eci");
 /// Pause between two polls of a starting or stopping server.
 const POLL: Duration = Duration::from_millis(50);
-/// Polls of `/healthz` before a server counts as not starting (at least 15 s in all).
+/// Polls of the API before a server counts as not starting (at least 15 s in all).
 const READY_TRIES: u32 = 300;
 /// Polls of a server told to stop before it counts as hanging (at least 20 s in all).
 const EXIT_TRIES: u32 = 400;
@@ -51,13 +51,20 @@ fn eci_command() -> Command {
     cmd
 }
 
-/// The status line of `GET /healthz` at `addr`, or `None` if nothing answers there (yet).
-fn healthz(addr: SocketAddr) -> Option<String> {
+/// Whether the ECI API answers at `addr`. It asks for the OpenAPI document rather than `/healthz`:
+/// a simulated Kubernetes cluster (of this or another test's server) that took the port answers
+/// `/healthz` too, but not that.
+fn api_answers(addr: SocketAddr) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    stream
+        .write_all(b"GET /v1/openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
+    if !answer.contains("\"openapi\"") {
+        return None;
+    }
     answer.lines().next().map(str::to_string)
 }
 
@@ -71,7 +78,7 @@ struct Server {
 
 impl Server {
     /// Starts `eci <args> --listen 127.0.0.1:<free port>` with its output in files under
-    /// `log_dir`, and waits until `/healthz` answers 200.
+    /// `log_dir`, and waits until the API answers.
     fn start(args: &[&str], log_dir: &Path) -> Server {
         Server::start_in(&std::env::current_dir().expect("current dir"), args, log_dir)
     }
@@ -107,22 +114,18 @@ impl Server {
         panic!("eci {args:?} found no free port in {PORT_ATTEMPTS} attempts");
     }
 
-    /// Polls `/healthz` until it answers 200; `Err` with the exit status if the server exits first.
+    /// Polls the API until it answers; `Err` with the exit status if the server exits first.
     fn wait_ready(&mut self) -> Result<(), ExitStatus> {
         for _ in 0..READY_TRIES {
             if let Some(status) = self.try_wait() {
                 return Err(status);
             }
-            if healthz(self.addr).is_some_and(|line| line.starts_with("HTTP/1.1 200")) {
+            if api_answers(self.addr).is_some_and(|line| line.starts_with("HTTP/1.1 200")) {
                 return Ok(());
             }
             std::thread::sleep(POLL);
         }
-        panic!(
-            "the server on {} did not answer /healthz after {READY_TRIES} tries{}",
-            self.addr,
-            self.output()
-        );
+        panic!("the server on {} did not answer after {READY_TRIES} tries{}", self.addr, self.output());
     }
 
     /// The exit status if the server has exited (and is then no longer tracked).
