@@ -155,6 +155,8 @@ pub struct SimCluster {
     server: Option<JoinHandle<io::Result<()>>>,
     /// The stage engine task, if one runs.
     engine: Option<JoinHandle<()>>,
+    /// The fault injected into every request (none by default).
+    fault: crate::fault::FaultSwitch,
 }
 
 impl SimCluster {
@@ -191,7 +193,9 @@ impl SimCluster {
         };
         let engine = config.engine.clone().map(|cfg| StageEngine::spawn(store.clone(), cfg, signal.clone()));
         let mut stop = signal;
-        let app = api::router(state);
+        let fault = crate::fault::FaultSwitch::default();
+        let app = api::router(state)
+            .layer(axum::middleware::from_fn_with_state(fault.clone(), crate::fault::inject));
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -201,7 +205,13 @@ impl SimCluster {
                 .await
         });
         info!(cluster = %name, %addr, "simulated cluster started");
-        Ok(SimCluster { name, addr, store, stats, shutdown, server: Some(server), engine })
+        Ok(SimCluster { name, addr, store, stats, shutdown, server: Some(server), engine, fault })
+    }
+
+    /// Injects a fault into every request from now on (`Fault::None` heals the link). Watches already
+    /// streaming are not cut; clients notice at their next request or re-watch.
+    pub fn set_fault(&self, fault: crate::fault::Fault) {
+        *self.fault.write().expect("fault lock poisoned") = fault;
     }
 
     /// The cluster's name.

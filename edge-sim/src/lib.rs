@@ -21,6 +21,7 @@
 //!   that fit, or marks them Unschedulable; runs bound pods after a boot delay.
 //! - [`quantity`]: Kubernetes quantities (`500m`, `128Mi`) as integers.
 //! - [`node`]: [`NodeSpec`] — pre-created nodes with allocatable cpu, memory and pods.
+//! - [`fault`]: [`Fault`] — fault injection (unreachable, black hole, slow) per cluster.
 //! - [`error`]: the one error type, mapped to a `Status` reason and code.
 //!
 //! **Invariant:** every object and every list carries a non-empty `metadata.resourceVersion`, and every
@@ -31,6 +32,7 @@ pub mod cluster;
 pub mod discovery;
 pub mod engine;
 pub mod error;
+pub mod fault;
 pub mod metrics;
 pub mod node;
 pub mod patch;
@@ -46,6 +48,7 @@ pub mod watch;
 pub use cluster::{ClusterError, SimCluster, SimConfig};
 pub use engine::EngineConfig;
 pub use error::{Error, Result};
+pub use fault::Fault;
 pub use node::NodeSpec;
 pub use resource::Resource;
 pub use store::{Store, StoreConfig};

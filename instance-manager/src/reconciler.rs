@@ -7,8 +7,14 @@
 //! cluster reports (`creating`, `running` with the IP and ssh endpoint, `failed` with the reason);
 //! (3) deletes objects whose instance has ended (orphans, including released instances) and fails
 //! instances whose object vanished.
+//!
+//! Edge autonomy: a pass starts with a bounded probe of the cluster. An IDC that misses several in a
+//! row is marked `disconnected` and its instances `unknown`, and the pass does nothing else: no
+//! instance is failed, re-created elsewhere or released for a broken link. The first answer after
+//! that marks it active again, and the normal pass reconciles what changed meanwhile.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +22,7 @@ use chrono::Utc;
 use eci_core::{IdcId, InstanceId, InstanceState, Runtime, SshEndpoint};
 use eci_store::Store;
 use eci_store::instances::{Desired, Observed};
-use futures::{StreamExt, stream};
+use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::reflector::{self, Store as Cache};
@@ -39,6 +45,12 @@ pub struct ManagerConfig {
     pub resync: Duration,
     /// How long a just-created object may stay unseen before its instance counts as vanished.
     pub vanish_grace: Duration,
+    /// How long the cluster may take to answer the reachability probe; a black-holed link must not
+    /// hang the pass.
+    pub probe_timeout: Duration,
+    /// Failed probes in a row before the IDC counts as disconnected, so one lost packet does not
+    /// turn a whole IDC's instances `unknown`.
+    pub failures_before_disconnect: u32,
 }
 
 impl Default for ManagerConfig {
@@ -49,6 +61,8 @@ impl Default for ManagerConfig {
             concurrency: 32,
             resync: Duration::from_secs(2),
             vanish_grace: Duration::from_secs(60),
+            probe_timeout: Duration::from_secs(5),
+            failures_before_disconnect: 3,
         }
     }
 }
@@ -77,6 +91,8 @@ pub struct PassReport {
     pub orphans_deleted: usize,
     pub vanished: usize,
     pub errors: usize,
+    /// The cluster did not answer the probe; nothing else was done.
+    pub unreachable: bool,
 }
 
 /// The reconciler of one IDC's cluster.
@@ -93,6 +109,10 @@ pub struct IdcReconciler {
     vmis: Cache<VirtualMachineInstance>,
     changed: Arc<Notify>,
     watchers: Vec<tokio::task::JoinHandle<()>>,
+    /// Failed reachability probes in a row.
+    failures: AtomicU32,
+    /// Whether this reconciler marked the IDC disconnected (or has not yet seen it answer).
+    disconnected: AtomicBool,
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -221,16 +241,16 @@ impl IdcReconciler {
             vmis,
             changed,
             watchers,
+            failures: AtomicU32::new(0),
+            // Until the cluster first answers, the IDC's stored status may be a disconnection recorded
+            // before a restart; the first good probe clears it.
+            disconnected: AtomicBool::new(true),
         }
     }
 
     /// Runs passes whenever the cluster changes, or every `resync`, until `shutdown` turns true.
     #[tracing::instrument(skip_all, fields(idc.id = %self.idc))]
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        tokio::select! {
-            _ = async { let _ = self.pods.wait_until_ready().await; let _ = self.vmis.wait_until_ready().await; } => {}
-            _ = shutdown.changed() => { self.stop(); return; }
-        }
         loop {
             match self.pass().await {
                 Ok(report) if report != PassReport::default() => tracing::debug!(?report, "pass done"),
@@ -258,9 +278,38 @@ impl IdcReconciler {
         let _ = self.vmis.wait_until_ready().await;
     }
 
+    /// Whether the cluster answers; after `failures_before_disconnect` misses in a row the IDC turns
+    /// `disconnected` and its instances `unknown`, and the first answer after that turns it back.
+    async fn probe(&self) -> Result<bool> {
+        let answered = matches!(
+            tokio::time::timeout(self.config.probe_timeout, self.client.apiserver_version()).await,
+            Ok(Ok(_))
+        );
+        if answered {
+            self.failures.store(0, Ordering::Relaxed);
+            if self.disconnected.swap(false, Ordering::Relaxed) {
+                self.store.mark_idc_reconnected(&self.idc, Utc::now()).await?;
+                tracing::info!(idc.id = %self.idc, "cluster answers; reconciling");
+            }
+            return Ok(true);
+        }
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= self.config.failures_before_disconnect.max(1) {
+            let unknown = self.store.mark_idc_disconnected(&self.idc, Utc::now()).await?;
+            if !self.disconnected.swap(true, Ordering::Relaxed) || unknown > 0 {
+                tracing::warn!(idc.id = %self.idc, unknown, "cluster unreachable: IDC disconnected, its instances unknown; nothing is failed or re-created");
+            }
+        }
+        Ok(false)
+    }
+
     /// One level-triggered pass over the IDC.
     pub async fn pass(&self) -> Result<PassReport> {
         let mut report = PassReport::default();
+        if !self.probe().await? {
+            report.unreachable = true;
+            return Ok(report);
+        }
         let pending = self.store.pending_in_idc(&self.idc, self.config.batch_size).await?;
         let results: Vec<(InstanceId, Result<()>)> = stream::iter(pending)
             .map(|desired| async move { (desired.instance.id.clone(), self.create(&desired).await) })
@@ -282,6 +331,12 @@ impl IdcReconciler {
             }
         }
 
+        // Observations need the reflectors' complete first list; until then a missing object proves nothing.
+        let ready = self.pods.wait_until_ready().now_or_never().is_some()
+            && self.vmis.wait_until_ready().now_or_never().is_some();
+        if !ready {
+            return Ok(report);
+        }
         let live = self.store.live_in_idc(&self.idc).await?;
         let mut seen: BTreeMap<InstanceId, Observed> = BTreeMap::new();
         for pod in self.pods.state() {
@@ -318,7 +373,9 @@ impl IdcReconciler {
             }
         }
         for (id, state) in &live {
-            if seen.contains_key(id) || !matches!(state, InstanceState::Creating | InstanceState::Running) {
+            let made =
+                matches!(state, InstanceState::Creating | InstanceState::Running | InstanceState::Unknown);
+            if seen.contains_key(id) || !made {
                 continue;
             }
             let young = self

@@ -130,3 +130,42 @@ impl Store {
         Ok((fleet, ledger))
     }
 }
+
+impl Store {
+    /// The IDC's cluster cannot be reached: the IDC turns `disconnected` (unless an admin is draining
+    /// it) and its created instances `unknown`. Nothing is failed, re-created or released: edge
+    /// autonomy keeps them running, allocated and billed. Returns how many instances turned unknown.
+    pub async fn mark_idc_disconnected(&self, id: &IdcId, now: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE idcs SET status = 'disconnected', updated_at = $1 WHERE id = $2 AND status = 'active'",
+        )
+        .bind(millis(now))
+        .bind(&id.0)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "UPDATE instances SET state = 'unknown', updated_at = $1 \
+             WHERE idc_id = $2 AND state IN ('creating', 'running', 'stopping')",
+        )
+        .bind(millis(now))
+        .bind(&id.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The IDC's cluster answers again: a `disconnected` IDC turns `active`. Its `unknown` instances
+    /// stay so until the instance manager has looked at the cluster again.
+    pub async fn mark_idc_reconnected(&self, id: &IdcId, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE idcs SET status = 'active', updated_at = $1 WHERE id = $2 AND status = 'disconnected'",
+        )
+        .bind(millis(now))
+        .bind(&id.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! Edge autonomy: when an IDC's cluster cannot be reached its instances keep running as far as the
+//! platform is concerned (`unknown`, still allocated, never failed or re-created), new batches avoid
+//! it, and when the link returns everything is reconciled calmly, including a release asked for
+//! during the partition.
+
+use std::time::Duration;
+
+use eci_core::{IdcId, IdcStatus, InstanceId, InstanceState, PlacementError};
+use eci_edge_sim::{EngineConfig, Fault, NodeSpec, SimCluster, SimConfig};
+use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig};
+use eci_store::testing::{self, each_backend};
+use eci_store::{Error, Store};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+
+const IDC: &str = "gd-sz-1";
+
+fn config() -> ManagerConfig {
+    ManagerConfig {
+        probe_timeout: Duration::from_millis(300),
+        failures_before_disconnect: 2,
+        ..ManagerConfig::default()
+    }
+}
+
+/// Runs passes until `done` holds, for at most 300 rounds.
+async fn settle<F, Fut>(reconciler: &IdcReconciler, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        reconciler.pass().await.expect("pass");
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the IDC did not settle");
+}
+
+async fn states(store: &Store, tenant: &eci_core::TenantId) -> Vec<InstanceState> {
+    let page = store.list_instances(tenant, &Default::default(), None, 1000).await.expect("list instances");
+    page.items.into_iter().filter(|i| i.idc.0 == IDC).map(|i| i.state).collect()
+}
+
+async fn idc_status(store: &Store) -> IdcStatus {
+    store.get_idc(&IdcId(IDC.into())).await.expect("idc").0.status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_idc_keeps_its_instances_and_reconciles_when_the_link_returns() {
+    for fault in [Fault::Unreachable, Fault::BlackHole] {
+        each_backend(|store| async move {
+            let seeded = testing::seed(&store).await;
+            let tenant = seeded.tenant_id().clone();
+            let sim = SimCluster::start(
+                SimConfig::default()
+                    .name(IDC)
+                    .engine(EngineConfig::default().boot_delay(Duration::ZERO))
+                    .node(NodeSpec::new("node-1").cpu_millis(64_000).memory_mib(256 * 1024)),
+            )
+            .await
+            .expect("start sim");
+            let kube = kube::Client::try_from(kube::Config::new(sim.url().parse().unwrap())).unwrap();
+            let mut request = testing::batch_request(3);
+            request.placement.areas = vec!["shenzhen".into()];
+            request.placement.carriers = vec![eci_core::Carrier::Telecom];
+            store.create_batch(&tenant, &request, None, testing::t0()).await.expect("batch");
+            let reconciler = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config());
+            let (s, t) = (store.clone(), tenant.clone());
+            settle(&reconciler, || {
+                let (store, tenant) = (s.clone(), t.clone());
+                async move { states(&store, &tenant).await.iter().all(|s| *s == InstanceState::Running) }
+            })
+            .await;
+            let allocated = testing::ledger(&store).await[&IdcId(IDC.into())].allocated;
+
+            // The link goes down: after a couple of missed probes the IDC is disconnected and its
+            // instances unknown, with their capacity still allocated. The pass never hangs.
+            sim.set_fault(fault);
+            let (s, t) = (store.clone(), tenant.clone());
+            settle(&reconciler, || {
+                let (store, tenant) = (s.clone(), t.clone());
+                async move { states(&store, &tenant).await.iter().all(|s| *s == InstanceState::Unknown) }
+            })
+            .await;
+            assert_eq!(idc_status(&store).await, IdcStatus::Disconnected, "{fault:?}");
+            assert_eq!(testing::ledger(&store).await[&IdcId(IDC.into())].allocated, allocated);
+            for _ in 0..3 {
+                assert!(reconciler.pass().await.unwrap().unreachable);
+            }
+            assert!(
+                states(&store, &tenant).await.iter().all(|s| *s == InstanceState::Unknown),
+                "never failed"
+            );
+
+            // New work avoids the disconnected IDC.
+            let refused = store.create_batch(&tenant, &request, None, testing::t0()).await;
+            assert!(
+                matches!(refused, Err(Error::Placement(PlacementError::NoMatchingIdc))),
+                "{fault:?}: {refused:?}"
+            );
+
+            // A release asked for during the partition ends the instance now...
+            let page = store.list_instances(&tenant, &Default::default(), None, 10).await.unwrap();
+            let released = page.items.iter().find(|i| i.idc.0 == IDC).unwrap().id.clone();
+            store.release_instance(&tenant, &released, testing::t0()).await.unwrap();
+
+            // ...and when the link returns, its Pod is deleted, the others are running again, untouched.
+            let pods: Api<Pod> = Api::all(kube.clone());
+            let before = pod_names_and_uids(&sim);
+            sim.set_fault(Fault::None);
+            let (s, t, p, r) = (store.clone(), tenant.clone(), pods.clone(), released.clone());
+            settle(&reconciler, || {
+                let (store, tenant, pods, released) = (s.clone(), t.clone(), p.clone(), r.clone());
+                async move {
+                    let running = states(&store, &tenant)
+                        .await
+                        .iter()
+                        .filter(|s| **s == InstanceState::Running)
+                        .count();
+                    let names: Vec<String> = pods
+                        .list(&ListParams::default())
+                        .await
+                        .unwrap()
+                        .items
+                        .into_iter()
+                        .filter_map(|p| p.metadata.name)
+                        .collect();
+                    running == 2 && names.len() == 2 && !names.contains(&released.0)
+                }
+            })
+            .await;
+            assert_eq!(idc_status(&store).await, IdcStatus::Active);
+            for pod in pod_names_and_uids(&sim) {
+                assert!(before.contains(&pod), "healthy Pods are kept, never re-created: {pod:?} is new");
+            }
+            let gone = store.get_instance(&tenant, &InstanceId(released.0.clone())).await.unwrap();
+            assert_eq!(gone.state, InstanceState::Terminated);
+            testing::assert_ledger_consistent(&store).await;
+            sim.shutdown().await.expect("shutdown");
+        })
+        .await;
+    }
+}
+
+/// The Pods in the cluster as (name, uid), read from the simulator's store: the faults only affect
+/// its HTTP API, and the test must see through them.
+fn pod_names_and_uids(sim: &SimCluster) -> Vec<(String, String)> {
+    let pods = sim.store().list(eci_edge_sim::Resource::Pods, None, &Default::default()).expect("list pods");
+    pods.items
+        .iter()
+        .map(|p| {
+            let text =
+                |pointer: &str| p.pointer(pointer).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            (text("/metadata/name"), text("/metadata/uid"))
+        })
+        .collect()
+}
