@@ -195,7 +195,8 @@ impl SimCluster {
         let mut stop = signal;
         let fault = crate::fault::FaultSwitch::default();
         let app = api::router(state)
-            .layer(axum::middleware::from_fn_with_state(fault.clone(), crate::fault::inject));
+            .layer(axum::middleware::from_fn_with_state(fault.clone(), crate::fault::inject))
+            .merge(crate::fault::admin_router(fault.clone()));
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -211,7 +212,7 @@ impl SimCluster {
     /// Injects a fault into every request from now on (`Fault::None` heals the link). Watches already
     /// streaming are not cut; clients notice at their next request or re-watch.
     pub fn set_fault(&self, fault: crate::fault::Fault) {
-        *self.fault.write().expect("fault lock poisoned") = fault;
+        self.fault.set(fault);
     }
 
     /// The cluster's name.
