@@ -61,7 +61,7 @@ impl FaultSwitch {
         match setting.fault {
             Fault::Flapping(period) => {
                 let periods = now.duration_since(setting.since).as_nanos() / period.as_nanos().max(1);
-                if periods % 2 == 0 { Fault::None } else { Fault::Unreachable }
+                if periods.is_multiple_of(2) { Fault::None } else { Fault::Unreachable }
             }
             other => other,
         }
