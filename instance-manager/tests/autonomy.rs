@@ -3,8 +3,11 @@
 //! it, and when the link returns everything is reconciled calmly, including a release asked for
 //! during the partition.
 
+mod common;
+
 use std::time::Duration;
 
+use common::settle;
 use eci_core::{IdcId, IdcStatus, InstanceId, InstanceState, PlacementError};
 use eci_edge_sim::{EngineConfig, Fault, NodeSpec, SimCluster, SimConfig};
 use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig};
@@ -22,22 +25,6 @@ fn config() -> ManagerConfig {
         failures_before_disconnect: 2,
         ..ManagerConfig::default()
     }
-}
-
-/// Runs passes until `done` holds, for at most 300 rounds.
-async fn settle<F, Fut>(reconciler: &IdcReconciler, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        reconciler.pass().await.expect("pass");
-        if done().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the IDC did not settle");
 }
 
 async fn states(store: &Store, tenant: &eci_core::TenantId) -> Vec<InstanceState> {

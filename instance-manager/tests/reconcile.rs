@@ -2,8 +2,9 @@
 //! become Pods, Services and Secrets; what the cluster reports comes back to the database; released
 //! instances' objects are deleted; vanished objects fail their instances; a restart creates nothing twice.
 
-use std::time::Duration;
+mod common;
 
+use common::settle;
 use eci_core::{BatchState, IdcId, InstanceState, Runtime};
 use eci_edge_sim::{NodeSpec, SimCluster, SimConfig};
 use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig};
@@ -23,23 +24,6 @@ async fn client(sim: &SimCluster) -> Client {
 
 fn config() -> ManagerConfig {
     ManagerConfig::default()
-}
-
-/// Runs passes until `done` holds, for at most 200 rounds: the reflectors see changes a moment
-/// after they are made.
-async fn settle<F, Fut>(reconciler: &IdcReconciler, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        reconciler.pass().await.expect("pass");
-        if done().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the IDC did not settle");
 }
 
 async fn states(store: &Store, tenant: &eci_core::TenantId) -> Vec<(String, InstanceState)> {
