@@ -338,21 +338,22 @@ impl IdcReconciler {
             return Ok(report);
         }
         let live = self.store.live_in_idc(&self.idc).await?;
-        let mut seen: BTreeMap<InstanceId, Observed> = BTreeMap::new();
+        // One snapshot of the reflectors per pass, keyed by instance, so nothing below scans them again.
+        let mut seen: BTreeMap<InstanceId, Workload> = BTreeMap::new();
         for pod in self.pods.state() {
             if let Some(id) = pod.labels().get(LABEL_INSTANCE) {
-                seen.insert(InstanceId(id.clone()), observe_pod(&pod));
+                seen.insert(InstanceId(id.clone()), Workload::Pod(pod.clone()));
             }
         }
         for vmi in self.vmis.state() {
             if let Some(id) = vmi.labels().get(LABEL_INSTANCE) {
-                seen.insert(InstanceId(id.clone()), observe_vmi(&vmi));
+                seen.insert(InstanceId(id.clone()), Workload::Vmi(vmi.clone()));
             }
         }
-        for (id, observed) in &seen {
+        for (id, workload) in &seen {
             self.awaiting.lock().expect("awaiting lock").remove(id);
             let Some(&state) = live.get(id) else {
-                match self.delete_objects(id).await {
+                match self.delete_objects(id, workload).await {
                     Ok(()) => report.orphans_deleted += 1,
                     Err(error) => {
                         report.errors += 1;
@@ -361,12 +362,12 @@ impl IdcReconciler {
                 }
                 continue;
             };
-            let observed = match observed {
+            let observed = match workload.observe() {
                 Observed::Running { ip, .. } if state != InstanceState::Running => {
-                    Observed::Running { ip: ip.clone(), ssh: self.ssh_endpoint(id).await }
+                    Observed::Running { ip, ssh: self.ssh_endpoint(id, workload).await }
                 }
                 Observed::Running { .. } | Observed::Creating if state == InstanceState::Running => continue,
-                other => other.clone(),
+                other => other,
             };
             if self.store.record_observation(id, &observed, Utc::now()).await?.is_some() {
                 report.updated += 1;
@@ -436,14 +437,13 @@ impl IdcReconciler {
     }
 
     /// Where to ssh into a running rich container or VM: its node's address and the NodePort.
-    async fn ssh_endpoint(&self, id: &InstanceId) -> Option<SshEndpoint> {
-        let pod = self.pods.state().into_iter().find(|p| p.labels().get(LABEL_INSTANCE) == Some(&id.0));
-        let vmi = self.vmis.state().into_iter().find(|v| v.labels().get(LABEL_INSTANCE) == Some(&id.0));
-        let (ns, host) = match (&pod, &vmi) {
-            (Some(p), _) if p.spec.as_ref()?.runtime_class_name.is_some() => {
+    async fn ssh_endpoint(&self, id: &InstanceId, workload: &Workload) -> Option<SshEndpoint> {
+        let (ns, host) = match workload {
+            Workload::Pod(p) if p.spec.as_ref()?.runtime_class_name.is_some() => {
                 (p.namespace()?, p.status.as_ref()?.host_ip.clone()?)
             }
-            (_, Some(v)) => {
+            Workload::Pod(_) => return None,
+            Workload::Vmi(v) => {
                 let node_name = v.status.as_ref()?.node_name.clone()?;
                 let node = Api::<Node>::all(self.client.clone()).get(&node_name).await.ok()?;
                 let address = node
@@ -454,7 +454,6 @@ impl IdcReconciler {
                     .map(|a| a.address)?;
                 (v.namespace()?, address)
             }
-            _ => return None,
         };
         let service = Api::<Service>::namespaced(self.client.clone(), &ns).get(&id.0).await.ok()?;
         let port = service.spec?.ports?.into_iter().find(|p| p.port == 22)?.node_port?;
@@ -465,30 +464,46 @@ impl IdcReconciler {
         })
     }
 
-    /// Deletes an ended instance's objects, wherever they are.
-    async fn delete_objects(&self, id: &InstanceId) -> Result<()> {
+    /// Deletes an ended instance's objects: its Pod or VMI, and the ssh Service and Secret beside it.
+    async fn delete_objects(&self, id: &InstanceId, workload: &Workload) -> Result<()> {
         let name = manifest::object_name(id);
-        let in_ns = |ns: Option<String>| ns.unwrap_or_else(|| "default".into());
-        if let Some(pod) =
-            self.pods.state().into_iter().find(|p| p.labels().get(LABEL_INSTANCE) == Some(&id.0))
-        {
-            let ns = in_ns(pod.namespace());
-            delete_once(&Api::<Pod>::namespaced(self.client.clone(), &ns), &name).await?;
-            self.delete_ssh_objects(&ns, id).await?;
+        let ns = workload.namespace();
+        match workload {
+            Workload::Pod(_) => delete_once(&Api::<Pod>::namespaced(self.client.clone(), &ns), &name).await?,
+            Workload::Vmi(_) => {
+                delete_once(&Api::<VirtualMachineInstance>::namespaced(self.client.clone(), &ns), &name)
+                    .await?
+            }
         }
-        if let Some(vmi) =
-            self.vmis.state().into_iter().find(|v| v.labels().get(LABEL_INSTANCE) == Some(&id.0))
-        {
-            let ns = in_ns(vmi.namespace());
-            delete_once(&Api::<VirtualMachineInstance>::namespaced(self.client.clone(), &ns), &name).await?;
-            self.delete_ssh_objects(&ns, id).await?;
-        }
-        Ok(())
+        self.delete_ssh_objects(&ns, id).await
     }
 
     async fn delete_ssh_objects(&self, ns: &str, id: &InstanceId) -> Result<()> {
         delete_once(&Api::<Service>::namespaced(self.client.clone(), ns), &manifest::object_name(id)).await?;
         delete_once(&Api::<Secret>::namespaced(self.client.clone(), ns), &manifest::ssh_secret_name(id)).await
+    }
+}
+
+/// An instance's object as the reflectors hold it.
+enum Workload {
+    Pod(Arc<Pod>),
+    Vmi(Arc<VirtualMachineInstance>),
+}
+
+impl Workload {
+    fn observe(&self) -> Observed {
+        match self {
+            Workload::Pod(pod) => observe_pod(pod),
+            Workload::Vmi(vmi) => observe_vmi(vmi),
+        }
+    }
+
+    fn namespace(&self) -> String {
+        let ns = match self {
+            Workload::Pod(pod) => pod.namespace(),
+            Workload::Vmi(vmi) => vmi.namespace(),
+        };
+        ns.unwrap_or_else(|| "default".into())
     }
 }
 
