@@ -120,7 +120,8 @@ pub async fn get_batch(
     Ok(Json(BatchView::from(&batch)))
 }
 
-/// Release a batch: every instance in it ends and its capacity goes back.
+/// Release a batch: the batch ends at once and every live instance in it is released (instances
+/// already started turn `stopping` until their Pod or VMI is gone).
 #[utoipa::path(delete, path = "/v1/batches/{id}", responses((status = 200, body = BatchView), (status = 404)))]
 #[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id, batch.id = %id))]
 pub async fn release_batch(

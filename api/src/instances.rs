@@ -104,7 +104,8 @@ pub async fn get_instance(
     Ok(Json(InstanceView::from(&instance)))
 }
 
-/// Release one instance; its capacity goes back at once.
+/// Release one instance. One that has not started yet ends at once; one that has turns `stopping`
+/// and ends (`terminated`, capacity given back) when its Pod or VMI is gone from the IDC.
 #[utoipa::path(delete, path = "/v1/instances/{id}", responses((status = 200, body = InstanceView), (status = 404)))]
 #[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id, instance.id = %id))]
 pub async fn release_instance(

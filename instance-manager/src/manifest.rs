@@ -37,6 +37,9 @@ pub struct ManifestConfig {
     pub rich_runtime_class: String,
     /// The user ssh logs in as.
     pub ssh_user: String,
+    /// How long a released instance's processes get to shut down (SIGTERM, or systemd's
+    /// SIGRTMIN+3, to SIGKILL); its instance stays `stopping`, and billed, until then.
+    pub stop_grace_seconds: i64,
 }
 
 impl Default for ManifestConfig {
@@ -45,6 +48,7 @@ impl Default for ManifestConfig {
             rich_image: "eci/rich-base:1".into(),
             rich_runtime_class: "kata".into(),
             ssh_user: "root".into(),
+            stop_grace_seconds: 30,
         }
     }
 }
@@ -127,7 +131,11 @@ pub fn pod(instance: &Instance, request: &BatchRequest, config: &ManifestConfig)
         env: env(request),
         ..Default::default()
     };
-    let mut spec = PodSpec { restart_policy: Some("Always".into()), ..Default::default() };
+    let mut spec = PodSpec {
+        restart_policy: Some("Always".into()),
+        termination_grace_period_seconds: Some(config.stop_grace_seconds),
+        ..Default::default()
+    };
     match instance.runtime {
         Runtime::Rich => {
             // systemd as PID 1 needs its own /run and the right to mount; under Kata the container
@@ -266,7 +274,7 @@ pub fn vmi(instance: &Instance, request: &BatchRequest, config: &ManifestConfig)
                     }),
                 },
             ],
-            termination_grace_period_seconds: Some(30),
+            termination_grace_period_seconds: Some(config.stop_grace_seconds),
             extra: BTreeMap::new(),
         },
     )

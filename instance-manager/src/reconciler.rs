@@ -5,8 +5,9 @@
 //! A pass: (1) creates the objects of pending instances, named after the instance so a retried or
 //! repeated create meets `AlreadyExists` instead of making a second Pod; (2) writes back what the
 //! cluster reports (`creating`, `running` with the IP and ssh endpoint, `failed` with the reason);
-//! (3) deletes objects whose instance has ended (orphans, including released instances) and fails
-//! instances whose object vanished.
+//! (3) deletes the objects of released (`stopping`) instances and ends them (`terminated`, capacity
+//! given back) once the objects are gone; deletes objects no live instance owns (orphans); and fails
+//! live instances whose object vanished.
 //!
 //! Edge autonomy: a pass starts with a bounded probe of the cluster. An IDC that misses several in a
 //! row is marked `disconnected` and its instances `unknown`, and the pass does nothing else: no
@@ -89,6 +90,11 @@ pub struct PassReport {
     pub created: usize,
     pub updated: usize,
     pub orphans_deleted: usize,
+    /// Objects of released (`stopping`) instances deleted.
+    pub stopped: usize,
+    /// Released instances whose objects are gone, now `terminated` with their capacity given back.
+    pub terminated: usize,
+    /// Live instances whose objects vanished, now `failed`.
     pub vanished: usize,
     pub errors: usize,
     /// The cluster did not answer the probe; nothing else was done.
@@ -362,6 +368,20 @@ impl IdcReconciler {
                 }
                 continue;
             };
+            if state == InstanceState::Stopping {
+                // Released: remove the object; the instance ends once the reflectors see it gone.
+                if workload.terminating() {
+                    continue;
+                }
+                match self.delete_objects(id, workload).await {
+                    Ok(()) => report.stopped += 1,
+                    Err(error) => {
+                        report.errors += 1;
+                        tracing::warn!(instance.id = %id, error = ?error, "deleting a released instance's objects failed; will retry");
+                    }
+                }
+                continue;
+            }
             let observed = match workload.observe() {
                 Observed::Running { ip, .. } if state != InstanceState::Running => {
                     Observed::Running { ip, ssh: self.ssh_endpoint(id, workload).await }
@@ -374,9 +394,8 @@ impl IdcReconciler {
             }
         }
         for (id, state) in &live {
-            let made =
-                matches!(state, InstanceState::Creating | InstanceState::Running | InstanceState::Unknown);
-            if seen.contains_key(id) || !made {
+            // Only a pending instance has had nothing made for it yet.
+            if seen.contains_key(id) || *state == InstanceState::Pending {
                 continue;
             }
             let young = self
@@ -385,8 +404,13 @@ impl IdcReconciler {
                 .expect("awaiting lock")
                 .get(id)
                 .is_some_and(|t| t.elapsed() < self.config.vanish_grace);
-            if !young && self.store.record_observation(id, &Observed::Vanished, Utc::now()).await?.is_some() {
-                report.vanished += 1;
+            if young {
+                continue;
+            }
+            match self.store.record_observation(id, &Observed::Gone, Utc::now()).await? {
+                Some(InstanceState::Terminated) => report.terminated += 1,
+                Some(_) => report.vanished += 1,
+                None => {}
             }
         }
         Ok(report)
@@ -495,6 +519,14 @@ impl Workload {
         match self {
             Workload::Pod(pod) => observe_pod(pod),
             Workload::Vmi(vmi) => observe_vmi(vmi),
+        }
+    }
+
+    /// Deleted already and waiting out its grace period.
+    fn terminating(&self) -> bool {
+        match self {
+            Workload::Pod(pod) => pod.metadata.deletion_timestamp.is_some(),
+            Workload::Vmi(vmi) => vmi.metadata.deletion_timestamp.is_some(),
         }
     }
 

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::settle;
-use eci_core::{IdcId, IdcStatus, InstanceId, InstanceState, PlacementError};
+use eci_core::{IdcId, IdcStatus, InstanceState, PlacementError};
 use eci_edge_sim::{EngineConfig, Fault, NodeSpec, SimCluster, SimConfig};
 use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig};
 use eci_store::testing::{self, each_backend};
@@ -90,12 +90,18 @@ async fn an_unreachable_idc_keeps_its_instances_and_reconciles_when_the_link_ret
                 "{fault:?}: {refused:?}"
             );
 
-            // A release asked for during the partition ends the instance now...
+            // A release asked for during the partition stops the instance, holding its capacity until
+            // the cluster can be told; further passes while unreachable keep it so...
             let page = store.list_instances(&tenant, &Default::default(), None, 10).await.unwrap();
             let released = page.items.iter().find(|i| i.idc.0 == IDC).unwrap().id.clone();
-            store.release_instance(&tenant, &released, testing::t0()).await.unwrap();
+            let stopping = store.release_instance(&tenant, &released, testing::t0()).await.unwrap();
+            assert_eq!(stopping.state, InstanceState::Stopping, "{fault:?}");
+            assert!(reconciler.pass().await.unwrap().unreachable);
+            assert_eq!(store.get_instance(&tenant, &released).await.unwrap().state, InstanceState::Stopping);
+            assert_eq!(testing::ledger(&store).await[&IdcId(IDC.into())].allocated, allocated);
 
-            // ...and when the link returns, its Pod is deleted, the others are running again, untouched.
+            // ...and when the link returns, its Pod is deleted and it ends; the others are running
+            // again, untouched.
             let pods: Api<Pod> = Api::all(kube.clone());
             let before = pod_names_and_uids(&sim);
             sim.set_fault(Fault::None);
@@ -116,7 +122,9 @@ async fn an_unreachable_idc_keeps_its_instances_and_reconciles_when_the_link_ret
                         .into_iter()
                         .filter_map(|p| p.metadata.name)
                         .collect();
-                    running == 2 && names.len() == 2 && !names.contains(&released.0)
+                    let ended = store.get_instance(&tenant, &released).await.unwrap().state
+                        == InstanceState::Terminated;
+                    running == 2 && names.len() == 2 && !names.contains(&released.0) && ended
                 }
             })
             .await;
@@ -124,8 +132,6 @@ async fn an_unreachable_idc_keeps_its_instances_and_reconciles_when_the_link_ret
             for pod in pod_names_and_uids(&sim) {
                 assert!(before.contains(&pod), "healthy Pods are kept, never re-created: {pod:?} is new");
             }
-            let gone = store.get_instance(&tenant, &InstanceId(released.0.clone())).await.unwrap();
-            assert_eq!(gone.state, InstanceState::Terminated);
             testing::assert_ledger_consistent(&store).await;
             sim.shutdown().await.expect("shutdown");
         })

@@ -1,12 +1,15 @@
 //! The instance manager against a simulated IDC cluster, through the real `kube` client: instances
 //! become Pods, Services and Secrets; what the cluster reports comes back to the database; released
-//! instances' objects are deleted; vanished objects fail their instances; a restart creates nothing twice.
+//! instances stop (`stopping`, capacity held) until their objects are gone, then end; vanished objects
+//! fail their instances; a restart creates nothing twice.
 
 mod common;
 
 use common::settle;
 use eci_core::{BatchState, IdcId, InstanceState, Runtime};
-use eci_edge_sim::{NodeSpec, SimCluster, SimConfig};
+use std::collections::BTreeMap;
+
+use eci_edge_sim::{NodeSpec, SimCluster, SimConfig, StoreConfig};
 use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig};
 use eci_store::Store;
 use eci_store::testing::{self, each_backend};
@@ -42,15 +45,19 @@ async fn instances_become_pods_and_their_state_comes_back() {
     each_backend(|store| async move {
         let seeded = testing::seed(&store).await;
         let tenant = seeded.tenant_id().clone();
+        // Pods deleted with a grace period linger as terminating, as on a real kubelet.
         let sim = SimCluster::start(
             SimConfig::default()
                 .name(IDC)
                 .without_engine()
+                .store(StoreConfig::default().honour_grace_period(true))
                 .node(NodeSpec::new("node-1").internal_ip("192.0.2.10")),
         )
         .await
         .expect("start sim");
         let kube = client(&sim).await;
+        let mut config = config();
+        config.manifest.stop_grace_seconds = 1;
 
         let mut containers = testing::batch_request(3);
         containers.placement.areas = vec!["shenzhen".into()];
@@ -62,7 +69,7 @@ async fn instances_become_pods_and_their_state_comes_back() {
         rich.workload.ssh_keys = vec!["ssh-ed25519 AAAAC3Nz ops@example".into()];
         store.create_batch(&tenant, &rich, None, testing::t0()).await.expect("rich batch");
 
-        let reconciler = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config());
+        let reconciler = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config.clone());
         reconciler.ready().await;
         let report = reconciler.pass().await.expect("first pass");
         assert_eq!(report.created, 4, "{report:?}");
@@ -93,7 +100,7 @@ async fn instances_become_pods_and_their_state_comes_back() {
             .expect("a node port");
 
         // A restarted manager finds every object already there and creates nothing twice.
-        let again = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config());
+        let again = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config.clone());
         again.ready().await;
         assert_eq!(again.pass().await.expect("pass after restart").created, 0);
         assert_eq!(pods.list(&ListParams::default()).await.unwrap().items.len(), 4);
@@ -118,14 +125,40 @@ async fn instances_become_pods_and_their_state_comes_back() {
         );
         assert!(rich_instance.started_at.is_some());
 
-        // Releasing a batch deletes its Pods.
-        store.release_batch(&tenant, &batch.id, BatchState::Released, testing::t0()).await.unwrap();
+        // Releasing a batch stops its instances: they keep their capacity while their Pods shut down
+        // within the grace period, then end and give it back.
+        let allocated = testing::ledger(&store).await[&IdcId(IDC.into())].allocated;
+        let released =
+            store.release_batch(&tenant, &batch.id, BatchState::Released, testing::t0()).await.unwrap();
+        assert_eq!(released.counts, BTreeMap::from([(InstanceState::Stopping, 3)]));
         let pods2 = pods.clone();
         settle(&reconciler, || {
             let pods = pods2.clone();
-            async move { pods.list(&ListParams::default()).await.unwrap().items.len() == 1 }
+            async move {
+                let listed = pods.list(&ListParams::default()).await.unwrap().items;
+                listed.iter().filter(|p| p.metadata.deletion_timestamp.is_some()).count() == 3
+            }
         })
         .await;
+        reconciler.pass().await.expect("pass while the Pods shut down");
+        let stopping = store.get_batch(&tenant, &batch.id).await.unwrap();
+        assert_eq!(stopping.counts, BTreeMap::from([(InstanceState::Stopping, 3)]));
+        assert_eq!(testing::ledger(&store).await[&IdcId(IDC.into())].allocated, allocated);
+        let (s, t, b) = (store.clone(), tenant.clone(), batch.id.clone());
+        settle(&reconciler, || {
+            let (store, tenant, batch) = (s.clone(), t.clone(), b.clone());
+            async move {
+                store.get_batch(&tenant, &batch).await.unwrap().counts
+                    == BTreeMap::from([(InstanceState::Terminated, 3)])
+            }
+        })
+        .await;
+        assert_eq!(pods.list(&ListParams::default()).await.unwrap().items.len(), 1);
+        assert_eq!(
+            testing::ledger(&store).await[&IdcId(IDC.into())].allocated,
+            allocated - containers.spec * 3,
+            "released capacity goes back once the Pods are gone"
+        );
 
         // A Pod removed behind the platform's back fails its instance, with a reason.
         pods.delete(&rich_name, &Default::default()).await.expect("delete pod");

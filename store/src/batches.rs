@@ -404,8 +404,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Ends a batch and every live instance in it, giving their capacity back. Releasing a batch
-    /// that already ended returns it unchanged.
+    /// Ends a batch and releases every live instance in it (see [`release_instances`]). Releasing a
+    /// batch that already ended returns it unchanged.
     #[tracing::instrument(skip_all, fields(tenant.id = %tenant, batch.id = %id, to = %to))]
     pub async fn release_batch(
         &self,
@@ -427,7 +427,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
-            end_instances(&mut tx, "batch_id = $3", &id.0, Ending::Terminated, now_ms).await?;
+            release_instances(&mut tx, "batch_id = $3", &id.0, now_ms).await?;
         }
         tx.commit().await?;
         self.get_batch(tenant, id).await
@@ -581,6 +581,30 @@ async fn insert_instances(
         query.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Releases the live instances matching `condition` (written against `$3`, bound to `value`). Those
+/// with nothing in the cluster yet (`pending`) end at once and give their capacity back; those with a
+/// Pod or VMI turn `stopping` and keep their capacity until the instance manager has seen the object
+/// gone. Returns how many turned `stopping`.
+pub(crate) async fn release_instances(
+    tx: &mut Tx<'_>,
+    condition: &str,
+    value: &str,
+    now_ms: i64,
+) -> Result<u64> {
+    let stopping = sqlx::query(&format!(
+        "UPDATE instances SET state = $1, updated_at = $2 \
+         WHERE {condition} AND state IN ('creating', 'running', 'unknown')"
+    ))
+    .bind(InstanceState::Stopping.as_str())
+    .bind(now_ms)
+    .bind(value)
+    .execute(&mut **tx)
+    .await?;
+    end_instances(tx, &format!("{condition} AND state = 'pending'"), value, Ending::Terminated, now_ms)
+        .await?;
+    Ok(stopping.rows_affected())
 }
 
 /// How live instances end: released (`terminated`) or lost (`failed`, with the reason).

@@ -134,7 +134,8 @@ impl Store {
 impl Store {
     /// The IDC's cluster cannot be reached: the IDC turns `disconnected` (unless an admin is draining
     /// it) and its created instances `unknown`. Nothing is failed, re-created or released: edge
-    /// autonomy keeps them running, allocated and billed. Returns how many instances turned unknown.
+    /// autonomy keeps them running, allocated and billed. A `stopping` instance stays so: its release
+    /// still has to reach the cluster. Returns how many instances turned unknown.
     pub async fn mark_idc_disconnected(&self, id: &IdcId, now: DateTime<Utc>) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -146,7 +147,7 @@ impl Store {
         .await?;
         let done = sqlx::query(
             "UPDATE instances SET state = 'unknown', updated_at = $1 \
-             WHERE idc_id = $2 AND state IN ('creating', 'running', 'stopping')",
+             WHERE idc_id = $2 AND state IN ('creating', 'running')",
         )
         .bind(millis(now))
         .bind(&id.0)

@@ -8,7 +8,7 @@ use eci_core::{
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::batches::{Ending, Page, end_instances};
+use crate::batches::{Ending, Page, end_instances, release_instances};
 use crate::sql::{millis, opt_time, time, uint, word};
 use crate::{Error, Result, Store};
 
@@ -117,7 +117,9 @@ impl Store {
         Ok(Page { items, next_cursor })
     }
 
-    /// Ends one instance and gives its capacity back. Ending an ended instance changes nothing.
+    /// Releases one instance: it ends at once if nothing of it exists in the cluster yet, otherwise
+    /// it turns `stopping` until the instance manager has removed its Pod or VMI. Releasing an
+    /// instance that is stopping or ended changes nothing.
     #[tracing::instrument(skip_all, fields(tenant.id = %tenant, instance.id = %id))]
     pub async fn release_instance(
         &self,
@@ -127,7 +129,7 @@ impl Store {
     ) -> Result<Instance> {
         self.get_instance(tenant, id).await?;
         let mut tx = self.pool.begin().await?;
-        end_instances(&mut tx, "id = $3", &id.0, Ending::Terminated, millis(now)).await?;
+        release_instances(&mut tx, "id = $3", &id.0, millis(now)).await?;
         tx.commit().await?;
         self.get_instance(tenant, id).await
     }
@@ -153,8 +155,9 @@ pub enum Observed {
     Failed {
         reason: String,
     },
-    /// The object is gone while the instance is live: someone or something removed it.
-    Vanished,
+    /// The object is gone. For a `stopping` instance that is the end it waited for (`terminated`);
+    /// for any other live instance someone or something removed it (`failed`).
+    Gone,
 }
 
 impl Store {
@@ -239,6 +242,18 @@ impl Store {
             return Ok(None);
         }
         let now_ms = millis(now);
+        if current.state == InstanceState::Stopping {
+            // Only the object's removal moves a stopping instance; what it did meanwhile is moot.
+            if *observed != Observed::Gone {
+                return Ok(None);
+            }
+            let mut tx = self.pool.begin().await?;
+            let ended =
+                end_instances(&mut tx, "id = $3 AND state = 'stopping'", &id.0, Ending::Terminated, now_ms)
+                    .await?;
+            tx.commit().await?;
+            return Ok((!ended.is_empty()).then_some(InstanceState::Terminated));
+        }
         match observed {
             Observed::Creating => {
                 if current.state != InstanceState::Pending && current.state != InstanceState::Unknown {
@@ -283,7 +298,7 @@ impl Store {
                 Ok((done.rows_affected() == 1).then_some(InstanceState::Running))
             }
             Observed::Failed { reason } => self.fail(id, reason, now_ms).await,
-            Observed::Vanished => self.fail(id, "its Pod or VMI disappeared from the cluster", now_ms).await,
+            Observed::Gone => self.fail(id, "its Pod or VMI disappeared from the cluster", now_ms).await,
         }
     }
 

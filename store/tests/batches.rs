@@ -9,7 +9,7 @@ use eci_core::{
     TenantId,
 };
 use eci_store::batches::BatchFilter;
-use eci_store::instances::InstanceFilter;
+use eci_store::instances::{InstanceFilter, Observed};
 use eci_store::testing::{
     FLEET_ROOM, all_instances, assert_ledger_consistent, batch_request, each_backend, label, resources, seed,
     seed_tenant, small, t0, total_allocated,
@@ -537,6 +537,61 @@ async fn releasing_one_instance_frees_its_capacity_and_the_batch_release_does_no
         assert_eq!(total_allocated(&store).await, Resources::ZERO, "[{b}]");
         let t = store.get_tenant(tenant).await.unwrap();
         assert_eq!((t.used_instances, t.used_cpu), (0, MilliCpu(0)), "[{b}] usage never goes below zero");
+        assert_ledger_consistent(&store).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_started_instance_stops_holding_its_capacity_until_its_object_is_gone() {
+    each_backend(|store| async move {
+        let b = label(&store);
+        let seeded = seed(&store).await;
+        let tenant = seeded.tenant_id();
+        let batch = store.create_batch(tenant, &batch_request(3), None, t0()).await.unwrap().batch;
+        let instances = all_instances(&store, tenant, &InstanceFilter::default()).await;
+        let at = |s: i64| t0() + Duration::seconds(s);
+        let running = Observed::Running { ip: Some("10.0.0.1".into()), ssh: None };
+        for i in &instances[..2] {
+            store.record_observation(&i.id, &running, at(1)).await.unwrap();
+        }
+
+        // A started instance stops: capacity and quota stay taken while its Pod shuts down.
+        let stopping = store.release_instance(tenant, &instances[0].id, at(10)).await.unwrap();
+        assert_eq!((stopping.state, stopping.ended_at), (InstanceState::Stopping, None), "[{b}]");
+        assert_eq!(total_allocated(&store).await, small() * 3, "[{b}]");
+        let again = store.release_instance(tenant, &instances[0].id, at(11)).await.unwrap();
+        assert_eq!(again.state, InstanceState::Stopping, "[{b}] releasing twice changes nothing");
+        assert_eq!(again.updated_at, stopping.updated_at, "[{b}]");
+        // Whatever the cluster says of it meanwhile changes nothing; only its object's removal does.
+        assert_eq!(
+            store.record_observation(&instances[0].id, &running, at(12)).await.unwrap(),
+            None,
+            "[{b}]"
+        );
+        let gone = store.record_observation(&instances[0].id, &Observed::Gone, at(15)).await.unwrap();
+        assert_eq!(gone, Some(InstanceState::Terminated), "[{b}]");
+        let ended = store.get_instance(tenant, &instances[0].id).await.unwrap();
+        assert_eq!((ended.ended_at, ended.failure_reason), (Some(at(15)), None), "[{b}]");
+        assert_eq!(total_allocated(&store).await, small() * 2, "[{b}]");
+
+        // Releasing the batch ends the never-started instance at once and stops the running one.
+        let released = store.release_batch(tenant, &batch.id, BatchState::Released, at(20)).await.unwrap();
+        assert_eq!(
+            released.counts,
+            BTreeMap::from([(InstanceState::Stopping, 1), (InstanceState::Terminated, 2)]),
+            "[{b}]"
+        );
+        assert_eq!(total_allocated(&store).await, small(), "[{b}]");
+        let t = store.get_tenant(tenant).await.unwrap();
+        assert_eq!(t.used_instances, 1, "[{b}] the stopping instance still counts against the quota");
+
+        // A partition does not turn a stopping instance `unknown`: its release must still reach the IDC.
+        store.mark_idc_disconnected(&instances[1].idc, at(21)).await.unwrap();
+        let held = store.get_instance(tenant, &instances[1].id).await.unwrap();
+        assert_eq!(held.state, InstanceState::Stopping, "[{b}]");
+        store.record_observation(&instances[1].id, &Observed::Gone, at(30)).await.unwrap();
+        assert_eq!(total_allocated(&store).await, Resources::ZERO, "[{b}]");
         assert_ledger_consistent(&store).await;
     })
     .await;
