@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use eci_core::{Fleet, Idc};
 use eci_edge_sim::{EngineConfig, NodeSpec, SimCluster, SimConfig};
-use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig};
+use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig, cluster_client};
 use eci_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -53,7 +53,7 @@ impl FleetClusters {
             let sim = SimCluster::start(sim_config(index, idc, boot_delay))
                 .await
                 .with_context(|| format!("cannot start the simulated cluster of {}", idc.id))?;
-            let client = kube::Client::try_from(kube::Config::new(sim.url().parse()?))?;
+            let client = cluster_client(kube::Config::new(sim.url().parse()?))?;
             clusters.spawn(idc, client, store, manager, shutdown);
             clusters.simulated.push(sim);
         }
@@ -77,7 +77,7 @@ impl FleetClusters {
             // One IDC that cannot be reached must not keep the control plane from serving the rest.
             let options =
                 kube::config::KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
-            let client = match kube::Config::from_kubeconfig(&options).await.map(kube::Client::try_from) {
+            let client = match kube::Config::from_kubeconfig(&options).await.map(cluster_client) {
                 Ok(Ok(client)) => client,
                 Ok(Err(error)) => {
                     tracing::error!(idc.id = %idc.id, context, error = %error, "cannot build a client; its instances stay pending");

@@ -15,15 +15,18 @@
 //! that marks it active again, and the normal pass reconciles what changed meanwhile.
 
 use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
 use chrono::Utc;
 use eci_core::{IdcId, InstanceId, InstanceState, Runtime, SshEndpoint};
 use eci_store::Store;
 use eci_store::instances::{Desired, Observed};
 use futures::{FutureExt, StreamExt, stream};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::reflector::{self, Store as Cache};
@@ -52,6 +55,20 @@ pub struct ManagerConfig {
     /// Failed probes in a row before the IDC counts as disconnected, so one lost packet does not
     /// turn a whole IDC's instances `unknown`.
     pub failures_before_disconnect: u32,
+    /// Requests per second to one IDC's cluster (creates, deletes, lookups), and the burst allowed
+    /// above that: an edge cluster's API server is small and serves its own kubelets too.
+    pub requests_per_second: u32,
+    pub request_burst: u32,
+    /// How long one request may take before it counts as failed (and is tried again): a link that
+    /// starts hanging mid-pass must not hold the pass.
+    pub request_timeout: Duration,
+    /// A request that fails for a passing reason (timeout, connection lost, 429, 5xx) is tried again
+    /// this many times, after exponential, jittered delays starting at `retry_delay`.
+    pub request_retries: usize,
+    pub retry_delay: Duration,
+    /// An instance whose objects could not be created waits before its next attempt, the wait
+    /// doubling (with jitter) up to this, so a broken IDC is not hammered on every pass.
+    pub max_create_backoff: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -64,8 +81,22 @@ impl Default for ManagerConfig {
             vanish_grace: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(5),
             failures_before_disconnect: 3,
+            requests_per_second: 200,
+            request_burst: 400,
+            request_timeout: Duration::from_secs(10),
+            request_retries: 3,
+            retry_delay: Duration::from_millis(50),
+            max_create_backoff: Duration::from_secs(60),
         }
     }
+}
+
+/// A client for an IDC's cluster as the reconciler wants it: without kube's built-in retries, which
+/// would wait out a partition for minutes inside one request; the reconciler paces, times out and
+/// retries requests itself, and treats a cluster that keeps failing as disconnected.
+pub fn cluster_client(mut config: kube::Config) -> kube::Result<Client> {
+    config.default_retry = false;
+    Client::try_from(config)
 }
 
 /// Why a pass (or a step of it) failed; the pass is retried.
@@ -96,6 +127,8 @@ pub struct PassReport {
     pub terminated: usize,
     /// Live instances whose objects vanished, now `failed`.
     pub vanished: usize,
+    /// Instances the cluster refused for good (an invalid object), now `failed`.
+    pub refused: usize,
     pub errors: usize,
     /// The cluster did not answer the probe; nothing else was done.
     pub unreachable: bool,
@@ -119,6 +152,16 @@ pub struct IdcReconciler {
     failures: AtomicU32,
     /// Whether this reconciler marked the IDC disconnected (or has not yet seen it answer).
     disconnected: AtomicBool,
+    /// Paces every request this reconciler makes to the cluster.
+    limiter: DefaultDirectRateLimiter,
+    /// Instances whose creation failed, and when they may be tried again.
+    parked: Mutex<HashMap<InstanceId, Parked>>,
+}
+
+/// An instance waiting out a failed creation.
+struct Parked {
+    delays: ExponentialBackoff,
+    until: Instant,
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -129,27 +172,24 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-/// Creates an object, taking `AlreadyExists` as success: the object is what an earlier attempt made.
-async fn create_once<K>(api: &Api<K>, object: &K, name: &str, action: &'static str) -> Result<()>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    match api.create(&PostParams::default(), object).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_conflict(&e) => Ok(()),
-        Err(source) => Err(Error::Cluster { action, name: name.to_string(), source }),
+/// Failures that may pass if the same request is sent again shortly: the server was busy or
+/// unavailable, or the connection broke. Anything the server refused on its merits is not.
+fn is_transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
+        _ => false,
     }
 }
 
-/// Deletes an object, taking `NotFound` as success.
-async fn delete_once<K>(api: &Api<K>, name: &str) -> Result<()>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(source) => Err(Error::Cluster { action: "delete", name: name.to_string(), source }),
+/// The cluster will never take this object as it is (it is invalid, or a field is not allowed):
+/// trying again cannot help, so its instance fails with the cluster's message.
+fn refusal(error: &Error) -> Option<String> {
+    match error {
+        Error::Cluster { source: kube::Error::Api(s), action, .. } if s.code == 400 || s.code == 422 => {
+            Some(format!("the cluster refused to {action}: {}", s.message))
+        }
+        _ => None,
     }
 }
 
@@ -236,10 +276,14 @@ impl IdcReconciler {
         )
         .default_backoff();
         watchers.push(tokio::spawn(drive(vmi_events, changed.clone(), idc.clone(), "vmis")));
+        let per_second = NonZeroU32::new(config.requests_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.request_burst).unwrap_or(per_second);
         IdcReconciler {
             idc,
             client,
             store,
+            limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            parked: Mutex::default(),
             config,
             namespaces: Mutex::default(),
             awaiting: Mutex::default(),
@@ -316,7 +360,12 @@ impl IdcReconciler {
             report.unreachable = true;
             return Ok(report);
         }
-        let pending = self.store.pending_in_idc(&self.idc, self.config.batch_size).await?;
+        let mut pending = self.store.pending_in_idc(&self.idc, self.config.batch_size).await?;
+        {
+            let now = Instant::now();
+            let parked = self.parked.lock().expect("parked lock");
+            pending.retain(|d| parked.get(&d.instance.id).is_none_or(|p| p.until <= now));
+        }
         let results: Vec<(InstanceId, Result<()>)> = stream::iter(pending)
             .map(|desired| async move { (desired.instance.id.clone(), self.create(&desired).await) })
             .buffer_unordered(self.config.concurrency.max(1))
@@ -325,15 +374,27 @@ impl IdcReconciler {
         for (id, result) in results {
             match result {
                 Ok(()) => {
+                    self.parked.lock().expect("parked lock").remove(&id);
                     self.awaiting.lock().expect("awaiting lock").insert(id.clone(), Instant::now());
                     if self.store.record_observation(&id, &Observed::Creating, Utc::now()).await?.is_some() {
                         report.created += 1;
                     }
                 }
-                Err(error) => {
-                    report.errors += 1;
-                    tracing::warn!(instance.id = %id, error = ?error, "creating the instance's objects failed; will retry");
-                }
+                Err(error) => match refusal(&error) {
+                    Some(reason) => {
+                        self.parked.lock().expect("parked lock").remove(&id);
+                        tracing::warn!(instance.id = %id, reason, "the cluster refused the instance's objects; failing it");
+                        let failed = Observed::Failed { reason };
+                        if self.store.record_observation(&id, &failed, Utc::now()).await?.is_some() {
+                            report.refused += 1;
+                        }
+                    }
+                    None => {
+                        report.errors += 1;
+                        let wait = self.park(&id);
+                        tracing::warn!(instance.id = %id, error = ?error, retry_in = ?wait, "creating the instance's objects failed; will retry");
+                    }
+                },
             }
         }
 
@@ -416,6 +477,77 @@ impl IdcReconciler {
         Ok(report)
     }
 
+    /// Holds back an instance whose creation failed, a little longer each time; returns the wait.
+    fn park(&self, id: &InstanceId) -> Duration {
+        let mut parked = self.parked.lock().expect("parked lock");
+        let entry = parked.entry(id.clone()).or_insert_with(|| Parked {
+            delays: ExponentialBuilder::new()
+                .with_min_delay(Duration::from_secs(1))
+                .with_max_delay(self.config.max_create_backoff)
+                .with_jitter()
+                .without_max_times()
+                .build(),
+            until: Instant::now(),
+        });
+        let wait = entry.delays.next().unwrap_or(self.config.max_create_backoff);
+        entry.until = Instant::now() + wait;
+        wait
+    }
+
+    /// Sends one request to the cluster at the IDC's pace, retrying passing failures with
+    /// exponential, jittered backoff.
+    async fn call<T, F, Fut>(&self, mut request: F) -> Result<T, kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let paced = || {
+            let sent = request();
+            async move {
+                self.limiter.until_ready().await;
+                match tokio::time::timeout(self.config.request_timeout, sent).await {
+                    Ok(answer) => answer,
+                    Err(elapsed) => Err(kube::Error::Service(Box::new(elapsed))),
+                }
+            }
+        };
+        paced
+            .retry(
+                ExponentialBuilder::new()
+                    .with_min_delay(self.config.retry_delay)
+                    .with_max_times(self.config.request_retries)
+                    .with_jitter(),
+            )
+            .when(is_transient)
+            .await
+    }
+
+    /// Creates an object, taking `AlreadyExists` as success: the object is what an earlier attempt made.
+    async fn create_once<K>(&self, api: &Api<K>, object: &K, name: &str, action: &'static str) -> Result<()>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    {
+        let params = PostParams::default();
+        match self.call(|| api.create(&params, object)).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_conflict(&e) => Ok(()),
+            Err(source) => Err(Error::Cluster { action, name: name.to_string(), source }),
+        }
+    }
+
+    /// Deletes an object, taking `NotFound` as success.
+    async fn delete_once<K>(&self, api: &Api<K>, name: &str) -> Result<()>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let params = DeleteParams::background();
+        match self.call(|| api.delete(name, &params)).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(source) => Err(Error::Cluster { action: "delete", name: name.to_string(), source }),
+        }
+    }
+
     async fn ensure_namespace(&self, name: &str) -> Result<()> {
         if self.namespaces.lock().expect("namespaces lock").contains(name) {
             return Ok(());
@@ -428,7 +560,7 @@ impl IdcReconciler {
             },
             ..Default::default()
         };
-        create_once(&Api::<Namespace>::all(self.client.clone()), &namespace, name, "create namespace")
+        self.create_once(&Api::<Namespace>::all(self.client.clone()), &namespace, name, "create namespace")
             .await?;
         self.namespaces.lock().expect("namespaces lock").insert(name.to_string());
         Ok(())
@@ -443,19 +575,20 @@ impl IdcReconciler {
         let name = manifest::object_name(&instance.id);
         if instance.runtime.needs_ssh() {
             let secrets = Api::<Secret>::namespaced(self.client.clone(), &ns);
-            create_once(&secrets, &manifest::ssh_secret(instance, request), &name, "create secret").await?;
+            self.create_once(&secrets, &manifest::ssh_secret(instance, request), &name, "create secret")
+                .await?;
             let services = Api::<Service>::namespaced(self.client.clone(), &ns);
-            create_once(&services, &manifest::ssh_service(instance, request), &name, "create service")
+            self.create_once(&services, &manifest::ssh_service(instance, request), &name, "create service")
                 .await?;
         }
         match instance.runtime {
             Runtime::Vm => {
                 let api = Api::<VirtualMachineInstance>::namespaced(self.client.clone(), &ns);
-                create_once(&api, &manifest::vmi(instance, request, config), &name, "create VMI").await
+                self.create_once(&api, &manifest::vmi(instance, request, config), &name, "create VMI").await
             }
             Runtime::Container | Runtime::Rich => {
                 let api = Api::<Pod>::namespaced(self.client.clone(), &ns);
-                create_once(&api, &manifest::pod(instance, request, config), &name, "create pod").await
+                self.create_once(&api, &manifest::pod(instance, request, config), &name, "create pod").await
             }
         }
     }
@@ -469,7 +602,8 @@ impl IdcReconciler {
             Workload::Pod(_) => return None,
             Workload::Vmi(v) => {
                 let node_name = v.status.as_ref()?.node_name.clone()?;
-                let node = Api::<Node>::all(self.client.clone()).get(&node_name).await.ok()?;
+                let nodes = Api::<Node>::all(self.client.clone());
+                let node = self.call(|| nodes.get(&node_name)).await.ok()?;
                 let address = node
                     .status?
                     .addresses?
@@ -479,7 +613,8 @@ impl IdcReconciler {
                 (v.namespace()?, address)
             }
         };
-        let service = Api::<Service>::namespaced(self.client.clone(), &ns).get(&id.0).await.ok()?;
+        let services = Api::<Service>::namespaced(self.client.clone(), &ns);
+        let service = self.call(|| services.get(&id.0)).await.ok()?;
         let port = service.spec?.ports?.into_iter().find(|p| p.port == 22)?.node_port?;
         Some(SshEndpoint {
             host,
@@ -493,9 +628,11 @@ impl IdcReconciler {
         let name = manifest::object_name(id);
         let ns = workload.namespace();
         match workload {
-            Workload::Pod(_) => delete_once(&Api::<Pod>::namespaced(self.client.clone(), &ns), &name).await?,
+            Workload::Pod(_) => {
+                self.delete_once(&Api::<Pod>::namespaced(self.client.clone(), &ns), &name).await?
+            }
             Workload::Vmi(_) => {
-                delete_once(&Api::<VirtualMachineInstance>::namespaced(self.client.clone(), &ns), &name)
+                self.delete_once(&Api::<VirtualMachineInstance>::namespaced(self.client.clone(), &ns), &name)
                     .await?
             }
         }
@@ -503,8 +640,10 @@ impl IdcReconciler {
     }
 
     async fn delete_ssh_objects(&self, ns: &str, id: &InstanceId) -> Result<()> {
-        delete_once(&Api::<Service>::namespaced(self.client.clone(), ns), &manifest::object_name(id)).await?;
-        delete_once(&Api::<Secret>::namespaced(self.client.clone(), ns), &manifest::ssh_secret_name(id)).await
+        let name = manifest::object_name(id);
+        self.delete_once(&Api::<Service>::namespaced(self.client.clone(), ns), &name).await?;
+        self.delete_once(&Api::<Secret>::namespaced(self.client.clone(), ns), &manifest::ssh_secret_name(id))
+            .await
     }
 }
 
@@ -552,5 +691,37 @@ where
                 tracing::warn!(idc.id = %idc, what, error = %error, "watch failed; retrying with backoff")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "code": code, "reason": "Whatever", "message": format!("the server says {code}")
+        }))
+        .expect("a Status");
+        kube::Error::Api(status.into())
+    }
+
+    #[test]
+    fn busy_or_unavailable_clusters_are_retried_and_invalid_objects_are_not() {
+        for code in [429, 500, 503, 504] {
+            assert!(is_transient(&api_error(code)), "{code}");
+        }
+        for code in [400, 403, 404, 409, 422] {
+            assert!(!is_transient(&api_error(code)), "{code}");
+        }
+        let refused =
+            |code| Error::Cluster { action: "create pod", name: "i-1".into(), source: api_error(code) };
+        assert_eq!(
+            refusal(&refused(422)).as_deref(),
+            Some("the cluster refused to create pod: the server says 422")
+        );
+        // Forbidden (a namespace quota, say) and server errors may pass: the instance waits instead.
+        assert_eq!(refusal(&refused(403)), None);
+        assert_eq!(refusal(&refused(503)), None);
     }
 }

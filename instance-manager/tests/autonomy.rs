@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::settle;
 use eci_core::{IdcId, IdcStatus, InstanceState, PlacementError};
 use eci_edge_sim::{EngineConfig, Fault, NodeSpec, SimCluster, SimConfig};
-use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig};
+use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig, cluster_client};
 use eci_store::testing::{self, each_backend};
 use eci_store::{Error, Store};
 use k8s_openapi::api::core::v1::Pod;
@@ -42,18 +42,8 @@ async fn an_unreachable_idc_keeps_its_instances_and_reconciles_when_the_link_ret
         each_backend(|store| async move {
             let seeded = testing::seed(&store).await;
             let tenant = seeded.tenant_id().clone();
-            let sim = SimCluster::start(
-                SimConfig::default()
-                    .name(IDC)
-                    .engine(EngineConfig::default().boot_delay(Duration::ZERO))
-                    .node(NodeSpec::new("node-1").cpu_millis(64_000).memory_mib(256 * 1024)),
-            )
-            .await
-            .expect("start sim");
-            let kube = kube::Client::try_from(kube::Config::new(sim.url().parse().unwrap())).unwrap();
-            let mut request = testing::batch_request(3);
-            request.placement.areas = vec!["shenzhen".into()];
-            request.placement.carriers = vec![eci_core::Carrier::Telecom];
+            let (sim, kube) = start_sim().await;
+            let request = shenzhen(3);
             store.create_batch(&tenant, &request, None, testing::t0()).await.expect("batch");
             let reconciler = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config());
             let (s, t) = (store.clone(), tenant.clone());
@@ -137,6 +127,119 @@ async fn an_unreachable_idc_keeps_its_instances_and_reconciles_when_the_link_ret
         })
         .await;
     }
+}
+
+/// A flapping link (up, down, up...) may turn instances `unknown` and back many times, but never
+/// fails, duplicates or re-creates one; when it settles, every instance runs in its one Pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_link_never_fails_or_duplicates_instances() {
+    each_backend(|store| async move {
+        let seeded = testing::seed(&store).await;
+        let tenant = seeded.tenant_id().clone();
+        let (sim, kube) = start_sim().await;
+        store.create_batch(&tenant, &shenzhen(12), None, testing::t0()).await.expect("batch");
+        let config = ManagerConfig { request_retries: 1, ..config() };
+        let reconciler = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config);
+        sim.set_fault(Fault::Flapping(Duration::from_millis(150)));
+        let mut first_uids = None;
+        let mut seen_unknown = false;
+        for _ in 0..150 {
+            reconciler.pass().await.expect("a pass over a flapping link does not fail");
+            let now = states(&store, &tenant).await;
+            assert!(!now.contains(&InstanceState::Failed), "nothing fails for a flapping link: {now:?}");
+            seen_unknown |= now.contains(&InstanceState::Unknown);
+            let pods = pod_names_and_uids(&sim);
+            assert!(pods.len() <= 12, "one Pod per instance, never more: {pods:?}");
+            if pods.len() == 12 && first_uids.is_none() {
+                first_uids = Some(pods);
+            }
+            if first_uids.is_some() && seen_unknown {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(seen_unknown, "the link's down periods were noticed");
+        let first_uids = first_uids.expect("every Pod was created while the link flapped");
+
+        sim.set_fault(Fault::None);
+        let (s, t) = (store.clone(), tenant.clone());
+        settle(&reconciler, || {
+            let (store, tenant) = (s.clone(), t.clone());
+            async move { states(&store, &tenant).await.iter().all(|s| *s == InstanceState::Running) }
+        })
+        .await;
+        assert_eq!(idc_status(&store).await, IdcStatus::Active);
+        assert_eq!(pod_names_and_uids(&sim), first_uids, "no Pod was deleted or created again");
+        testing::assert_ledger_consistent(&store).await;
+        sim.shutdown().await.expect("shutdown");
+    })
+    .await;
+}
+
+/// A link slower than the probe allows is a partition (reached by timeouts, never by hanging); a
+/// slow link within it is merely slow, and instances start over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_link_is_a_partition_only_beyond_the_probe_timeout() {
+    each_backend(|store| async move {
+        let seeded = testing::seed(&store).await;
+        let tenant = seeded.tenant_id().clone();
+        let (sim, kube) = start_sim().await;
+        store.create_batch(&tenant, &shenzhen(4), None, testing::t0()).await.expect("batch");
+        let reconciler = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config());
+        reconciler.ready().await;
+
+        sim.set_fault(Fault::Slow(Duration::from_millis(60)));
+        let (s, t) = (store.clone(), tenant.clone());
+        settle(&reconciler, || {
+            let (store, tenant) = (s.clone(), t.clone());
+            async move { states(&store, &tenant).await.iter().all(|s| *s == InstanceState::Running) }
+        })
+        .await;
+        assert_eq!(idc_status(&store).await, IdcStatus::Active, "slow is not disconnected");
+
+        sim.set_fault(Fault::Slow(Duration::from_secs(2)));
+        let (s, t) = (store.clone(), tenant.clone());
+        settle(&reconciler, || {
+            let (store, tenant) = (s.clone(), t.clone());
+            async move { states(&store, &tenant).await.iter().all(|s| *s == InstanceState::Unknown) }
+        })
+        .await;
+        assert_eq!(idc_status(&store).await, IdcStatus::Disconnected);
+
+        sim.set_fault(Fault::None);
+        let (s, t) = (store.clone(), tenant.clone());
+        settle(&reconciler, || {
+            let (store, tenant) = (s.clone(), t.clone());
+            async move { states(&store, &tenant).await.iter().all(|s| *s == InstanceState::Running) }
+        })
+        .await;
+        assert_eq!(pod_names_and_uids(&sim).len(), 4);
+        testing::assert_ledger_consistent(&store).await;
+        sim.shutdown().await.expect("shutdown");
+    })
+    .await;
+}
+
+/// One simulated IDC whose Pods run as soon as they are scheduled, and a client for it.
+async fn start_sim() -> (SimCluster, kube::Client) {
+    let sim = SimCluster::start(
+        SimConfig::default()
+            .name(IDC)
+            .engine(EngineConfig::default().boot_delay(Duration::ZERO))
+            .node(NodeSpec::new("node-1").cpu_millis(64_000).memory_mib(256 * 1024)),
+    )
+    .await
+    .expect("start sim");
+    let kube = cluster_client(kube::Config::new(sim.url().parse().unwrap())).unwrap();
+    (sim, kube)
+}
+
+/// `count` small instances in the test IDC.
+fn shenzhen(count: u64) -> eci_core::BatchRequest {
+    let mut request = testing::batch_request(count);
+    request.placement.areas = vec!["shenzhen".into()];
+    request.placement.carriers = vec![eci_core::Carrier::Telecom];
+    request
 }
 
 /// The Pods in the cluster as (name, uid), read from the simulator's store: the faults only affect

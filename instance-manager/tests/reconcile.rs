@@ -10,7 +10,7 @@ use eci_core::{BatchState, IdcId, InstanceState, Runtime};
 use std::collections::BTreeMap;
 
 use eci_edge_sim::{NodeSpec, SimCluster, SimConfig, StoreConfig};
-use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig};
+use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig, cluster_client};
 use eci_store::Store;
 use eci_store::testing::{self, each_backend};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -22,7 +22,7 @@ const IDC: &str = "gd-sz-1";
 
 async fn client(sim: &SimCluster) -> Client {
     let config = kube::Config::new(sim.url().parse().expect("sim url"));
-    Client::try_from(config).expect("kube client")
+    cluster_client(config).expect("kube client")
 }
 
 fn config() -> ManagerConfig {

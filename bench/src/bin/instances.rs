@@ -11,7 +11,7 @@ use eci_core::{
     Quota, Resources, Runtime, Workload,
 };
 use eci_edge_sim::{EngineConfig, NodeSpec, SimCluster, SimConfig};
-use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig};
+use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig, cluster_client};
 use eci_store::testing;
 use tokio::sync::watch;
 
@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         let sim = SimCluster::start(config).await?;
-        let client = kube::Client::try_from(kube::Config::new(sim.url().parse()?))?;
+        let client = cluster_client(kube::Config::new(sim.url().parse()?))?;
         let reconciler =
             IdcReconciler::start(idc.id.clone(), client, store.clone(), ManagerConfig::default());
         reconciler.ready().await;
