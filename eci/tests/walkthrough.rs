@@ -5,8 +5,8 @@
 //! gets a port found by binding 127.0.0.1:0, is waited for by polling `GET /v1/openapi.json` a bounded
 //! number of times, writes its output to files in the test's own temp dir, and is killed by a guard
 //! when the test ends early. Every child starts without the `ECI_*` (and `DATABASE_URL`,
-//! `REDIS_URL`) variables of the environment the tests run in, so nothing leaks in from a developer's
-//! shell.
+//! `REDIS_URL`, `KUBECONFIG`) variables of the environment the tests run in, so nothing leaks in from
+//! a developer's shell.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -36,13 +36,14 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local address").port()
 }
 
-/// A command running the binary, without the environment's `ECI_*`, `DATABASE_URL` and `REDIS_URL`
-/// (clap reads options from them) and without stdin.
+/// A command running the binary, without the environment's `ECI_*`, `DATABASE_URL`, `REDIS_URL` (clap
+/// reads options from them) and `KUBECONFIG`, and without stdin.
 fn eci_command() -> Command {
     let mut cmd = Command::new(ECI);
     for (key, _) in std::env::vars_os() {
-        let inherited =
-            key.to_str().is_some_and(|k| k.starts_with("ECI_") || k == "DATABASE_URL" || k == "REDIS_URL");
+        let inherited = key.to_str().is_some_and(|k| {
+            k.starts_with("ECI_") || ["DATABASE_URL", "REDIS_URL", "KUBECONFIG"].contains(&k)
+        });
         if inherited {
             cmd.env_remove(key);
         }
@@ -85,6 +86,11 @@ impl Server {
 
     /// [`Server::start`] with `cwd` as the server's working directory.
     fn start_in(cwd: &Path, args: &[&str], log_dir: &Path) -> Server {
+        Server::launch(cwd, args, &[], log_dir)
+    }
+
+    /// [`Server::start_in`] with environment variables set for the server.
+    fn launch(cwd: &Path, args: &[&str], env: &[(&str, &str)], log_dir: &Path) -> Server {
         static STARTS: AtomicU32 = AtomicU32::new(0);
         for _ in 0..PORT_ATTEMPTS {
             let n = STARTS.fetch_add(1, Ordering::Relaxed);
@@ -93,6 +99,7 @@ impl Server {
             let stderr = log_dir.join(format!("server-{n}.stderr"));
             let child = eci_command()
                 .current_dir(cwd)
+                .envs(env.iter().copied())
                 .args(args)
                 .args(["--listen", &addr.to_string()])
                 .stdout(std::fs::File::create(&stdout).expect("create the server's stdout file"))
@@ -639,4 +646,171 @@ async fn eci_serve_runs_on_postgresql_with_a_fleet_file() {
     assert_eq!(status.code(), Some(0), "eci serve did not exit cleanly on SIGTERM{}", server.output());
     drop(server);
     db.cleanup().await;
+}
+
+/// Kill the control plane (SIGKILL, no goodbye) while it is creating a batch's Pods, start it again
+/// on the same database: every instance ends up running in exactly one Pod, and the Pods made before
+/// the kill are kept, not made again. The IDCs' clusters outlive the control plane, as real ones do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_killed_mid_batch_creates_every_instance_exactly_once() {
+    use eci_edge_sim::{EngineConfig, Fault, NodeSpec, Resource, SimCluster, SimConfig};
+
+    const COUNT: usize = 600;
+    let tmp = TempDirGuard::new("eci-kill").expect("temp dir");
+    let mut sims = Vec::new();
+    let mut fleet = String::from("idcs:\n");
+    let mut kubeconfig = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+    let (mut contexts, mut users) = (String::new(), String::new());
+    for (n, city) in ["shenzhen", "guangzhou"].iter().enumerate() {
+        let name = format!("kill-{city}-1");
+        let sim = SimCluster::start(
+            SimConfig::default()
+                .name(name.clone())
+                .engine(EngineConfig::default().boot_delay(Duration::ZERO))
+                .node(
+                    NodeSpec::new(format!("{name}-node"))
+                        .cpu_millis(640_000)
+                        .memory_mib(2_560 * 1024)
+                        .pods(1000),
+                ),
+        )
+        .await
+        .expect("start a simulated IDC");
+        // Slow enough that the kill lands mid-batch; far within the probe's patience.
+        sim.set_fault(Fault::Slow(Duration::from_millis(100)));
+        fleet.push_str(&format!(
+            "  - id: {name}\n    region: south-china\n    province: guangdong\n    city: {city}\n    \
+             carriers: [telecom]\n    cpu: \"640\"\n    memory: 2560Gi\n    kube_context: {name}\n"
+        ));
+        kubeconfig.push_str(&format!("- name: {name}\n  cluster:\n    server: {}\n", sim.url()));
+        contexts.push_str(&format!("- name: {name}\n  context:\n    cluster: {name}\n    user: {name}\n"));
+        users.push_str(&format!("- name: {name}\n  user: {{}}\n"));
+        assert_eq!(sims.len(), n);
+        sims.push(sim);
+    }
+    kubeconfig.push_str(&format!("contexts:\n{contexts}users:\n{users}"));
+    let (fleet_path, kubeconfig_path) = (tmp.path().join("fleet.yaml"), tmp.path().join("kubeconfig"));
+    std::fs::write(&fleet_path, fleet).expect("write the fleet file");
+    std::fs::write(&kubeconfig_path, kubeconfig).expect("write the kubeconfig");
+    let database = format!("sqlite://{}?mode=rwc", tmp.path().join("eci.db").display());
+    let admin_key = "kill-admin-key-5e8d0c2b";
+    let args = [
+        "serve",
+        "--database-url",
+        &database,
+        "--fleet",
+        fleet_path.to_str().expect("a UTF-8 temp path"),
+        "--admin-key",
+        admin_key,
+    ];
+    let env = [("KUBECONFIG", kubeconfig_path.to_str().expect("a UTF-8 temp path"))];
+    let start = || tokio::task::block_in_place(|| Server::launch(tmp.path(), &args, &env, tmp.path()));
+    let pods = |sims: &[SimCluster]| -> BTreeMap<String, String> {
+        sims.iter()
+            .flat_map(|sim| {
+                sim.store().list(Resource::Pods, None, &Default::default()).expect("list pods").items
+            })
+            .map(|p| {
+                let text = |pointer: &str| {
+                    p.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_string()
+                };
+                (text("/metadata/name"), text("/metadata/uid"))
+            })
+            .collect()
+    };
+
+    let mut server = start();
+    let http = reqwest::Client::new();
+    let endpoint = server.endpoint();
+    let tenant: Value = http
+        .post(format!("{endpoint}/v1/admin/tenants"))
+        .bearer_auth(admin_key)
+        .json(&json!({"name": "kill"}))
+        .send()
+        .await
+        .expect("POST /v1/admin/tenants")
+        .json()
+        .await
+        .expect("a JSON tenant");
+    let tenant_id = tenant["id"].as_str().unwrap_or_else(|| panic!("no id in {tenant}"));
+    let key: Value = http
+        .post(format!("{endpoint}/v1/admin/tenants/{tenant_id}/keys"))
+        .bearer_auth(admin_key)
+        .json(&json!({"name": "kill"}))
+        .send()
+        .await
+        .expect("POST keys")
+        .json()
+        .await
+        .expect("a JSON key");
+    let secret = key["secret"].as_str().unwrap_or_else(|| panic!("no secret in {key}")).to_string();
+    let batch = http
+        .post(format!("{endpoint}/v1/batches"))
+        .bearer_auth(&secret)
+        .json(&json!({
+            "count": COUNT, "spec": {"cpu": "1", "memory": "1Gi"}, "image": "nginx:1.27",
+            "placement": {"areas": ["guangdong"], "strategy": "spread"}
+        }))
+        .send()
+        .await
+        .expect("POST /v1/batches");
+    assert_eq!(batch.status(), 202, "{:?}", batch.text().await);
+    let batch: Value = batch.json().await.expect("a JSON batch");
+    let batch_id = batch["id"].as_str().expect("a batch id").to_string();
+
+    // Kill it once some, but not all, Pods exist.
+    for _ in 0..2000 {
+        if pods(&sims).len() >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut child = server.child.take().expect("the server is running");
+    child.kill().expect("SIGKILL the server");
+    child.wait().expect("reap the server");
+    let at_kill = pods(&sims);
+    assert!(
+        (50..COUNT).contains(&at_kill.len()),
+        "the kill should land mid-batch: {} of {COUNT} Pods existed",
+        at_kill.len()
+    );
+    eprintln!("killed with {} of {COUNT} Pods made", at_kill.len());
+
+    for sim in &sims {
+        sim.set_fault(Fault::None);
+    }
+    let server = start();
+    let instances_url = format!("{}/v1/batches/{batch_id}", server.endpoint());
+    let mut counts = Value::Null;
+    for _ in 0..600 {
+        let batch: Value = http
+            .get(&instances_url)
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .expect("GET batch")
+            .json()
+            .await
+            .expect("JSON");
+        counts = batch["counts"].clone();
+        if counts["running"] == COUNT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live: u64 = counts.as_object().expect("counts").values().filter_map(Value::as_u64).sum();
+    assert_eq!((counts["running"].as_u64(), live), (Some(COUNT as u64), COUNT as u64), "{counts}");
+    let after = pods(&sims);
+    assert_eq!(after.len(), COUNT, "exactly one Pod per instance");
+    for (name, uid) in &at_kill {
+        assert_eq!(
+            after.get(name),
+            Some(uid),
+            "the Pod {name} made before the kill was kept, not made again"
+        );
+    }
+    drop(server);
+    for sim in sims {
+        sim.shutdown().await.expect("stop a simulated IDC");
+    }
 }
