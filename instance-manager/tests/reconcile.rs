@@ -10,6 +10,7 @@ use eci_core::{BatchState, IdcId, InstanceState, Runtime};
 use std::collections::BTreeMap;
 
 use eci_edge_sim::{NodeSpec, SimCluster, SimConfig, StoreConfig};
+use eci_instance_manager::kubevirt::VirtualMachineInstance;
 use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig, cluster_client};
 use eci_store::Store;
 use eci_store::testing::{self, each_backend};
@@ -216,6 +217,75 @@ async fn an_image_that_cannot_be_pulled_fails_the_instance_with_the_kubernetes_r
             async move { pods.list(&ListParams::default()).await.unwrap().items.is_empty() }
         })
         .await;
+        sim.shutdown().await.expect("shutdown");
+    })
+    .await;
+}
+
+/// A `vm` instance becomes a KubeVirt VMI (with its keys in cloud-init and an ssh Service), runs on a
+/// node of the IDC with the guest's address and an ssh endpoint on that node, and on release its VMI,
+/// Service and Secret go and it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_instance_runs_as_a_kubevirt_vmi_with_ssh_and_is_removed_on_release() {
+    each_backend(|store| async move {
+        let seeded = testing::seed(&store).await;
+        let tenant = seeded.tenant_id().clone();
+        const VM_IDC: &str = "zj-hz-2";
+        let sim = SimCluster::start(
+            SimConfig::default()
+                .name(VM_IDC)
+                .engine(eci_edge_sim::EngineConfig::default().boot_delay(std::time::Duration::ZERO))
+                .node(NodeSpec::new("hz-node-1").internal_ip("198.51.100.7")),
+        )
+        .await
+        .expect("start sim");
+        let kube = client(&sim).await;
+        let mut request = testing::batch_request(2);
+        request.runtime = Runtime::Vm;
+        request.workload.image = "quay.io/containerdisks/ubuntu:24.04".into();
+        request.placement.areas = vec!["hangzhou".into()];
+        request.placement.carriers = vec![eci_core::Carrier::Bgp];
+        request.workload.ssh_keys = vec!["ssh-ed25519 AAAAC3Nz ops@example".into()];
+        let batch = store.create_batch(&tenant, &request, None, testing::t0()).await.expect("vm batch").batch;
+        let reconciler = IdcReconciler::start(IdcId(VM_IDC.into()), kube.clone(), store.clone(), config());
+        let (s, t) = (store.clone(), tenant.clone());
+        settle(&reconciler, || {
+            let (store, tenant) = (s.clone(), t.clone());
+            async move { states(&store, &tenant).await.iter().all(|(_, s)| *s == InstanceState::Running) }
+        })
+        .await;
+
+        let ns = eci_instance_manager::manifest::namespace(&tenant);
+        let vmis: Api<VirtualMachineInstance> = Api::namespaced(kube.clone(), &ns);
+        let services: Api<Service> = Api::namespaced(kube.clone(), &ns);
+        let listed = vmis.list(&ListParams::default()).await.expect("list VMIs").items;
+        assert_eq!(listed.len(), 2);
+        assert!(Api::<Pod>::all(kube.clone()).list(&ListParams::default()).await.unwrap().items.is_empty());
+        for vmi in &listed {
+            let name = vmi.metadata.name.clone().unwrap();
+            let instance = store.get_instance(&tenant, &eci_core::InstanceId(name.clone())).await.unwrap();
+            let guest_ip = vmi.status.as_ref().unwrap().interfaces[0].ip_address.clone();
+            assert_eq!(instance.ip, guest_ip, "the instance's IP is the guest's");
+            let node_port = services.get(&name).await.unwrap().spec.unwrap().ports.unwrap()[0].node_port;
+            let ssh = instance.ssh.expect("a running VM has an ssh endpoint");
+            assert_eq!((ssh.host.as_str(), Some(i32::from(ssh.port))), ("198.51.100.7", node_port));
+        }
+
+        store.release_batch(&tenant, &batch.id, BatchState::Released, testing::t0()).await.unwrap();
+        let (s, t, b) = (store.clone(), tenant.clone(), batch.id.clone());
+        settle(&reconciler, || {
+            let (store, tenant, batch) = (s.clone(), t.clone(), b.clone());
+            async move {
+                store.get_batch(&tenant, &batch).await.unwrap().counts
+                    == BTreeMap::from([(InstanceState::Terminated, 2)])
+            }
+        })
+        .await;
+        assert!(vmis.list(&ListParams::default()).await.unwrap().items.is_empty());
+        assert!(services.list(&ListParams::default()).await.unwrap().items.is_empty());
+        let secrets: Api<Secret> = Api::namespaced(kube.clone(), &ns);
+        assert!(secrets.list(&ListParams::default()).await.unwrap().items.is_empty());
+        testing::assert_ledger_consistent(&store).await;
         sim.shutdown().await.expect("shutdown");
     })
     .await;
