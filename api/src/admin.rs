@@ -171,6 +171,11 @@ pub struct IdcBody {
     /// `active` (default), `draining` or `disconnected`.
     pub status: Option<String>,
     pub kube_context: Option<String>,
+    /// `runtimeClassName` of rich containers there (the platform's default, `kata`, when absent).
+    pub rich_runtime_class: Option<String>,
+    /// The address the IDC's ssh NodePorts are reached at from outside (its NAT or load balancer);
+    /// the nodes' own addresses when absent.
+    pub ssh_ingress_host: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -196,6 +201,8 @@ fn idc_view(idc: &Idc, line: &eci_core::IdcLedger) -> IdcView {
             runtimes: idc.runtimes.iter().map(|r| r.to_string()).collect(),
             status: Some(idc.status.to_string()),
             kube_context: idc.kube_context.clone(),
+            rich_runtime_class: idc.rich_runtime_class.clone(),
+            ssh_ingress_host: idc.ssh_ingress_host.clone(),
         },
         reserved: SpecBody::from_resources(&line.reserved),
         allocated: SpecBody::from_resources(&line.allocated),
@@ -259,6 +266,8 @@ pub async fn put_idc(
             .transpose()?
             .unwrap_or_default(),
         kube_context: body.kube_context.clone(),
+        rich_runtime_class: body.rich_runtime_class.clone(),
+        ssh_ingress_host: body.ssh_ingress_host.clone(),
     };
     idc.validate().map_err(|e| ApiError::invalid("idc", e.to_string()))?;
     let mut fleet = state.store.snapshot().await?.0;

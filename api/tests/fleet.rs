@@ -174,6 +174,7 @@ async fn an_admin_adds_an_idc_and_customers_see_its_city_and_capacity() {
                 "region": "west-china", "province": "sichuan", "city": "chengdu",
                 "carriers": ["telecom", "mobile"], "capacity": { "cpu": "8", "memory": "32Gi", "gpu": 0 },
                 "runtimes": ["container"], "status": "active", "kube_context": null,
+                "rich_runtime_class": null, "ssh_ingress_host": null,
                 "reserved": zero, "allocated": zero, "free": { "cpu": "8", "memory": "32Gi", "gpu": 0 },
             })
         );
@@ -217,6 +218,18 @@ async fn an_admin_adds_an_idc_and_customers_see_its_city_and_capacity() {
         assert_eq!(grown["free"], json!({ "cpu": "10", "memory": "40Gi", "gpu": 0 }));
         assert_eq!(app.capacity(&acme.token, &format!("{SMALL}&area=chengdu")).await, 10);
 
+        // Its cluster settings: the rich containers' RuntimeClass and the ssh ingress address.
+        let settings = with(&chengdu(), |b| {
+            b["capacity"] = json!({ "cpu": "16", "memory": "64Gi" });
+            b["rich_runtime_class"] = json!("kata-qemu");
+            b["ssh_ingress_host"] = json!("203.0.113.10");
+        });
+        let set = app.put("/v1/admin/idcs/sc-cd-1", ADMIN, settings).await.expect_status(StatusCode::OK);
+        assert_eq!(
+            (set["rich_runtime_class"].as_str(), set["ssh_ingress_host"].as_str()),
+            (Some("kata-qemu"), Some("203.0.113.10"))
+        );
+
         // A second IDC in a known city adds its carrier there.
         let bgp = json!({ "region": "south-china", "province": "guangdong", "city": "shenzhen",
             "carriers": ["bgp"],
@@ -256,6 +269,8 @@ async fn a_bad_idc_description_is_refused_and_changes_nothing() {
             ("sc-cd-1", "capacity.memory", with(&good, |b| b["capacity"]["memory"] = json!("lots"))),
             ("sc-cd-1", "runtimes[0]", with(&good, |b| b["runtimes"] = json!(["docker"]))),
             ("sc-cd-1", "status", with(&good, |b| b["status"] = json!("broken"))),
+            ("sc-cd-1", "idc", with(&good, |b| b["rich_runtime_class"] = json!("Kata QEMU"))),
+            ("sc-cd-1", "idc", with(&good, |b| b["ssh_ingress_host"] = json!("203.0.113.10; rm -rf"))),
             ("sc-cd-1", "body", with(&good, |b| b["racks"] = json!(12))),
             (
                 "sc-cd-1",

@@ -88,6 +88,8 @@ pub fn builtin_fleet() -> Fleet {
                         carriers.iter().map(|c| c.as_str()).collect::<Vec<_>>().join("+")
                     ),
                     kube_context: Some(id.clone()),
+                    rich_runtime_class: None,
+                    ssh_ingress_host: None,
                     id: IdcId(id),
                     area: Area::new(region, province, city),
                     carriers,

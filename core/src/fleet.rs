@@ -173,6 +173,11 @@ pub struct Idc {
     pub status: IdcStatus,
     /// The kubeconfig context naming this IDC's cluster.
     pub kube_context: Option<String>,
+    /// `runtimeClassName` of rich containers in this IDC's cluster; the platform's default when unset.
+    pub rich_runtime_class: Option<String>,
+    /// Where ssh reaches this IDC's instances from outside: an address that forwards the nodes' ssh
+    /// NodePorts (the IDC's NAT or load balancer). The node's own address when unset.
+    pub ssh_ingress_host: Option<String>,
 }
 
 impl Idc {
@@ -202,8 +207,27 @@ impl Idc {
         if self.capacity.cpu.0 == 0 || self.capacity.memory.0 == 0 {
             return bad("capacity must have some CPU and memory");
         }
+        if self.rich_runtime_class.as_deref().is_some_and(|c| !is_dns_subdomain(c)) {
+            return bad(
+                "`rich_runtime_class` must be a RuntimeClass name: lowercase letters, digits, `-` and `.`",
+            );
+        }
+        let host_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']');
+        if self.ssh_ingress_host.as_deref().is_some_and(|h| h.is_empty() || !h.chars().all(host_char)) {
+            return bad("`ssh_ingress_host` must be a host name or an IP address");
+        }
         Ok(())
     }
+}
+
+/// True for a Kubernetes object name of the DNS-subdomain kind (at most 253 characters of lowercase
+/// letters, digits, `-` and `.`, starting and ending with a letter or digit).
+fn is_dns_subdomain(name: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    name.len() <= 253
+        && edge(name.chars().next())
+        && edge(name.chars().last())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
 }
 
 /// True for lowercase ASCII words joined by single dashes, such as `south-china`.
@@ -259,6 +283,8 @@ struct IdcFile {
     #[serde(default)]
     status: IdcStatus,
     kube_context: Option<String>,
+    rich_runtime_class: Option<String>,
+    ssh_ingress_host: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +306,9 @@ impl Fleet {
     ///     cpu: "640"
     ///     memory: 2560Gi
     ///     runtimes: [container, rich]
+    ///     kube_context: gd-sz-01            # the kubeconfig context of its cluster
+    ///     rich_runtime_class: kata-qemu     # optional; the platform's default otherwise
+    ///     ssh_ingress_host: 203.0.113.10    # optional; the nodes' addresses otherwise
     /// ```
     pub fn from_yaml(text: &str) -> Result<Fleet, FleetError> {
         let file: FleetFile = serde_yaml::from_str(text).map_err(FleetError::Parse)?;
@@ -302,6 +331,8 @@ impl Fleet {
                 runtimes,
                 status: f.status,
                 kube_context: f.kube_context,
+                rich_runtime_class: f.rich_runtime_class,
+                ssh_ingress_host: f.ssh_ingress_host,
             });
         }
         let fleet = Fleet { idcs };
@@ -379,5 +410,22 @@ mod tests {
             "{base}  - id: b\n    region: guangdong\n    province: x\n    city: y\n    carriers: [telecom]\n    cpu: \"64\"\n    memory: 256Gi\n"
         );
         assert!(matches!(Fleet::from_yaml(&ambiguous), Err(FleetError::AmbiguousArea { .. })));
+        for bad in [
+            "rich_runtime_class: Kata",
+            "rich_runtime_class: kata-",
+            "ssh_ingress_host: a b",
+            "ssh_ingress_host: ''",
+        ] {
+            assert!(
+                matches!(Fleet::from_yaml(&format!("{base}    {bad}\n")), Err(FleetError::InvalidIdc { .. })),
+                "{bad}"
+            );
+        }
+        let good = Fleet::from_yaml(&format!(
+            "{base}    rich_runtime_class: kata-qemu\n    ssh_ingress_host: ssh.gd-sz.example.net\n"
+        ))
+        .unwrap();
+        assert_eq!(good.idcs[0].rich_runtime_class.as_deref(), Some("kata-qemu"));
+        assert_eq!(good.idcs[0].ssh_ingress_host.as_deref(), Some("ssh.gd-sz.example.net"));
     }
 }

@@ -269,6 +269,8 @@ mod tests {
             runtimes: vec![Runtime::Container],
             status: IdcStatus::Active,
             kube_context: None,
+            rich_runtime_class: None,
+            ssh_ingress_host: None,
         }
     }
 

@@ -101,7 +101,7 @@ impl FleetClusters {
         manager: &ManagerConfig,
         shutdown: &watch::Receiver<bool>,
     ) {
-        let reconciler = IdcReconciler::start(idc.id.clone(), client, store.clone(), manager.clone());
+        let reconciler = IdcReconciler::start(idc.id.clone(), client, store.clone(), manager.for_idc(idc));
         self.reconcilers.push(tokio::spawn(reconciler.run(shutdown.clone())));
     }
 

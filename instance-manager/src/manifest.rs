@@ -37,6 +37,9 @@ pub struct ManifestConfig {
     pub rich_runtime_class: String,
     /// The user ssh logs in as.
     pub ssh_user: String,
+    /// The host ssh endpoints name: the IDC's ssh ingress, or (when unset) the node running the
+    /// instance.
+    pub ssh_ingress_host: Option<String>,
     /// How long a released instance's processes get to shut down (SIGTERM, or systemd's
     /// SIGRTMIN+3, to SIGKILL); its instance stays `stopping`, and billed, until then.
     pub stop_grace_seconds: i64,
@@ -48,6 +51,7 @@ impl Default for ManifestConfig {
             rich_image: "eci/rich-base:1".into(),
             rich_runtime_class: "kata".into(),
             ssh_user: "root".into(),
+            ssh_ingress_host: None,
             stop_grace_seconds: 30,
         }
     }

@@ -99,6 +99,19 @@ pub fn cluster_client(mut config: kube::Config) -> kube::Result<Client> {
     Client::try_from(config)
 }
 
+impl ManagerConfig {
+    /// This configuration with what the IDC sets for itself: its rich containers' RuntimeClass and
+    /// its ssh ingress.
+    pub fn for_idc(&self, idc: &eci_core::Idc) -> ManagerConfig {
+        let mut config = self.clone();
+        if let Some(class) = &idc.rich_runtime_class {
+            config.manifest.rich_runtime_class = class.clone();
+        }
+        config.manifest.ssh_ingress_host = idc.ssh_ingress_host.clone();
+        config
+    }
+}
+
 /// Why a pass (or a step of it) failed; the pass is retried.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -617,7 +630,7 @@ impl IdcReconciler {
         let service = self.call(|| services.get(&id.0)).await.ok()?;
         let port = service.spec?.ports?.into_iter().find(|p| p.port == 22)?.node_port?;
         Some(SshEndpoint {
-            host,
+            host: self.config.manifest.ssh_ingress_host.clone().unwrap_or(host),
             port: u16::try_from(port).ok()?,
             user: self.config.manifest.ssh_user.clone(),
         })

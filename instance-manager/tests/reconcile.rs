@@ -57,7 +57,11 @@ async fn instances_become_pods_and_their_state_comes_back() {
         .await
         .expect("start sim");
         let kube = client(&sim).await;
-        let mut config = config();
+        // This IDC's rich containers run under its own RuntimeClass.
+        let (mut idc, _) = store.get_idc(&IdcId(IDC.into())).await.unwrap();
+        idc.rich_runtime_class = Some("kata-clh".into());
+        store.upsert_idc(&idc, testing::t0()).await.unwrap();
+        let mut config = config().for_idc(&store.get_idc(&idc.id).await.unwrap().0);
         config.manifest.stop_grace_seconds = 1;
 
         let mut containers = testing::batch_request(3);
@@ -83,8 +87,8 @@ async fn instances_become_pods_and_their_state_comes_back() {
         let rich_pod = listed
             .items
             .iter()
-            .find(|p| p.spec.as_ref().and_then(|s| s.runtime_class_name.as_deref()) == Some("kata"))
-            .expect("the rich instance runs under kata");
+            .find(|p| p.spec.as_ref().and_then(|s| s.runtime_class_name.as_deref()) == Some("kata-clh"))
+            .expect("the rich instance runs under the IDC's RuntimeClass");
         let rich_name = rich_pod.metadata.name.clone().unwrap();
         let secrets: Api<Secret> = Api::namespaced(kube.clone(), &ns);
         secrets.get(&format!("{rich_name}-ssh")).await.expect("the rich instance's keys");
@@ -223,8 +227,8 @@ async fn an_image_that_cannot_be_pulled_fails_the_instance_with_the_kubernetes_r
 }
 
 /// A `vm` instance becomes a KubeVirt VMI (with its keys in cloud-init and an ssh Service), runs on a
-/// node of the IDC with the guest's address and an ssh endpoint on that node, and on release its VMI,
-/// Service and Secret go and it ends.
+/// node of the IDC with the guest's address and an ssh endpoint at the IDC's ssh ingress, and on
+/// release its VMI, Service and Secret go and it ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_instance_runs_as_a_kubevirt_vmi_with_ssh_and_is_removed_on_release() {
     each_backend(|store| async move {
@@ -247,7 +251,13 @@ async fn a_vm_instance_runs_as_a_kubevirt_vmi_with_ssh_and_is_removed_on_release
         request.placement.carriers = vec![eci_core::Carrier::Bgp];
         request.workload.ssh_keys = vec!["ssh-ed25519 AAAAC3Nz ops@example".into()];
         let batch = store.create_batch(&tenant, &request, None, testing::t0()).await.expect("vm batch").batch;
-        let reconciler = IdcReconciler::start(IdcId(VM_IDC.into()), kube.clone(), store.clone(), config());
+        // The IDC's ssh ingress forwards its nodes' NodePorts; endpoints name it, not the node.
+        let (mut idc, _) = store.get_idc(&IdcId(VM_IDC.into())).await.unwrap();
+        idc.ssh_ingress_host = Some("203.0.113.10".into());
+        store.upsert_idc(&idc, testing::t0()).await.unwrap();
+        let idc = store.get_idc(&idc.id).await.unwrap().0;
+        let reconciler =
+            IdcReconciler::start(idc.id.clone(), kube.clone(), store.clone(), config().for_idc(&idc));
         let (s, t) = (store.clone(), tenant.clone());
         settle(&reconciler, || {
             let (store, tenant) = (s.clone(), t.clone());
@@ -268,7 +278,7 @@ async fn a_vm_instance_runs_as_a_kubevirt_vmi_with_ssh_and_is_removed_on_release
             assert_eq!(instance.ip, guest_ip, "the instance's IP is the guest's");
             let node_port = services.get(&name).await.unwrap().spec.unwrap().ports.unwrap()[0].node_port;
             let ssh = instance.ssh.expect("a running VM has an ssh endpoint");
-            assert_eq!((ssh.host.as_str(), Some(i32::from(ssh.port))), ("198.51.100.7", node_port));
+            assert_eq!((ssh.host.as_str(), Some(i32::from(ssh.port))), ("203.0.113.10", node_port));
         }
 
         store.release_batch(&tenant, &batch.id, BatchState::Released, testing::t0()).await.unwrap();

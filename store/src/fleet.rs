@@ -9,6 +9,7 @@ use crate::sql::{int, millis, uint, word, words};
 use crate::{Error, Result, Store};
 
 const IDC_COLUMNS: &str = "id, name, region, province, city, carriers, runtimes, status, kube_context, \
+    rich_runtime_class, ssh_ingress_host, \
     total_cpu, total_memory, total_gpu, reserved_cpu, reserved_memory, reserved_gpu, \
     allocated_cpu, allocated_memory, allocated_gpu";
 
@@ -36,6 +37,8 @@ fn idc_from_row(row: &AnyRow) -> Result<(Idc, IdcLedger)> {
         runtimes: words("runtime", &row.try_get::<String, _>("runtimes")?)?,
         status: word("IDC status", &row.try_get::<String, _>("status")?)?,
         kube_context: row.try_get("kube_context")?,
+        rich_runtime_class: row.try_get("rich_runtime_class")?,
+        ssh_ingress_host: row.try_get("ssh_ingress_host")?,
         capacity: resources(row, "total")?,
     };
     let line = IdcLedger {
@@ -55,11 +58,11 @@ impl Store {
     pub async fn upsert_idc(&self, idc: &Idc, now: DateTime<Utc>) -> Result<()> {
         sqlx::query(
             "INSERT INTO idcs (id, name, region, province, city, carriers, runtimes, status, kube_context, \
-                 total_cpu, total_memory, total_gpu, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 total_cpu, total_memory, total_gpu, updated_at, rich_runtime_class, ssh_ingress_host) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              ON CONFLICT (id) DO UPDATE SET name = $2, region = $3, province = $4, city = $5, carriers = $6, \
                  runtimes = $7, status = $8, kube_context = $9, total_cpu = $10, total_memory = $11, \
-                 total_gpu = $12, updated_at = $13",
+                 total_gpu = $12, updated_at = $13, rich_runtime_class = $14, ssh_ingress_host = $15",
         )
         .bind(&idc.id.0)
         .bind(&idc.name)
@@ -74,6 +77,8 @@ impl Store {
         .bind(int(idc.capacity.memory.0))
         .bind(i64::from(idc.capacity.gpu))
         .bind(millis(now))
+        .bind(&idc.rich_runtime_class)
+        .bind(&idc.ssh_ingress_host)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -428,6 +428,8 @@ pub fn idc(id: &str, area: (&str, &str, &str), carriers: &[Carrier], capacity: R
         runtimes: vec![Runtime::Container],
         status: IdcStatus::Active,
         kube_context: None,
+        rich_runtime_class: None,
+        ssh_ingress_host: None,
     }
 }
 

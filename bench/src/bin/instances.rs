@@ -31,6 +31,8 @@ fn fleet() -> Fleet {
             runtimes: vec![Runtime::Container],
             status: IdcStatus::Active,
             kube_context: None,
+            rich_runtime_class: None,
+            ssh_ingress_host: None,
         })
         .collect();
     Fleet { idcs }

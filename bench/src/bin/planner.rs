@@ -64,6 +64,8 @@ fn fleet_and_ledger() -> (Fleet, Ledger) {
         idcs.push(Idc {
             name: id.clone(),
             kube_context: Some(id.clone()),
+            rich_runtime_class: None,
+            ssh_ingress_host: None,
             id: IdcId(id),
             area: Area::new(region, province, &city),
             carriers,
