@@ -40,7 +40,7 @@ pub enum QuantityError {
 impl Resources {
     pub const ZERO: Resources = Resources { cpu: MilliCpu(0), memory: MiB(0), gpu: 0 };
 
-    pub fn new(cpu: MilliCpu, memory: MiB, gpu: u32) -> Self {
+    pub const fn new(cpu: MilliCpu, memory: MiB, gpu: u32) -> Self {
         Resources { cpu, memory, gpu }
     }
 

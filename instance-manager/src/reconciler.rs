@@ -27,7 +27,9 @@ use eci_store::Store;
 use eci_store::instances::{Desired, Observed};
 use futures::{FutureExt, StreamExt, stream};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStatus, Namespace, Node, Pod, PodSpec, PodStatus, Secret, Service,
+};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::reflector::{self, Store as Cache};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -52,6 +54,9 @@ pub struct ManagerConfig {
     /// How long the cluster may take to answer the reachability probe; a black-holed link must not
     /// hang the pass.
     pub probe_timeout: Duration,
+    /// A pass within this long of an answered probe does not probe again: a partition is noticed
+    /// this much later, and a busy IDC is not asked `/version` on every pass.
+    pub probe_interval: Duration,
     /// Failed probes in a row before the IDC counts as disconnected, so one lost packet does not
     /// turn a whole IDC's instances `unknown`.
     pub failures_before_disconnect: u32,
@@ -80,6 +85,7 @@ impl Default for ManagerConfig {
             resync: Duration::from_secs(2),
             vanish_grace: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(5),
+            probe_interval: Duration::from_secs(1),
             failures_before_disconnect: 3,
             requests_per_second: 200,
             request_burst: 400,
@@ -159,10 +165,15 @@ pub struct IdcReconciler {
     awaiting: Mutex<HashMap<InstanceId, Instant>>,
     pods: Cache<Pod>,
     vmis: Cache<VirtualMachineInstance>,
+    /// Raised by the reflectors when the cluster changes.
     changed: Arc<Notify>,
+    /// Raised by the store when the IDC gets work: new pending instances, instances to stop.
+    work: Arc<Notify>,
     watchers: Vec<tokio::task::JoinHandle<()>>,
     /// Failed reachability probes in a row.
     failures: AtomicU32,
+    /// When the cluster last answered a probe.
+    answered_at: Mutex<Option<Instant>>,
     /// Whether this reconciler marked the IDC disconnected (or has not yet seen it answer).
     disconnected: AtomicBool,
     /// Paces every request this reconciler makes to the cluster.
@@ -276,7 +287,8 @@ impl IdcReconciler {
         let mut watchers = Vec::new();
         let pod_events = reflector::reflector(
             pods_writer,
-            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(&selector)),
+            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(&selector))
+                .modify(trim_pod),
         )
         .default_backoff();
         watchers.push(tokio::spawn(drive(pod_events, changed.clone(), idc.clone(), "pods")));
@@ -285,12 +297,14 @@ impl IdcReconciler {
             watcher(
                 Api::<VirtualMachineInstance>::all(client.clone()),
                 watcher::Config::default().labels(&selector),
-            ),
+            )
+            .modify(trim_vmi),
         )
         .default_backoff();
         watchers.push(tokio::spawn(drive(vmi_events, changed.clone(), idc.clone(), "vmis")));
         let per_second = NonZeroU32::new(config.requests_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.request_burst).unwrap_or(per_second);
+        let work = store.idc_signal(&idc);
         IdcReconciler {
             idc,
             client,
@@ -303,15 +317,18 @@ impl IdcReconciler {
             pods,
             vmis,
             changed,
+            work,
             watchers,
             failures: AtomicU32::new(0),
+            answered_at: Mutex::default(),
             // Until the cluster first answers, the IDC's stored status may be a disconnection recorded
             // before a restart; the first good probe clears it.
             disconnected: AtomicBool::new(true),
         }
     }
 
-    /// Runs passes whenever the cluster changes, or every `resync`, until `shutdown` turns true.
+    /// Runs passes whenever the cluster changes or the store signals work, and at least every
+    /// `resync`, until `shutdown` turns true.
     #[tracing::instrument(skip_all, fields(idc.id = %self.idc))]
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
@@ -323,6 +340,7 @@ impl IdcReconciler {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = self.changed.notified() => {}
+                _ = self.work.notified() => {}
                 _ = tokio::time::sleep(self.config.resync) => {}
             }
         }
@@ -344,11 +362,21 @@ impl IdcReconciler {
     /// Whether the cluster answers; after `failures_before_disconnect` misses in a row the IDC turns
     /// `disconnected` and its instances `unknown`, and the first answer after that turns it back.
     async fn probe(&self) -> Result<bool> {
+        // Passes come in quick succession while a batch starts; one answer vouches for the link a while.
+        let recent = self
+            .answered_at
+            .lock()
+            .expect("answered_at lock")
+            .is_some_and(|t| t.elapsed() < self.config.probe_interval);
+        if recent {
+            return Ok(true);
+        }
         let answered = matches!(
             tokio::time::timeout(self.config.probe_timeout, self.client.apiserver_version()).await,
             Ok(Ok(_))
         );
         if answered {
+            *self.answered_at.lock().expect("answered_at lock") = Some(Instant::now());
             self.failures.store(0, Ordering::Relaxed);
             if self.disconnected.swap(false, Ordering::Relaxed) {
                 self.store.mark_idc_reconnected(&self.idc, Utc::now()).await?;
@@ -384,14 +412,13 @@ impl IdcReconciler {
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()
             .await;
+        let mut created = Vec::new();
         for (id, result) in results {
             match result {
                 Ok(()) => {
                     self.parked.lock().expect("parked lock").remove(&id);
                     self.awaiting.lock().expect("awaiting lock").insert(id.clone(), Instant::now());
-                    if self.store.record_observation(&id, &Observed::Creating, Utc::now()).await?.is_some() {
-                        report.created += 1;
-                    }
+                    created.push(id);
                 }
                 Err(error) => match refusal(&error) {
                     Some(reason) => {
@@ -410,6 +437,7 @@ impl IdcReconciler {
                 },
             }
         }
+        report.created += self.store.record_created(&created, Utc::now()).await? as usize;
 
         // Observations need the reflectors' complete first list; until then a missing object proves nothing.
         let ready = self.pods.wait_until_ready().now_or_never().is_some()
@@ -430,6 +458,7 @@ impl IdcReconciler {
                 seen.insert(InstanceId(id.clone()), Workload::Vmi(vmi.clone()));
             }
         }
+        let mut running = Vec::new();
         for (id, workload) in &seen {
             self.awaiting.lock().expect("awaiting lock").remove(id);
             let Some(&state) = live.get(id) else {
@@ -458,15 +487,18 @@ impl IdcReconciler {
             }
             let observed = match workload.observe() {
                 Observed::Running { ip, .. } if state != InstanceState::Running => {
-                    Observed::Running { ip, ssh: self.ssh_endpoint(id, workload).await }
+                    running.push((id.clone(), ip, self.ssh_endpoint(id, workload).await));
+                    continue;
                 }
                 Observed::Running { .. } | Observed::Creating if state == InstanceState::Running => continue,
+                Observed::Creating if state == InstanceState::Creating => continue,
                 other => other,
             };
             if self.store.record_observation(id, &observed, Utc::now()).await?.is_some() {
                 report.updated += 1;
             }
         }
+        report.updated += self.store.record_running(&running, Utc::now()).await? as usize;
         for (id, state) in &live {
             // Only a pending instance has had nothing made for it yet.
             if seen.contains_key(id) || *state == InstanceState::Pending {
@@ -660,6 +692,48 @@ impl IdcReconciler {
     }
 }
 
+/// Keeps of a watched Pod only what a pass reads (labels, deletion, runtime class, phase, addresses,
+/// reasons and waiting containers): the reflectors hold every Pod of the IDC, and a full Pod is
+/// several kilobytes.
+pub fn trim_pod(pod: &mut Pod) {
+    trim_metadata(&mut pod.metadata);
+    let runtime_class_name = pod.spec.as_mut().and_then(|s| s.runtime_class_name.take());
+    pod.spec = Some(PodSpec { runtime_class_name, ..Default::default() });
+    if let Some(status) = pod.status.as_mut() {
+        *status = PodStatus {
+            phase: status.phase.take(),
+            pod_ip: status.pod_ip.take(),
+            host_ip: status.host_ip.take(),
+            reason: status.reason.take(),
+            message: status.message.take(),
+            container_statuses: status.container_statuses.take().map(|cs| {
+                cs.into_iter()
+                    .map(|c| ContainerStatus {
+                        name: c.name,
+                        state: c.state.map(|s| ContainerState { waiting: s.waiting, ..Default::default() }),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        };
+    }
+}
+
+/// Keeps of a watched VMI only what a pass reads (see [`trim_pod`]).
+pub fn trim_vmi(vmi: &mut VirtualMachineInstance) {
+    trim_metadata(&mut vmi.metadata);
+    vmi.spec = Default::default();
+}
+
+/// Name, namespace, labels and deletion are all a pass reads of an object's metadata.
+fn trim_metadata(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+}
+
 /// An instance's object as the reflectors hold it.
 enum Workload {
     Pod(Arc<Pod>),
@@ -736,5 +810,34 @@ mod tests {
         // Forbidden (a namespace quota, say) and server errors may pass: the instance waits instead.
         assert_eq!(refusal(&refused(403)), None);
         assert_eq!(refusal(&refused(503)), None);
+    }
+
+    #[test]
+    fn a_trimmed_pod_says_the_same_about_its_instance() {
+        let pods = [
+            serde_json::json!({"metadata": {"name": "a", "annotations": {"x": "y"}, "labels": {"eci.io/instance": "a"}},
+                "spec": {"runtimeClassName": "kata", "containers": [{"name": "main", "image": "nginx"}]},
+                "status": {"phase": "Running", "podIP": "10.0.0.1", "hostIP": "192.0.2.1",
+                    "conditions": [{"type": "Ready", "status": "True"}]}}),
+            serde_json::json!({"metadata": {"name": "b"}, "spec": {"containers": []},
+                "status": {"phase": "Pending", "containerStatuses": [{"name": "main", "image": "x", "imageID": "",
+                    "ready": false, "restartCount": 3,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}}]}}),
+            serde_json::json!({"metadata": {"name": "c"}, "spec": {"containers": []},
+                "status": {"phase": "Failed", "reason": "Evicted", "message": "node ran out of disk"}}),
+        ];
+        for pod in pods {
+            let pod: Pod = serde_json::from_value(pod).expect("a pod");
+            let mut trimmed = pod.clone();
+            trim_pod(&mut trimmed);
+            assert_eq!(observe_pod(&trimmed), observe_pod(&pod));
+            assert_eq!(trimmed.labels(), pod.labels());
+            assert_eq!(
+                trimmed.spec.as_ref().and_then(|s| s.runtime_class_name.clone()),
+                pod.spec.as_ref().and_then(|s| s.runtime_class_name.clone())
+            );
+            assert!(trimmed.metadata.annotations.is_none());
+            assert!(trimmed.status.as_ref().is_none_or(|s| s.conditions.is_none()));
+        }
     }
 }

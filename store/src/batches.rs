@@ -1,6 +1,6 @@
 //! Batches: creation with placement and capacity allocation in one transaction, reads, release.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 use eci_core::placement::{Slot, plan_slots};
@@ -119,7 +119,12 @@ impl Store {
         for attempt in 0..PLACEMENT_ATTEMPTS {
             let (fleet, allocation) = self.plan_batch(tenant, request, now).await?;
             match self.insert_batch(tenant, request, idempotency_key, &hash, &fleet, &allocation, now).await {
-                Ok(Ok(batch)) => return Ok(Created { batch, replayed: false }),
+                Ok(Ok(batch)) => {
+                    let placements =
+                        allocation.from_reservation.placements.iter().chain(&allocation.from_pool.placements);
+                    self.signals.raise(placements.map(|p| &p.idc));
+                    return Ok(Created { batch, replayed: false });
+                }
                 Ok(Err(LostRace)) => {
                     tracing::debug!(attempt, "lost a race for capacity; planning again");
                 }
@@ -426,10 +431,12 @@ impl Store {
         .bind(&tenant.0)
         .execute(&mut *tx)
         .await?;
+        let mut stopping = BTreeSet::new();
         if done.rows_affected() == 1 {
-            release_instances(&mut tx, "batch_id = $3", &id.0, now_ms).await?;
+            stopping = release_instances(&mut tx, "batch_id = $3", &id.0, now_ms).await?;
         }
         tx.commit().await?;
+        self.signals.raise(&stopping);
         self.get_batch(tenant, id).await
     }
 
@@ -586,25 +593,25 @@ async fn insert_instances(
 /// Releases the live instances matching `condition` (written against `$3`, bound to `value`). Those
 /// with nothing in the cluster yet (`pending`) end at once and give their capacity back; those with a
 /// Pod or VMI turn `stopping` and keep their capacity until the instance manager has seen the object
-/// gone. Returns how many turned `stopping`.
+/// gone. Returns the IDCs with instances to stop.
 pub(crate) async fn release_instances(
     tx: &mut Tx<'_>,
     condition: &str,
     value: &str,
     now_ms: i64,
-) -> Result<u64> {
+) -> Result<BTreeSet<IdcId>> {
     let stopping = sqlx::query(&format!(
         "UPDATE instances SET state = $1, updated_at = $2 \
-         WHERE {condition} AND state IN ('creating', 'running', 'unknown')"
+         WHERE {condition} AND state IN ('creating', 'running', 'unknown') RETURNING idc_id"
     ))
     .bind(InstanceState::Stopping.as_str())
     .bind(now_ms)
     .bind(value)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
     end_instances(tx, &format!("{condition} AND state = 'pending'"), value, Ending::Terminated, now_ms)
         .await?;
-    Ok(stopping.rows_affected())
+    stopping.iter().map(|row| Ok(IdcId(row.try_get("idc_id")?))).collect()
 }
 
 /// How live instances end: released (`terminated`) or lost (`failed`, with the reason).

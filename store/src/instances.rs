@@ -129,8 +129,9 @@ impl Store {
     ) -> Result<Instance> {
         self.get_instance(tenant, id).await?;
         let mut tx = self.pool.begin().await?;
-        release_instances(&mut tx, "id = $3", &id.0, millis(now)).await?;
+        let stopping = release_instances(&mut tx, "id = $3", &id.0, millis(now)).await?;
         tx.commit().await?;
+        self.signals.raise(&stopping);
         self.get_instance(tenant, id).await
     }
 }
@@ -271,35 +272,69 @@ impl Store {
                 Ok((done.rows_affected() == 1).then_some(InstanceState::Creating))
             }
             Observed::Running { ip, ssh } => {
-                if current.state == InstanceState::Running && current.ip == *ip && current.ssh == *ssh {
-                    return Ok(None);
-                }
-                // A manager that restarted may see a Pod running before it recorded `creating`.
-                let from = if current.state == InstanceState::Pending {
-                    InstanceState::Creating
-                } else {
-                    current.state
-                };
-                current.state.transition(from)?;
-                from.transition(InstanceState::Running)?;
-                let done = sqlx::query(
-                    "UPDATE instances SET state = 'running', ip = $1, ssh_host = $2, ssh_port = $3, ssh_user = $4, \
-                         started_at = COALESCE(started_at, $5), updated_at = $5 WHERE id = $6 AND state = $7",
-                )
-                .bind(ip.clone())
-                .bind(ssh.as_ref().map(|s| s.host.clone()))
-                .bind(ssh.as_ref().map(|s| i64::from(s.port)))
-                .bind(ssh.as_ref().map(|s| s.user.clone()))
-                .bind(now_ms)
-                .bind(&id.0)
-                .bind(current.state.as_str())
-                .execute(&self.pool)
-                .await?;
-                Ok((done.rows_affected() == 1).then_some(InstanceState::Running))
+                let changed = self.record_running(&[(id.clone(), ip.clone(), ssh.clone())], now).await?;
+                Ok((changed == 1).then_some(InstanceState::Running))
             }
             Observed::Failed { reason } => self.fail(id, reason, now_ms).await,
             Observed::Gone => self.fail(id, "its Pod or VMI disappeared from the cluster", now_ms).await,
         }
+    }
+
+    /// Records that the objects of these pending (or unknown) instances now exist in their cluster:
+    /// they turn `creating`, in one statement per 500. Returns how many changed.
+    pub async fn record_created(&self, ids: &[InstanceId], now: DateTime<Utc>) -> Result<u64> {
+        InstanceState::Pending.transition(InstanceState::Creating)?;
+        let mut changed = 0;
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "UPDATE instances SET state = 'creating', updated_at = {} \
+                 WHERE state IN ('pending', 'unknown') AND id IN ({})",
+                crate::sql::bulk_placeholders(self.backend, 1, 1),
+                crate::sql::bulk_placeholders(self.backend, 2, chunk.len()),
+            );
+            let mut query = sqlx::query(&sql).bind(millis(now));
+            for id in chunk {
+                query = query.bind(&id.0);
+            }
+            changed += query.execute(&self.pool).await?.rows_affected();
+        }
+        Ok(changed)
+    }
+
+    /// Records that these instances run (with their addresses), in one transaction: the common case
+    /// of a pass, which would otherwise cost a read and a write per instance. An instance that is
+    /// stopping or has ended is left alone. Returns how many changed.
+    pub async fn record_running(
+        &self,
+        running: &[(InstanceId, Option<String>, Option<SshEndpoint>)],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        // A manager that restarted may see a Pod running before it recorded `creating`.
+        InstanceState::Pending.transition(InstanceState::Creating)?;
+        for from in [InstanceState::Creating, InstanceState::Unknown] {
+            from.transition(InstanceState::Running)?;
+        }
+        let now_ms = millis(now);
+        let mut changed = 0;
+        let mut tx = self.pool.begin().await?;
+        for (id, ip, ssh) in running {
+            changed += sqlx::query(
+                "UPDATE instances SET state = 'running', ip = $1, ssh_host = $2, ssh_port = $3, ssh_user = $4, \
+                     started_at = COALESCE(started_at, $5), updated_at = $5 \
+                 WHERE id = $6 AND state IN ('pending', 'creating', 'unknown')",
+            )
+            .bind(ip.clone())
+            .bind(ssh.as_ref().map(|s| s.host.clone()))
+            .bind(ssh.as_ref().map(|s| i64::from(s.port)))
+            .bind(ssh.as_ref().map(|s| s.user.clone()))
+            .bind(now_ms)
+            .bind(&id.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     async fn fail(&self, id: &InstanceId, reason: &str, now_ms: i64) -> Result<Option<InstanceState>> {

@@ -5,6 +5,7 @@
 //!   [`fleet`] (IDCs and their ledger lines), [`tenants`] (tenants, API keys, quotas), [`batches`],
 //!   [`instances`], [`reservations`].
 //! - [`coordination`]: request-rate windows, in-process by default and in Redis in production.
+//! - [`signals`]: per-IDC wake-ups for the instance manager when a write gives an IDC work.
 //! - `testing` (feature `testing`): fresh SQLite / PostgreSQL stores, seed data and ledger checks
 //!   for this crate's tests and for those of the crates built on it.
 //!
@@ -23,6 +24,7 @@ pub mod fleet;
 pub mod instances;
 mod ledger;
 pub mod reservations;
+pub mod signals;
 mod sql;
 pub mod tenants;
 #[cfg(feature = "testing")]
@@ -68,6 +70,7 @@ impl StoreConfig {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    signals: std::sync::Arc<signals::IdcSignals>,
 }
 
 impl Store {
@@ -104,11 +107,16 @@ impl Store {
         }
         let pool = options.connect(&config.url).await.map_err(Error::Connect)?;
         sqlx::migrate!("./migrations").run(&pool).await.map_err(Error::Migrate)?;
-        Ok(Store { pool, backend })
+        Ok(Store { pool, backend, signals: Default::default() })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The signal raised when this store gives the IDC's cluster work (see [`signals`]).
+    pub fn idc_signal(&self, idc: &eci_core::IdcId) -> std::sync::Arc<tokio::sync::Notify> {
+        self.signals.of(idc)
     }
 
     /// Closes every connection; waits for those in use to be returned.

@@ -1,7 +1,7 @@
 //! Batches on both backends: placement and storage, listing, idempotency, quotas, partial
 //! placement, release and expiry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::Duration;
 use eci_core::{
@@ -11,10 +11,11 @@ use eci_core::{
 use eci_store::batches::BatchFilter;
 use eci_store::instances::{InstanceFilter, Observed};
 use eci_store::testing::{
-    FLEET_ROOM, all_instances, assert_ledger_consistent, batch_request, each_backend, label, resources, seed,
-    seed_tenant, small, t0, total_allocated,
+    FLEET_ROOM, all_instances, assert_ledger_consistent, batch_request, each_backend, fleet, label,
+    resources, seed, seed_tenant, small, t0, total_allocated,
 };
 use eci_store::{Error, Store};
+use futures::FutureExt;
 
 fn is_not_found(r: &Result<impl std::fmt::Debug, Error>) -> bool {
     matches!(r, Err(Error::NotFound { .. }))
@@ -548,8 +549,21 @@ async fn a_started_instance_stops_holding_its_capacity_until_its_object_is_gone(
         let b = label(&store);
         let seeded = seed(&store).await;
         let tenant = seeded.tenant_id();
+        // The instance manager's wake-up: raised for the IDCs a write gives work, and only those.
+        let signals: BTreeMap<_, _> =
+            fleet().idcs.iter().map(|i| (i.id.clone(), store.idc_signal(&i.id))).collect();
+        let raised = || {
+            signals
+                .iter()
+                .filter(|(_, s)| s.notified().now_or_never().is_some())
+                .map(|(id, _)| id.clone())
+                .collect::<BTreeSet<_>>()
+        };
         let batch = store.create_batch(tenant, &batch_request(3), None, t0()).await.unwrap().batch;
         let instances = all_instances(&store, tenant, &InstanceFilter::default()).await;
+        let placed: BTreeSet<_> = instances.iter().map(|i| i.idc.clone()).collect();
+        assert_eq!(raised(), placed, "[{b}]");
+        assert!(raised().is_empty(), "[{b}] a signal wakes once");
         let at = |s: i64| t0() + Duration::seconds(s);
         let running = Observed::Running { ip: Some("10.0.0.1".into()), ssh: None };
         for i in &instances[..2] {
@@ -559,6 +573,7 @@ async fn a_started_instance_stops_holding_its_capacity_until_its_object_is_gone(
         // A started instance stops: capacity and quota stay taken while its Pod shuts down.
         let stopping = store.release_instance(tenant, &instances[0].id, at(10)).await.unwrap();
         assert_eq!((stopping.state, stopping.ended_at), (InstanceState::Stopping, None), "[{b}]");
+        assert_eq!(raised(), BTreeSet::from([instances[0].idc.clone()]), "[{b}]");
         assert_eq!(total_allocated(&store).await, small() * 3, "[{b}]");
         let again = store.release_instance(tenant, &instances[0].id, at(11)).await.unwrap();
         assert_eq!(again.state, InstanceState::Stopping, "[{b}] releasing twice changes nothing");
