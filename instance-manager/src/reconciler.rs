@@ -169,6 +169,8 @@ pub struct IdcReconciler {
     changed: Arc<Notify>,
     /// Raised by the store when the IDC gets work: new pending instances, instances to stop.
     work: Arc<Notify>,
+    /// Held while pending instances are being created.
+    creating: tokio::sync::Mutex<()>,
     watchers: Vec<tokio::task::JoinHandle<()>>,
     /// Failed reachability probes in a row.
     failures: AtomicU32,
@@ -318,6 +320,7 @@ impl IdcReconciler {
             vmis,
             changed,
             work,
+            creating: Default::default(),
             watchers,
             failures: AtomicU32::new(0),
             answered_at: Mutex::default(),
@@ -330,20 +333,42 @@ impl IdcReconciler {
     /// Runs passes whenever the cluster changes or the store signals work, and at least every
     /// `resync`, until `shutdown` turns true.
     #[tracing::instrument(skip_all, fields(idc.id = %self.idc))]
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            match self.pass().await {
-                Ok(report) if report != PassReport::default() => tracing::debug!(?report, "pass done"),
-                Ok(_) => {}
-                Err(error) => tracing::warn!(error = ?error, "pass failed; will retry"),
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        // New work must not wait behind a pass busy with what the cluster reported, so creating
+        // runs in a loop of its own beside the full passes.
+        let mut stop_creating = shutdown.clone();
+        let creating = async {
+            loop {
+                tokio::select! {
+                    _ = stop_creating.changed() => break,
+                    _ = self.work.notified() => {}
+                }
+                let mut report = PassReport::default();
+                let created = match self.probe().await {
+                    Ok(true) => self.create_pending(&mut report).await,
+                    other => other.map(drop),
+                };
+                if let Err(error) = created {
+                    tracing::warn!(error = ?error, "creating new instances failed; will retry");
+                }
             }
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = self.changed.notified() => {}
-                _ = self.work.notified() => {}
-                _ = tokio::time::sleep(self.config.resync) => {}
+        };
+        let mut stop_passes = shutdown;
+        let passes = async {
+            loop {
+                match self.pass().await {
+                    Ok(report) if report != PassReport::default() => tracing::debug!(?report, "pass done"),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(error = ?error, "pass failed; will retry"),
+                }
+                tokio::select! {
+                    _ = stop_passes.changed() => break,
+                    _ = self.changed.notified() => {}
+                    _ = tokio::time::sleep(self.config.resync) => {}
+                }
             }
-        }
+        };
+        tokio::join!(creating, passes);
         self.stop();
     }
 
@@ -401,6 +426,15 @@ impl IdcReconciler {
             report.unreachable = true;
             return Ok(report);
         }
+        self.create_pending(&mut report).await?;
+        self.observe(&mut report).await?;
+        Ok(report)
+    }
+
+    /// Creates the objects of the IDC's pending instances (those not parked) and records them
+    /// `creating`. One at a time: the creating loop and the passes share it.
+    async fn create_pending(&self, report: &mut PassReport) -> Result<()> {
+        let _one_at_a_time = self.creating.lock().await;
         let mut pending = self.store.pending_in_idc(&self.idc, self.config.batch_size).await?;
         {
             let now = Instant::now();
@@ -438,12 +472,17 @@ impl IdcReconciler {
             }
         }
         report.created += self.store.record_created(&created, Utc::now()).await? as usize;
+        Ok(())
+    }
 
+    /// Writes back what the cluster reports, stops released instances, deletes orphans and fails
+    /// instances whose objects vanished.
+    async fn observe(&self, report: &mut PassReport) -> Result<()> {
         // Observations need the reflectors' complete first list; until then a missing object proves nothing.
         let ready = self.pods.wait_until_ready().now_or_never().is_some()
             && self.vmis.wait_until_ready().now_or_never().is_some();
         if !ready {
-            return Ok(report);
+            return Ok(());
         }
         let live = self.store.live_in_idc(&self.idc).await?;
         // One snapshot of the reflectors per pass, keyed by instance, so nothing below scans them again.
@@ -519,7 +558,7 @@ impl IdcReconciler {
                 None => {}
             }
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Holds back an instance whose creation failed, a little longer each time; returns the wait.
