@@ -63,6 +63,8 @@ pub struct ApiState {
     pub stats: Arc<ApiStats>,
     /// Flips to `true` when the cluster shuts down; ends watches and grace-period timers.
     pub shutdown: signal::Receiver<bool>,
+    /// The link's fault setting: a partition cuts (or stalls) watches already streaming.
+    pub link: signal::Receiver<crate::fault::Fault>,
 }
 
 /// The router of one simulated cluster's API server.
@@ -312,7 +314,7 @@ fn watch(state: &ApiState, target: &Target, query: &Query, headers: &HeaderMap) 
         Ok(request) => request,
         Err(error) => return error.into_response(),
     };
-    let body = match watch::start(&state.store, request, state.shutdown.clone()) {
+    let body = match watch::start(&state.store, request, state.shutdown.clone(), state.link.clone()) {
         Ok(body) => body,
         Err(error @ Error::Expired { .. }) => {
             state.stats.expired_watches.fetch_add(1, Ordering::Relaxed);

@@ -185,15 +185,16 @@ impl SimCluster {
         })?;
         let (shutdown, signal) = watch::channel(false);
         let stats = Arc::new(ApiStats::default());
+        let fault = crate::fault::FaultSwitch::default();
         let state = ApiState {
             store: store.clone(),
             bookmark_interval: config.bookmark_interval,
             stats: stats.clone(),
             shutdown: signal.clone(),
+            link: fault.subscribe(),
         };
         let engine = config.engine.clone().map(|cfg| StageEngine::spawn(store.clone(), cfg, signal.clone()));
         let mut stop = signal;
-        let fault = crate::fault::FaultSwitch::default();
         let app = api::router(state)
             .layer(axum::middleware::from_fn_with_state(fault.clone(), crate::fault::inject))
             .merge(crate::fault::admin_router(fault.clone()));
@@ -210,7 +211,8 @@ impl SimCluster {
     }
 
     /// Injects a fault into every request from now on (`Fault::None` heals the link). Watches already
-    /// streaming are not cut; clients notice at their next request or re-watch.
+    /// streaming end when the link goes down or starts flapping, and stall (no events, no end) in a
+    /// black hole until the fault changes; clients then re-watch through the fault.
     pub fn set_fault(&self, fault: crate::fault::Fault) {
         self.fault.set(fault);
     }

@@ -38,17 +38,26 @@ struct Setting {
 
 /// The fault switch shared by the cluster handle and its server.
 #[derive(Debug, Clone)]
-pub struct FaultSwitch(Arc<RwLock<Setting>>);
+pub struct FaultSwitch(Arc<RwLock<Setting>>, Arc<tokio::sync::watch::Sender<Fault>>);
 
 impl Default for FaultSwitch {
     fn default() -> Self {
-        FaultSwitch(Arc::new(RwLock::new(Setting { fault: Fault::None, since: Instant::now() })))
+        FaultSwitch(
+            Arc::new(RwLock::new(Setting { fault: Fault::None, since: Instant::now() })),
+            Arc::new(tokio::sync::watch::Sender::new(Fault::None)),
+        )
     }
 }
 
 impl FaultSwitch {
     pub fn set(&self, fault: Fault) {
         *self.0.write().expect("fault lock poisoned") = Setting { fault, since: Instant::now() };
+        self.1.send_replace(fault);
+    }
+
+    /// Follows the fault setting, for streams that outlive a request (watches).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Fault> {
+        self.1.subscribe()
     }
 
     pub fn get(&self) -> Fault {

@@ -11,6 +11,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::debug;
 
 use crate::error::Error;
+use crate::fault::Fault;
 use crate::resource::Resource;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Change, EventType, Store, WatchFrom};
@@ -101,11 +102,16 @@ pub fn expired_body(error: &Error) -> Body {
 
 /// Start a watch: the body streams events until the client leaves, the timeout passes, the watcher
 /// falls too far behind, or the cluster shuts down.
-pub fn start(store: &Store, request: WatchRequest, shutdown: watch::Receiver<bool>) -> Result<Body, Error> {
+pub fn start(
+    store: &Store,
+    request: WatchRequest,
+    shutdown: watch::Receiver<bool>,
+    link: watch::Receiver<Fault>,
+) -> Result<Body, Error> {
     let subscription = store.subscribe(request.resource, request.namespace.as_deref(), request.from)?;
     let (sender, body) = Channel::<Bytes, Error>::new(64);
     let initial_rv = subscription.resource_version;
-    tokio::spawn(run(request, subscription.initial, subscription.live, initial_rv, sender, shutdown));
+    tokio::spawn(run(request, subscription.initial, subscription.live, initial_rv, sender, shutdown, link));
     Ok(Body::new(body))
 }
 
@@ -116,6 +122,7 @@ async fn run(
     mut last_rv: u64,
     mut sender: Sender<Bytes, Error>,
     mut shutdown: watch::Receiver<bool>,
+    mut link: watch::Receiver<Fault>,
 ) {
     let deadline = request.timeout.map(|t| Instant::now() + t);
     for change in &initial {
@@ -131,6 +138,7 @@ async fn run(
     let mut bookmarks =
         tokio::time::interval_at(Instant::now() + request.bookmark_interval, request.bookmark_interval);
     bookmarks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut link_followed = true;
     loop {
         let timeout = async {
             match deadline {
@@ -142,6 +150,24 @@ async fn run(
             biased;
             _ = shutdown.changed() => break,
             _ = timeout => break,
+            changed = link.changed(), if link_followed => {
+                if changed.is_err() {
+                    // Nobody can set a fault any more: the link stays as it is.
+                    link_followed = false;
+                    continue;
+                }
+                let fault = *link.borrow_and_update();
+                match fault {
+                    Fault::None | Fault::Slow(_) => continue,
+                    // A black hole neither delivers nor closes: the stream stalls until the fault
+                    // changes, then ends, and the client resumes from its last resourceVersion.
+                    Fault::BlackHole => {
+                        let _ = link.changed().await;
+                        break;
+                    }
+                    Fault::Unreachable | Fault::Flapping(_) => break,
+                }
+            }
             received = live.recv() => match received {
                 Ok(change) => {
                     last_rv = change.resource_version;

@@ -52,3 +52,41 @@ async fn faults_set_over_http_cut_every_client_off_until_healed() {
     assert!(answers(&client).await);
     sim.shutdown().await.expect("shutdown");
 }
+
+/// A partition reaches watches that were already streaming: they end, and what changes in the
+/// cluster meanwhile is not delivered over the broken link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_cuts_watches_already_streaming() {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+
+    let sim = SimCluster::start(SimConfig::default().without_engine()).await.expect("start");
+    let mut config = kube::Config::new(sim.url().parse().unwrap());
+    config.default_retry = false;
+    let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let pod = |name: &str| -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "x"}]}}))
+            .unwrap()
+    };
+    let mut events = pods.watch(&WatchParams::default(), "0").await.expect("watch").boxed();
+    pods.create(&PostParams::default(), &pod("before")).await.expect("create");
+    let first = events.try_next().await.expect("an event").expect("the stream is open");
+    assert!(matches!(first, WatchEvent::Added(p) if p.metadata.name.as_deref() == Some("before")));
+
+    sim.set_fault(Fault::Unreachable);
+    let during = serde_json::json!({"metadata": {"name": "during"}, "spec": {"containers": [{"name": "c"}]}});
+    sim.store().create(eci_edge_sim::Resource::Pods, Some("default"), during).expect("create in the cluster");
+    // A generous guard against a hang, not a speed bound: the stream ends as soon as the link breaks.
+    let rest = tokio::time::timeout(Duration::from_secs(60), events.collect::<Vec<_>>())
+        .await
+        .expect("the watch ends when the link goes down");
+    assert!(
+        !rest
+            .iter()
+            .any(|e| matches!(e, Ok(WatchEvent::Added(p)) if p.metadata.name.as_deref() == Some("during"))),
+        "nothing crosses a broken link: {rest:?}"
+    );
+    sim.set_fault(Fault::None);
+    sim.shutdown().await.expect("shutdown");
+}

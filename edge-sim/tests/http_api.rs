@@ -30,6 +30,7 @@ fn harness(config: StoreConfig) -> Harness {
         bookmark_interval: Duration::from_millis(50),
         stats: Arc::new(ApiStats::default()),
         shutdown: signal,
+        link: watch::channel(eci_edge_sim::Fault::None).1,
     };
     Harness { store, app: router(state), _shutdown: shutdown }
 }
