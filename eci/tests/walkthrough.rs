@@ -474,6 +474,30 @@ async fn eci_up_opens_a_data_dir_with_any_name() {
     );
 }
 
+/// Makes a tenant called `name` and an API key for it through the admin API; returns the key.
+async fn new_tenant_key(http: &reqwest::Client, endpoint: &str, admin_key: &str, name: &str) -> String {
+    let tenant = http
+        .post(format!("{endpoint}/v1/admin/tenants"))
+        .bearer_auth(admin_key)
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .expect("POST /v1/admin/tenants");
+    assert_eq!(tenant.status(), 201);
+    let tenant: Value = tenant.json().await.expect("a JSON tenant");
+    let tenant_id = tenant["id"].as_str().unwrap_or_else(|| panic!("no id in {tenant}"));
+    let key = http
+        .post(format!("{endpoint}/v1/admin/tenants/{tenant_id}/keys"))
+        .bearer_auth(admin_key)
+        .json(&json!({"name": "cli"}))
+        .send()
+        .await
+        .expect("POST /v1/admin/tenants/{id}/keys");
+    assert_eq!(key.status(), 201);
+    let key: Value = key.json().await.expect("a JSON key");
+    key["secret"].as_str().unwrap_or_else(|| panic!("no secret in {key}")).to_string()
+}
+
 /// A small fleet over two regions, three cities and all four carriers.
 const FLEET: &str = "\
 idcs:
@@ -541,27 +565,8 @@ async fn eci_serve_runs_on_postgresql_with_a_fleet_file() {
         .await
         .expect("POST /v1/admin/tenants");
     assert_eq!(refused.status(), 401);
-    let tenant = http
-        .post(format!("{endpoint}/v1/admin/tenants"))
-        .bearer_auth(admin_key)
-        .json(&json!({"name": "e2e"}))
-        .send()
-        .await
-        .expect("POST /v1/admin/tenants");
-    assert_eq!(tenant.status(), 201);
-    let tenant: Value = tenant.json().await.expect("a JSON tenant");
-    let tenant_id = tenant["id"].as_str().unwrap_or_else(|| panic!("no id in {tenant}"));
-    let key = http
-        .post(format!("{endpoint}/v1/admin/tenants/{tenant_id}/keys"))
-        .bearer_auth(admin_key)
-        .json(&json!({"name": "cli"}))
-        .send()
-        .await
-        .expect("POST /v1/admin/tenants/{id}/keys");
-    assert_eq!(key.status(), 201);
-    let key: Value = key.json().await.expect("a JSON key");
-    let secret = key["secret"].as_str().unwrap_or_else(|| panic!("no secret in {key}"));
-    let eci = Client::new(&endpoint, Some(secret));
+    let secret = new_tenant_key(&http, &endpoint, admin_key, "e2e").await;
+    let eci = Client::new(&endpoint, Some(&secret));
 
     // The areas are the fleet file's, no more, no fewer.
     let areas = eci.json(&["areas"]);
@@ -722,28 +727,7 @@ async fn a_control_plane_killed_mid_batch_creates_every_instance_exactly_once() 
     let mut server = start();
     let http = reqwest::Client::new();
     let endpoint = server.endpoint();
-    let tenant: Value = http
-        .post(format!("{endpoint}/v1/admin/tenants"))
-        .bearer_auth(admin_key)
-        .json(&json!({"name": "kill"}))
-        .send()
-        .await
-        .expect("POST /v1/admin/tenants")
-        .json()
-        .await
-        .expect("a JSON tenant");
-    let tenant_id = tenant["id"].as_str().unwrap_or_else(|| panic!("no id in {tenant}"));
-    let key: Value = http
-        .post(format!("{endpoint}/v1/admin/tenants/{tenant_id}/keys"))
-        .bearer_auth(admin_key)
-        .json(&json!({"name": "kill"}))
-        .send()
-        .await
-        .expect("POST keys")
-        .json()
-        .await
-        .expect("a JSON key");
-    let secret = key["secret"].as_str().unwrap_or_else(|| panic!("no secret in {key}")).to_string();
+    let secret = new_tenant_key(&http, &endpoint, admin_key, "kill").await;
     let batch = http
         .post(format!("{endpoint}/v1/batches"))
         .bearer_auth(&secret)

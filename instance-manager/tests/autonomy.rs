@@ -32,6 +32,16 @@ async fn states(store: &Store, tenant: &eci_core::TenantId) -> Vec<InstanceState
     page.items.into_iter().filter(|i| i.idc.0 == IDC).map(|i| i.state).collect()
 }
 
+/// Runs passes until every instance in the test IDC is in `state`.
+async fn settle_all(
+    reconciler: &IdcReconciler,
+    store: &Store,
+    tenant: &eci_core::TenantId,
+    state: InstanceState,
+) {
+    settle(reconciler, || async move { states(store, tenant).await.iter().all(|s| *s == state) }).await;
+}
+
 async fn idc_status(store: &Store) -> IdcStatus {
     store.get_idc(&IdcId(IDC.into())).await.expect("idc").0.status
 }
@@ -46,23 +56,13 @@ async fn an_unreachable_idc_keeps_its_instances_and_reconciles_when_the_link_ret
             let request = shenzhen(3);
             store.create_batch(&tenant, &request, None, testing::t0()).await.expect("batch");
             let reconciler = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config());
-            let (s, t) = (store.clone(), tenant.clone());
-            settle(&reconciler, || {
-                let (store, tenant) = (s.clone(), t.clone());
-                async move { states(&store, &tenant).await.iter().all(|s| *s == InstanceState::Running) }
-            })
-            .await;
+            settle_all(&reconciler, &store, &tenant, InstanceState::Running).await;
             let allocated = testing::ledger(&store).await[&IdcId(IDC.into())].allocated;
 
             // The link goes down: after a couple of missed probes the IDC is disconnected and its
             // instances unknown, with their capacity still allocated. The pass never hangs.
             sim.set_fault(fault);
-            let (s, t) = (store.clone(), tenant.clone());
-            settle(&reconciler, || {
-                let (store, tenant) = (s.clone(), t.clone());
-                async move { states(&store, &tenant).await.iter().all(|s| *s == InstanceState::Unknown) }
-            })
-            .await;
+            settle_all(&reconciler, &store, &tenant, InstanceState::Unknown).await;
             assert_eq!(idc_status(&store).await, IdcStatus::Disconnected, "{fault:?}");
             assert_eq!(testing::ledger(&store).await[&IdcId(IDC.into())].allocated, allocated);
             for _ in 0..3 {
@@ -162,12 +162,7 @@ async fn a_flapping_link_never_fails_or_duplicates_instances() {
         let first_uids = first_uids.expect("every Pod was created while the link flapped");
 
         sim.set_fault(Fault::None);
-        let (s, t) = (store.clone(), tenant.clone());
-        settle(&reconciler, || {
-            let (store, tenant) = (s.clone(), t.clone());
-            async move { states(&store, &tenant).await.iter().all(|s| *s == InstanceState::Running) }
-        })
-        .await;
+        settle_all(&reconciler, &store, &tenant, InstanceState::Running).await;
         assert_eq!(idc_status(&store).await, IdcStatus::Active);
         assert_eq!(pod_names_and_uids(&sim), first_uids, "no Pod was deleted or created again");
         testing::assert_ledger_consistent(&store).await;
@@ -189,30 +184,15 @@ async fn a_slow_link_is_a_partition_only_beyond_the_probe_timeout() {
         reconciler.ready().await;
 
         sim.set_fault(Fault::Slow(Duration::from_millis(60)));
-        let (s, t) = (store.clone(), tenant.clone());
-        settle(&reconciler, || {
-            let (store, tenant) = (s.clone(), t.clone());
-            async move { states(&store, &tenant).await.iter().all(|s| *s == InstanceState::Running) }
-        })
-        .await;
+        settle_all(&reconciler, &store, &tenant, InstanceState::Running).await;
         assert_eq!(idc_status(&store).await, IdcStatus::Active, "slow is not disconnected");
 
         sim.set_fault(Fault::Slow(Duration::from_secs(2)));
-        let (s, t) = (store.clone(), tenant.clone());
-        settle(&reconciler, || {
-            let (store, tenant) = (s.clone(), t.clone());
-            async move { states(&store, &tenant).await.iter().all(|s| *s == InstanceState::Unknown) }
-        })
-        .await;
+        settle_all(&reconciler, &store, &tenant, InstanceState::Unknown).await;
         assert_eq!(idc_status(&store).await, IdcStatus::Disconnected);
 
         sim.set_fault(Fault::None);
-        let (s, t) = (store.clone(), tenant.clone());
-        settle(&reconciler, || {
-            let (store, tenant) = (s.clone(), t.clone());
-            async move { states(&store, &tenant).await.iter().all(|s| *s == InstanceState::Running) }
-        })
-        .await;
+        settle_all(&reconciler, &store, &tenant, InstanceState::Running).await;
         assert_eq!(pod_names_and_uids(&sim).len(), 4);
         testing::assert_ledger_consistent(&store).await;
         sim.shutdown().await.expect("shutdown");
