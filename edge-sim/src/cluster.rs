@@ -1,5 +1,7 @@
-//! `SimCluster`: one simulated cluster's store and API server on its own loopback port.
+//! `SimCluster`: one simulated cluster's store and API server on its own loopback port, and a control
+//! port for fault injection.
 
+use std::future::IntoFuture;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::api::{self, ApiState, ApiStats};
 use crate::engine::{EngineConfig, StageEngine};
+use crate::fault::{self, FaultSwitch, LinkListener};
 use crate::node::NodeSpec;
 use crate::resource::Resource;
 use crate::store::{Store, StoreConfig};
@@ -66,8 +69,10 @@ pub enum ClusterError {
 pub struct SimConfig {
     /// A name for logs (an IDC's id, say).
     pub name: String,
-    /// Where to listen; port 0 picks a free one.
+    /// Where the API server listens; port 0 picks a free one.
     pub addr: SocketAddr,
+    /// Where the control endpoint (`PUT /sim/fault`) listens, out of reach of the faults it sets.
+    pub control_addr: SocketAddr,
     /// The store's tunables (history window, grace periods).
     pub store: StoreConfig,
     /// How often watches that allow bookmarks get one.
@@ -85,6 +90,7 @@ impl Default for SimConfig {
         SimConfig {
             name: "edge-sim".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            control_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             store: StoreConfig::default(),
             bookmark_interval: Duration::from_secs(15),
             namespaces: vec!["default".into(), "kube-system".into(), "kube-public".into()],
@@ -104,6 +110,12 @@ impl SimConfig {
     /// Listen on this address instead of a free loopback port.
     pub fn addr(mut self, addr: SocketAddr) -> Self {
         self.addr = addr;
+        self
+    }
+
+    /// Serve the control endpoint on this address instead of a free loopback port.
+    pub fn control_addr(mut self, addr: SocketAddr) -> Self {
+        self.control_addr = addr;
         self
     }
 
@@ -145,6 +157,8 @@ pub struct SimCluster {
     name: String,
     /// Where its API server listens.
     addr: SocketAddr,
+    /// Where its control endpoint listens.
+    control_addr: SocketAddr,
     /// Its objects.
     store: Arc<Store>,
     /// Its request counters.
@@ -153,10 +167,12 @@ pub struct SimCluster {
     shutdown: watch::Sender<bool>,
     /// The API server task.
     server: Option<JoinHandle<io::Result<()>>>,
+    /// The control endpoint's task.
+    control: Option<JoinHandle<io::Result<()>>>,
     /// The stage engine task, if one runs.
     engine: Option<JoinHandle<()>>,
     /// The fault injected into every request (none by default).
-    fault: crate::fault::FaultSwitch,
+    fault: FaultSwitch,
 }
 
 impl SimCluster {
@@ -173,47 +189,60 @@ impl SimCluster {
         for node in &config.nodes {
             store.create(Resource::Nodes, None, node.to_object()).map_err(seed)?;
         }
-        let listener = TcpListener::bind(config.addr).await.map_err(|source| ClusterError::BindFailed {
-            cluster: name.clone(),
-            addr: config.addr,
-            source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| ClusterError::BindFailed {
-            cluster: name.clone(),
-            addr: config.addr,
-            source,
-        })?;
+        let bind = |addr: SocketAddr| async move {
+            let listener = TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            Ok::<_, io::Error>((listener, local))
+        };
+        let bind_failed = |addr| {
+            let cluster = name.clone();
+            move |source| ClusterError::BindFailed { cluster, addr, source }
+        };
+        let (listener, addr) = bind(config.addr).await.map_err(bind_failed(config.addr))?;
+        let (control_listener, control_addr) =
+            bind(config.control_addr).await.map_err(bind_failed(config.control_addr))?;
         let (shutdown, signal) = watch::channel(false);
         let stats = Arc::new(ApiStats::default());
-        let fault = crate::fault::FaultSwitch::default();
+        let switch = FaultSwitch::default();
         let state = ApiState {
             store: store.clone(),
             bookmark_interval: config.bookmark_interval,
             stats: stats.clone(),
             shutdown: signal.clone(),
-            link: fault.subscribe(),
+            link: switch.subscribe(),
         };
         let engine = config.engine.clone().map(|cfg| StageEngine::spawn(store.clone(), cfg, signal.clone()));
-        let mut stop = signal;
-        let app = api::router(state)
-            .layer(axum::middleware::from_fn_with_state(fault.clone(), crate::fault::inject))
-            .merge(crate::fault::admin_router(fault.clone()));
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    // An error means the sender is gone: that is a shutdown too.
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                })
-                .await
-        });
-        info!(cluster = %name, %addr, "simulated cluster started");
-        Ok(SimCluster { name, addr, store, stats, shutdown, server: Some(server), engine, fault })
+        let app = api::router(state).layer(axum::middleware::from_fn_with_state(switch.clone(), fault::inject));
+        let listener = LinkListener::new(listener, switch.clone()).map_err(bind_failed(addr))?;
+        let stopped = |mut signal: watch::Receiver<bool>| async move {
+            // An error means the sender is gone: that is a shutdown too.
+            let _ = signal.wait_for(|stopped| *stopped).await;
+        };
+        let server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(signal.clone())).into_future());
+        let control = tokio::spawn(
+            axum::serve(control_listener, fault::control_router(switch.clone()))
+                .with_graceful_shutdown(stopped(signal))
+                .into_future(),
+        );
+        info!(cluster = %name, %addr, %control_addr, "simulated cluster started");
+        Ok(SimCluster {
+            name,
+            addr,
+            control_addr,
+            store,
+            stats,
+            shutdown,
+            server: Some(server),
+            control: Some(control),
+            engine,
+            fault: switch,
+        })
     }
 
     /// Injects a fault into every request from now on (`Fault::None` heals the link). Watches already
     /// streaming end when the link goes down or starts flapping, and stall (no events, no end) in a
     /// black hole until the fault changes; clients then re-watch through the fault.
-    pub fn set_fault(&self, fault: crate::fault::Fault) {
+    pub fn set_fault(&self, fault: fault::Fault) {
         self.fault.set(fault);
     }
 
@@ -235,6 +264,11 @@ impl SimCluster {
     /// The API server's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The control endpoint's address (`PUT /sim/fault`), which no fault reaches.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
     }
 
     /// The cluster's objects, for tests and the stage engine.
@@ -269,6 +303,13 @@ impl SimCluster {
         let cluster = self.name.clone();
         if let Some(engine) = self.engine.take() {
             engine.await.map_err(|source| ClusterError::TaskFailed { cluster: cluster.clone(), source })?;
+        }
+        if let Some(control) = self.control.take() {
+            match control.await {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) => return Err(ClusterError::ServeFailed { cluster, source }),
+                Err(source) => return Err(ClusterError::TaskFailed { cluster, source }),
+            }
         }
         match server.await {
             Ok(Ok(())) => {
