@@ -14,7 +14,7 @@
 //! instance is failed, re-created elsewhere or released for a broken link. The first answer after
 //! that marks it active again, and the normal pass reconciles what changed meanwhile.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -160,17 +160,18 @@ pub struct IdcReconciler {
     store: Store,
     config: ManagerConfig,
     /// Namespaces known to exist, so each is created once per process.
-    namespaces: Mutex<std::collections::HashSet<String>>,
+    namespaces: Mutex<HashSet<String>>,
     /// Objects created but not yet seen by the reflectors, and when.
     awaiting: Mutex<HashMap<InstanceId, Instant>>,
     pods: Cache<Pod>,
     vmis: Cache<VirtualMachineInstance>,
     /// Raised by the reflectors when the cluster changes.
     changed: Arc<Notify>,
-    /// Raised by the store when the IDC gets work: new pending instances, instances to stop.
-    work: Arc<Notify>,
-    /// Held while pending instances are being created.
-    creating: tokio::sync::Mutex<()>,
+    /// Raised by the store when the IDC gets work: new pending instances (handed over with the
+    /// signal), instances to stop.
+    work: Arc<eci_store::signals::IdcWork>,
+    /// Instances whose objects are being created, so the two loops never create one twice at once.
+    in_flight: Mutex<HashSet<InstanceId>>,
     watchers: Vec<tokio::task::JoinHandle<()>>,
     /// Failed reachability probes in a row.
     failures: AtomicU32,
@@ -320,7 +321,7 @@ impl IdcReconciler {
             vmis,
             changed,
             work,
-            creating: Default::default(),
+            in_flight: Mutex::default(),
             watchers,
             failures: AtomicU32::new(0),
             answered_at: Mutex::default(),
@@ -330,22 +331,26 @@ impl IdcReconciler {
         }
     }
 
-    /// Runs passes whenever the cluster changes or the store signals work, and at least every
-    /// `resync`, until `shutdown` turns true.
+    /// Creates new instances as soon as the store hands them over, and runs passes whenever the
+    /// cluster changes and at least every `resync`, until `shutdown` turns true.
     #[tracing::instrument(skip_all, fields(idc.id = %self.idc))]
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         // New work must not wait behind a pass busy with what the cluster reported, so creating
-        // runs in a loop of its own beside the full passes.
+        // runs in a loop of its own beside the passes.
         let mut stop_creating = shutdown.clone();
         let creating = async {
             loop {
                 tokio::select! {
                     _ = stop_creating.changed() => break,
-                    _ = self.work.notified() => {}
+                    () = self.work.notified() => {}
                 }
                 let mut report = PassReport::default();
                 let created = match self.probe().await {
-                    Ok(true) => self.create_pending(&mut report).await,
+                    Ok(true) => match self.work.take_new() {
+                        // A wake-up without new instances (a release, say): look in the store.
+                        new if new.is_empty() => self.create_pending(&mut report).await,
+                        new => self.create(new, &mut report).await,
+                    },
                     other => other.map(drop),
                 };
                 if let Err(error) = created {
@@ -353,18 +358,23 @@ impl IdcReconciler {
                 }
             }
         };
+        // A change in the cluster needs only an observation; the store's pending instances (those
+        // not handed over, parked ones due again) are looked for at every resync.
         let mut stop_passes = shutdown;
         let passes = async {
+            let mut resync = tokio::time::interval(self.config.resync);
+            resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                match self.pass().await {
+                let full = tokio::select! {
+                    _ = stop_passes.changed() => break,
+                    _ = resync.tick() => true,
+                    () = self.changed.notified() => false,
+                };
+                let result = if full { self.pass().await } else { self.observe_pass().await };
+                match result {
                     Ok(report) if report != PassReport::default() => tracing::debug!(?report, "pass done"),
                     Ok(_) => {}
                     Err(error) => tracing::warn!(error = ?error, "pass failed; will retry"),
-                }
-                tokio::select! {
-                    _ = stop_passes.changed() => break,
-                    _ = self.changed.notified() => {}
-                    _ = tokio::time::sleep(self.config.resync) => {}
                 }
             }
         };
@@ -419,7 +429,7 @@ impl IdcReconciler {
         Ok(false)
     }
 
-    /// One level-triggered pass over the IDC.
+    /// One level-triggered pass over the IDC: creates what the store holds pending, then observes.
     pub async fn pass(&self) -> Result<PassReport> {
         let mut report = PassReport::default();
         if !self.probe().await? {
@@ -431,18 +441,47 @@ impl IdcReconciler {
         Ok(report)
     }
 
-    /// Creates the objects of the IDC's pending instances (those not parked) and records them
-    /// `creating`. One at a time: the creating loop and the passes share it.
+    /// A pass that only writes back what the cluster reports.
+    async fn observe_pass(&self) -> Result<PassReport> {
+        let mut report = PassReport::default();
+        if !self.probe().await? {
+            report.unreachable = true;
+            return Ok(report);
+        }
+        self.observe(&mut report).await?;
+        Ok(report)
+    }
+
+    /// Creates the objects of the IDC's pending instances in the store (those not parked).
     async fn create_pending(&self, report: &mut PassReport) -> Result<()> {
-        let _one_at_a_time = self.creating.lock().await;
         let mut pending = self.store.pending_in_idc(&self.idc, self.config.batch_size).await?;
         {
             let now = Instant::now();
             let parked = self.parked.lock().expect("parked lock");
             pending.retain(|d| parked.get(&d.instance.id).is_none_or(|p| p.until <= now));
         }
-        let results: Vec<(InstanceId, Result<()>)> = stream::iter(pending)
-            .map(|desired| async move { (desired.instance.id.clone(), self.create(&desired).await) })
+        self.create(pending, report).await
+    }
+
+    /// Creates the objects of these pending instances and records them `creating`, skipping those
+    /// the other loop is creating right now.
+    async fn create(&self, mut desired: Vec<Desired>, report: &mut PassReport) -> Result<()> {
+        {
+            let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+            desired.retain(|d| in_flight.insert(d.instance.id.clone()));
+        }
+        let ids: Vec<InstanceId> = desired.iter().map(|d| d.instance.id.clone()).collect();
+        let created = self.create_and_record(desired, report).await;
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        for id in &ids {
+            in_flight.remove(id);
+        }
+        created
+    }
+
+    async fn create_and_record(&self, desired: Vec<Desired>, report: &mut PassReport) -> Result<()> {
+        let results: Vec<(InstanceId, Result<()>)> = stream::iter(desired)
+            .map(|desired| async move { (desired.instance.id.clone(), self.create_objects(&desired).await) })
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()
             .await;
@@ -484,8 +523,10 @@ impl IdcReconciler {
         if !ready {
             return Ok(());
         }
-        let live = self.store.live_in_idc(&self.idc).await?;
         // One snapshot of the reflectors per pass, keyed by instance, so nothing below scans them again.
+        // It is taken before the store is read: an object exists only for an instance already stored,
+        // so every object in the snapshot whose instance the store does not list live is an orphan.
+        // Read the other way round, an instance stored and started in between would look orphaned.
         let mut seen: BTreeMap<InstanceId, Workload> = BTreeMap::new();
         for pod in self.pods.state() {
             if let Some(id) = pod.labels().get(LABEL_INSTANCE) {
@@ -497,6 +538,7 @@ impl IdcReconciler {
                 seen.insert(InstanceId(id.clone()), Workload::Vmi(vmi.clone()));
             }
         }
+        let live = self.store.live_in_idc(&self.idc).await?;
         let mut running = Vec::new();
         for (id, workload) in &seen {
             self.awaiting.lock().expect("awaiting lock").remove(id);
@@ -652,7 +694,7 @@ impl IdcReconciler {
 
     /// Creates everything an instance needs: namespace, then ssh Secret and Service, then the Pod or VMI.
     #[tracing::instrument(skip_all, fields(instance.id = %desired.instance.id))]
-    async fn create(&self, desired: &Desired) -> Result<()> {
+    async fn create_objects(&self, desired: &Desired) -> Result<()> {
         let (instance, request, config) = (&desired.instance, &desired.request, &self.config.manifest);
         let ns = manifest::namespace(&instance.tenant_id);
         self.ensure_namespace(&ns).await?;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use eci_core::placement::{Slot, plan_slots};
 use eci_core::{
-    Batch, BatchId, BatchRequest, BatchState, Fleet, IdcId, InstanceId, InstanceState, PlacedArea,
+    Batch, BatchId, BatchRequest, BatchState, Fleet, IdcId, Instance, InstanceId, InstanceState, PlacedArea,
     PlacementError, Plan, Reservation, ReservationState, TenantId,
 };
 use sha2::{Digest, Sha256};
@@ -119,10 +119,8 @@ impl Store {
         for attempt in 0..PLACEMENT_ATTEMPTS {
             let (fleet, allocation) = self.plan_batch(tenant, request, now).await?;
             match self.insert_batch(tenant, request, idempotency_key, &hash, &fleet, &allocation, now).await {
-                Ok(Ok(batch)) => {
-                    let placements =
-                        allocation.from_reservation.placements.iter().chain(&allocation.from_pool.placements);
-                    self.signals.raise(placements.map(|p| &p.idc));
+                Ok(Ok((batch, instances))) => {
+                    self.signals.hand_over(instances, request);
                     return Ok(Created { batch, replayed: false });
                 }
                 Ok(Err(LostRace)) => {
@@ -236,7 +234,7 @@ impl Store {
         fleet: &Fleet,
         allocation: &Allocation,
         now: DateTime<Utc>,
-    ) -> Result<Result<Batch, LostRace>> {
+    ) -> Result<Result<(Batch, Vec<Instance>), LostRace>> {
         let placed = allocation.placed();
         let spec = request.spec;
         let now_ms = millis(now);
@@ -310,11 +308,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        insert_instances(&mut tx, self.backend, &id, tenant, request, fleet, allocation, now_ms).await?;
+        let instances = new_instances(&id, tenant, request, fleet, allocation, now)?;
+        insert_instances(&mut tx, self.backend, &instances).await?;
         tx.commit().await?;
 
         let counts = BTreeMap::from([(InstanceState::Pending, placed)]);
-        Ok(Ok(Batch {
+        let batch = Batch {
             id,
             tenant_id: tenant.clone(),
             state: BatchState::Active,
@@ -325,7 +324,8 @@ impl Store {
             created_at: time(now_ms)?,
             expires_at: expires_at.map(|t| time(millis(t))).transpose()?,
             ended_at: None,
-        }))
+        };
+        Ok(Ok((batch, instances)))
     }
 
     pub async fn get_batch(&self, tenant: &TenantId, id: &BatchId) -> Result<Batch> {
@@ -534,28 +534,54 @@ async fn draw_slots(
 
 /// Writes the batch's instances in multi-row INSERTs.
 #[allow(clippy::too_many_arguments)] // One call site; a struct would only rename the list.
-async fn insert_instances(
-    tx: &mut Tx<'_>,
-    backend: Backend,
+/// The batch's instances as placed, all `pending`.
+fn new_instances(
     batch: &BatchId,
     tenant: &TenantId,
     request: &BatchRequest,
     fleet: &Fleet,
     allocation: &Allocation,
-    now_ms: i64,
-) -> Result<()> {
-    const COLUMNS: usize = 16;
-    let mut rows: Vec<(&IdcId, eci_core::Carrier, Option<&eci_core::ReservationId>)> = Vec::new();
+    now: DateTime<Utc>,
+) -> Result<Vec<Instance>> {
+    // As stored: to the millisecond.
+    let now = time(millis(now))?;
+    let areas: BTreeMap<&IdcId, &eci_core::Area> = fleet.idcs.iter().map(|i| (&i.id, &i.area)).collect();
+    let mut instances = Vec::with_capacity(usize::try_from(allocation.placed()).unwrap_or_default());
     for (plan, reservation) in
         [(&allocation.from_reservation, request.reservation_id.as_ref()), (&allocation.from_pool, None)]
     {
         for p in &plan.placements {
-            rows.extend(std::iter::repeat_n((&p.idc, p.carrier, reservation), p.count as usize));
+            let area =
+                areas.get(&p.idc).ok_or_else(|| Error::NotFound { what: "IDC", id: p.idc.0.clone() })?;
+            for _ in 0..p.count {
+                instances.push(Instance {
+                    id: InstanceId(new_id(InstanceId::PREFIX)),
+                    batch_id: batch.clone(),
+                    tenant_id: tenant.clone(),
+                    state: InstanceState::Pending,
+                    spec: request.spec,
+                    runtime: request.runtime,
+                    idc: p.idc.clone(),
+                    area: (*area).clone(),
+                    carrier: p.carrier,
+                    reservation_id: reservation.cloned(),
+                    ip: None,
+                    ssh: None,
+                    failure_reason: None,
+                    created_at: now,
+                    updated_at: now,
+                    started_at: None,
+                    ended_at: None,
+                });
+            }
         }
     }
-    let areas: BTreeMap<&IdcId, &eci_core::Area> = fleet.idcs.iter().map(|i| (&i.id, &i.area)).collect();
-    let spec = request.spec;
-    for chunk in rows.chunks(INSERT_CHUNK) {
+    Ok(instances)
+}
+
+async fn insert_instances(tx: &mut Tx<'_>, backend: Backend, instances: &[Instance]) -> Result<()> {
+    const COLUMNS: usize = 16;
+    for chunk in instances.chunks(INSERT_CHUNK) {
         let values = (0..chunk.len())
             .map(|r| format!("({})", bulk_placeholders(backend, r * COLUMNS + 1, COLUMNS)))
             .collect::<Vec<_>>()
@@ -565,25 +591,25 @@ async fn insert_instances(
                  province, city, carrier, reservation_id, created_at, updated_at) VALUES {values}"
         );
         let mut query = sqlx::query(&sql);
-        for (idc, carrier, reservation) in chunk {
-            let area = areas.get(idc).ok_or_else(|| Error::NotFound { what: "IDC", id: idc.0.clone() })?;
+        for instance in chunk {
+            let created_at = millis(instance.created_at);
             query = query
-                .bind(new_id(InstanceId::PREFIX))
-                .bind(&batch.0)
-                .bind(&tenant.0)
-                .bind(InstanceState::Pending.as_str())
-                .bind(int(spec.cpu.0))
-                .bind(int(spec.memory.0))
-                .bind(i64::from(spec.gpu))
-                .bind(request.runtime.as_str())
-                .bind(&idc.0)
-                .bind(&area.region)
-                .bind(&area.province)
-                .bind(&area.city)
-                .bind(carrier.as_str())
-                .bind(reservation.map(|r| r.0.clone()))
-                .bind(now_ms)
-                .bind(now_ms);
+                .bind(&instance.id.0)
+                .bind(&instance.batch_id.0)
+                .bind(&instance.tenant_id.0)
+                .bind(instance.state.as_str())
+                .bind(int(instance.spec.cpu.0))
+                .bind(int(instance.spec.memory.0))
+                .bind(i64::from(instance.spec.gpu))
+                .bind(instance.runtime.as_str())
+                .bind(&instance.idc.0)
+                .bind(&instance.area.region)
+                .bind(&instance.area.province)
+                .bind(&instance.area.city)
+                .bind(instance.carrier.as_str())
+                .bind(instance.reservation_id.as_ref().map(|r| r.0.clone()))
+                .bind(created_at)
+                .bind(created_at);
         }
         query.execute(&mut **tx).await?;
     }

@@ -115,7 +115,7 @@ impl Store {
     }
 
     /// The signal raised when this store gives the IDC's cluster work (see [`signals`]).
-    pub fn idc_signal(&self, idc: &eci_core::IdcId) -> std::sync::Arc<tokio::sync::Notify> {
+    pub fn idc_signal(&self, idc: &eci_core::IdcId) -> std::sync::Arc<signals::IdcWork> {
         self.signals.of(idc)
     }
 

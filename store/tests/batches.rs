@@ -564,6 +564,17 @@ async fn a_started_instance_stops_holding_its_capacity_until_its_object_is_gone(
         let placed: BTreeSet<_> = instances.iter().map(|i| i.idc.clone()).collect();
         assert_eq!(raised(), placed, "[{b}]");
         assert!(raised().is_empty(), "[{b}] a signal wakes once");
+        // The new instances come with the signal, exactly as stored, each once.
+        let mut handed: Vec<_> = signals.values().flat_map(|s| s.take_new()).collect();
+        handed.sort_by(|x, y| x.instance.id.cmp(&y.instance.id));
+        let stored: Vec<_> = instances.iter().map(|i| (i.id.clone(), i.idc.clone(), i.created_at)).collect();
+        let as_handed: Vec<_> = handed
+            .iter()
+            .map(|d| (d.instance.id.clone(), d.instance.idc.clone(), d.instance.created_at))
+            .collect();
+        assert_eq!(as_handed, stored, "[{b}]");
+        assert!(handed.iter().all(|d| d.request == batch_request(3)), "[{b}]");
+        assert!(signals.values().all(|s| s.take_new().is_empty()), "[{b}]");
         let at = |s: i64| t0() + Duration::seconds(s);
         let running = Observed::Running { ip: Some("10.0.0.1".into()), ssh: None };
         for i in &instances[..2] {
