@@ -212,13 +212,16 @@ impl SimCluster {
             link: switch.subscribe(),
         };
         let engine = config.engine.clone().map(|cfg| StageEngine::spawn(store.clone(), cfg, signal.clone()));
-        let app = api::router(state).layer(axum::middleware::from_fn_with_state(switch.clone(), fault::inject));
+        let app =
+            api::router(state).layer(axum::middleware::from_fn_with_state(switch.clone(), fault::inject));
         let listener = LinkListener::new(listener, switch.clone()).map_err(bind_failed(addr))?;
         let stopped = |mut signal: watch::Receiver<bool>| async move {
             // An error means the sender is gone: that is a shutdown too.
             let _ = signal.wait_for(|stopped| *stopped).await;
         };
-        let server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(signal.clone())).into_future());
+        let server = tokio::spawn(
+            axum::serve(listener, app).with_graceful_shutdown(stopped(signal.clone())).into_future(),
+        );
         let control = tokio::spawn(
             axum::serve(control_listener, fault::control_router(switch.clone()))
                 .with_graceful_shutdown(stopped(signal))
