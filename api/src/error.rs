@@ -102,6 +102,9 @@ impl From<eci_store::Error> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "reservation_mismatch", why)
             }
             S::IllegalTransition(t) => ApiError::new(StatusCode::CONFLICT, "illegal_state", t.to_string()),
+            S::InvalidPrice(why) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_price", why),
+            S::Window(e) => ApiError::invalid("window", e.to_string()),
+            S::Period(e) => ApiError::invalid("period", e.to_string()),
             S::Contention => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "contention",

@@ -1,4 +1,5 @@
-//! Releases batches whose TTL ran out and ends reservations past their end time.
+//! Releases batches whose TTL ran out and ends reservations past their end time, and makes invoices
+//! final once their month and grace period are over (they also become final when first read then).
 
 use std::time::Duration;
 
@@ -14,15 +15,28 @@ pub async fn expire_due(state: &AppState) -> eci_store::Result<(usize, usize)> {
     Ok((batches.len(), reservations.len()))
 }
 
-/// Runs [`expire_due`] every `every` until `shutdown` turns true.
+/// How often due invoices are made final; a month's grace period is days long.
+const INVOICE_PASS: Duration = Duration::from_secs(3600);
+
+/// Runs [`expire_due`] every `every`, and makes due invoices final every hour, until `shutdown`
+/// turns true.
 pub async fn run(state: AppState, every: Duration, mut shutdown: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut invoices = tokio::time::interval(INVOICE_PASS);
+    invoices.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 if let Err(error) = expire_due(&state).await {
                     tracing::warn!(error = ?error, "expiry pass failed; will retry");
+                }
+            }
+            _ = invoices.tick() => {
+                match state.store.finalize_due_invoices(&state.config.billing, state.clock.now()).await {
+                    Ok(0) => {}
+                    Ok(made) => tracing::info!(made, "invoices made final"),
+                    Err(error) => tracing::warn!(error = ?error, "making invoices final failed; will retry"),
                 }
             }
             _ = shutdown.changed() => break,

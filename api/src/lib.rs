@@ -1,7 +1,7 @@
 //! The public HTTP API of the platform (axum).
 //!
 //! - [`router`] merges one router per resource: [`batches`], [`instances`], [`reservations`],
-//!   [`fleet`] (areas and capacity), [`admin`]; plus `/v1/openapi.json`, `/healthz` and `/metrics`
+//!   [`fleet`] (areas and capacity), [`admin`], [`billing`] (usage, costs, invoices, prices); plus `/v1/openapi.json`, `/healthz` and `/metrics`
 //!   ([`metrics`], Prometheus).
 //! - [`auth`]: API keys to tenants or admins, and per-tenant request rates.
 //! - [`wire`]: the JSON shapes and their validation; [`error`]: the one mapping of failures to HTTP.
@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod auth;
 pub mod batches;
+pub mod billing;
 pub mod clock;
 pub mod error;
 pub mod expiry;
@@ -47,11 +48,17 @@ pub struct ApiConfig {
     /// How long a checked API key is trusted without asking the database again: the longest a key
     /// revoked through another replica keeps working.
     pub key_cache_ttl: Duration,
+    /// Metering (the minimum charge) and when invoices become final.
+    pub billing: eci_store::billing::BillingPolicy,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { default_requests_per_second: 100, key_cache_ttl: Duration::from_secs(2) }
+        ApiConfig {
+            default_requests_per_second: 100,
+            key_cache_ttl: Duration::from_secs(2),
+            billing: eci_store::billing::BillingPolicy::default(),
+        }
     }
 }
 
@@ -103,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reservations::router())
         .merge(fleet::router())
         .merge(admin::router())
+        .merge(billing::router())
         .route("/v1/openapi.json", get(|| async { Json(openapi::ApiDoc::openapi()) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics::serve))

@@ -3,7 +3,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::{admin, batches, fleet, instances, reservations, wire};
+use crate::{admin, batches, billing, fleet, instances, reservations, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,6 +12,8 @@ use crate::{admin, batches, fleet, instances, reservations, wire};
         batches::create_batch, batches::list_batches, batches::get_batch, batches::release_batch,
         batches::list_batch_instances,
         instances::list_instances, instances::get_instance, instances::release_instance,
+        billing::usage, billing::batch_cost, billing::list_invoices, billing::get_invoice,
+        billing::list_prices, billing::add_price, billing::withdraw_price,
         reservations::create_reservation, reservations::list_reservations, reservations::get_reservation,
         reservations::release_reservation,
         fleet::areas, fleet::capacity,

@@ -47,6 +47,21 @@ pub struct PriceTier {
 }
 
 impl PriceTier {
+    /// A tier from the levels it selects; `None` matches any.
+    pub fn new(
+        region: Option<&str>,
+        province: Option<&str>,
+        city: Option<&str>,
+        carrier: Option<Carrier>,
+    ) -> Self {
+        PriceTier {
+            region: region.map(str::to_owned),
+            province: province.map(str::to_owned),
+            city: city.map(str::to_owned),
+            carrier,
+        }
+    }
+
     /// True when every level this tier sets equals the instance's.
     pub fn matches(&self, area: &Area, carrier: Carrier) -> bool {
         let level = |tier: &Option<String>, code: &str| tier.as_deref().is_none_or(|t| t == code);
@@ -300,12 +315,7 @@ mod tests {
         city: Option<&str>,
         carrier: Option<Carrier>,
     ) -> PriceTier {
-        PriceTier {
-            region: region.map(str::to_owned),
-            province: province.map(str::to_owned),
-            city: city.map(str::to_owned),
-            carrier,
-        }
+        PriceTier::new(region, province, city, carrier)
     }
 
     fn price(id: &str, tier: PriceTier, effective_from_ms: i64, cpu: u64) -> Price {

@@ -10,6 +10,7 @@
 //! - [`rating`]: an instance's metered time cut into charges by day and price; the rounding rule.
 //! - [`usage`](mod@usage): charges added up overall and per batch, label, area, carrier, runtime or day.
 //! - [`invoice`]: a month's charges added up per price, and as CSV.
+//! - [`statement`]: invoice lines as kept once final, and adjustments of final invoices.
 //!
 //! Architecture invariant: like `eci-core`, this crate does no I/O and no async, and uses no
 //! floating point anywhere: plain functions over plain data.
@@ -18,6 +19,7 @@ pub mod catalogue;
 pub mod invoice;
 pub mod meter;
 pub mod rating;
+pub mod statement;
 pub mod usage;
 
 #[cfg(test)]
@@ -27,4 +29,5 @@ pub use catalogue::{Catalogue, CatalogueError, Price, PriceTier, Timeline};
 pub use invoice::{InvoiceLine, Period, PeriodError, invoice_lines, lines_to_csv};
 pub use meter::{DAY_MS, MeteredInstance, Metering, Window, WindowError, billed_ms};
 pub use rating::{Amounts, Charge, Micros, Quantities, Rater, RatingError, Totals, rate};
+pub use statement::{LineKind, StatementLine, adjustments, statement_csv, total_micros};
 pub use usage::{GroupBy, GroupByError, Usage, UsageGroup, usage};

@@ -8,8 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use eci_api::clock::{Clock, SystemClock};
 use eci_api::{ApiConfig, AppState};
+use eci_billing::Metering;
 use eci_core::{Fleet, Quota};
 use eci_instance_manager::reconciler::ManagerConfig;
+use eci_store::billing::BillingPolicy;
 use eci_store::coordination::RateWindows;
 use eci_store::{Store, StoreConfig};
 use tokio::sync::watch;
@@ -75,6 +77,12 @@ pub struct Tuning {
     /// longest a key revoked through another replica keeps working.
     #[arg(long, env = "ECI_KEY_CACHE_TTL", default_value_t = 2)]
     pub key_cache_ttl_secs: u64,
+    /// The least an instance that ran at all is billed for, in seconds.
+    #[arg(long, env = "ECI_MIN_CHARGE", default_value_t = 60)]
+    pub min_charge_secs: u32,
+    /// How long after its month an invoice stays a draft that takes corrections, in hours.
+    #[arg(long, env = "ECI_INVOICE_GRACE", default_value_t = 72)]
+    pub invoice_grace_hours: u32,
 }
 
 fn read_fleet(path: &Path) -> anyhow::Result<Fleet> {
@@ -192,6 +200,10 @@ fn api_config(tuning: &Tuning) -> ApiConfig {
     ApiConfig {
         default_requests_per_second: tuning.default_requests_per_second,
         key_cache_ttl: Duration::from_secs(tuning.key_cache_ttl_secs),
+        billing: BillingPolicy {
+            metering: Metering::default().with_min_charge_ms(i64::from(tuning.min_charge_secs) * 1000),
+            grace: chrono::Duration::hours(i64::from(tuning.invoice_grace_hours)),
+        },
     }
 }
 

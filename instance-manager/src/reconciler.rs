@@ -242,8 +242,12 @@ pub fn observe_pod(pod: &Pod) -> Observed {
                 .clone()
                 .or_else(|| status.message.clone())
                 .unwrap_or_else(|| "the Pod failed".to_string()),
+            ended_at: containers_finished_at(status),
         },
-        Some("Succeeded") => Observed::Failed { reason: "its container exited".to_string() },
+        Some("Succeeded") => Observed::Failed {
+            reason: "its container exited".to_string(),
+            ended_at: containers_finished_at(status),
+        },
         _ => {
             let waiting = status
                 .container_statuses
@@ -258,11 +262,23 @@ pub fn observe_pod(pod: &Pod) -> Observed {
                         (Some(r), None) => r.clone(),
                         _ => "the container cannot start".to_string(),
                     },
+                    ended_at: None,
                 },
                 None => Observed::Creating,
             }
         }
     }
+}
+
+/// When the last of a stopped Pod's containers finished, as the kubelet recorded it.
+fn containers_finished_at(status: &PodStatus) -> Option<chrono::DateTime<Utc>> {
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+        .filter_map(|t| chrono::DateTime::from_timestamp_millis(t.0.as_millisecond()))
+        .max()
 }
 
 /// What a VMI's status says about its instance.
@@ -275,6 +291,7 @@ pub fn observe_vmi(vmi: &VirtualMachineInstance) -> Observed {
         }
         Some("Failed") | Some("Succeeded") => Observed::Failed {
             reason: status.reason.clone().unwrap_or_else(|| "the virtual machine stopped".to_string()),
+            ended_at: None,
         },
         _ => Observed::Creating,
     }
@@ -497,7 +514,7 @@ impl IdcReconciler {
                     Some(reason) => {
                         self.parked.lock().expect("parked lock").remove(&id);
                         tracing::warn!(instance.id = %id, reason, "the cluster refused the instance's objects; failing it");
-                        let failed = Observed::Failed { reason };
+                        let failed = Observed::Failed { reason, ended_at: None };
                         if self.store.record_observation(&id, &failed, Utc::now()).await?.is_some() {
                             report.refused += 1;
                         }
@@ -791,7 +808,11 @@ pub fn trim_pod(pod: &mut Pod) {
                 cs.into_iter()
                     .map(|c| ContainerStatus {
                         name: c.name,
-                        state: c.state.map(|s| ContainerState { waiting: s.waiting, ..Default::default() }),
+                        state: c.state.map(|s| ContainerState {
+                            waiting: s.waiting,
+                            terminated: s.terminated,
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     })
                     .collect()

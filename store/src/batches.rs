@@ -644,7 +644,8 @@ pub(crate) async fn release_instances(
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Ending<'a> {
     Terminated,
-    Failed(&'a str),
+    /// Failed for this reason, having stopped at this moment (UTC ms), which may be before now.
+    FailedAt(&'a str, i64),
 }
 
 /// Ends the live instances matching `condition` (written against `$3`, bound to `value`) and gives
@@ -656,12 +657,12 @@ pub(crate) async fn end_instances(
     ending: Ending<'_>,
     now_ms: i64,
 ) -> Result<Vec<InstanceId>> {
-    let (state, reason) = match ending {
-        Ending::Terminated => (InstanceState::Terminated, None),
-        Ending::Failed(reason) => (InstanceState::Failed, Some(reason)),
+    let (state, reason, ended_ms) = match ending {
+        Ending::Terminated => (InstanceState::Terminated, None, now_ms),
+        Ending::FailedAt(reason, ended_ms) => (InstanceState::Failed, Some(reason), ended_ms),
     };
     let sql = format!(
-        "UPDATE instances SET state = $1, ended_at = $2, updated_at = $2, \
+        "UPDATE instances SET state = $1, ended_at = $5, updated_at = $2, \
              failure_reason = COALESCE($4, failure_reason) \
          WHERE {condition} AND state NOT IN ('terminated', 'failed') \
          RETURNING id, tenant_id, idc_id, cpu, memory, gpu, reservation_id"
@@ -671,6 +672,7 @@ pub(crate) async fn end_instances(
         .bind(now_ms)
         .bind(value)
         .bind(reason)
+        .bind(ended_ms)
         .fetch_all(&mut **tx)
         .await?;
     let mut ended = Vec::with_capacity(rows.len());

@@ -26,6 +26,14 @@ pub enum Error {
     IllegalTransition(#[from] IllegalTransition),
     #[error("the ledger kept changing under concurrent requests; try again")]
     Contention,
+    #[error("{0}")]
+    InvalidPrice(String),
+    #[error(transparent)]
+    Rating(#[from] eci_billing::RatingError),
+    #[error("invalid time window: {0}")]
+    Window(#[from] eci_billing::WindowError),
+    #[error("invalid period: {0}")]
+    Period(#[from] eci_billing::PeriodError),
     #[error("cannot reach the coordination store")]
     Coordination(#[source] redis::RedisError),
 }

@@ -155,6 +155,9 @@ pub enum Observed {
     /// The object failed for good (image pull error, crash loop, unschedulable for too long...).
     Failed {
         reason: String,
+        /// When the cluster says it stopped, if it says: an IDC that was cut off reports the true
+        /// end of what died meanwhile, and billing stops there rather than when the news arrived.
+        ended_at: Option<DateTime<Utc>>,
     },
     /// The object is gone. For a `stopping` instance that is the end it waited for (`terminated`);
     /// for any other live instance someone or something removed it (`failed`).
@@ -275,8 +278,15 @@ impl Store {
                 let changed = self.record_running(&[(id.clone(), ip.clone(), ssh.clone())], now).await?;
                 Ok((changed == 1).then_some(InstanceState::Running))
             }
-            Observed::Failed { reason } => self.fail(id, reason, now_ms).await,
-            Observed::Gone => self.fail(id, "its Pod or VMI disappeared from the cluster", now_ms).await,
+            Observed::Failed { reason, ended_at } => {
+                // Never before it started running, never after now.
+                let started_ms = current.started_at.map(millis);
+                let ended_ms = ended_at.map(millis).map(|e| e.max(started_ms.unwrap_or(e)).min(now_ms));
+                self.fail(id, reason, ended_ms.unwrap_or(now_ms), now_ms).await
+            }
+            Observed::Gone => {
+                self.fail(id, "its Pod or VMI disappeared from the cluster", now_ms, now_ms).await
+            }
         }
     }
 
@@ -337,9 +347,16 @@ impl Store {
         Ok(changed)
     }
 
-    async fn fail(&self, id: &InstanceId, reason: &str, now_ms: i64) -> Result<Option<InstanceState>> {
+    async fn fail(
+        &self,
+        id: &InstanceId,
+        reason: &str,
+        ended_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<InstanceState>> {
         let mut tx = self.pool.begin().await?;
-        let ended = end_instances(&mut tx, "id = $3", &id.0, Ending::Failed(reason), now_ms).await?;
+        let ended =
+            end_instances(&mut tx, "id = $3", &id.0, Ending::FailedAt(reason, ended_ms), now_ms).await?;
         tx.commit().await?;
         if !ended.is_empty() {
             tracing::info!(reason, "instance failed");

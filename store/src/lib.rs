@@ -3,7 +3,7 @@
 //!
 //! - [`Store`]: the connection pool, migrations, and the repository functions grouped by resource:
 //!   [`fleet`] (IDCs and their ledger lines), [`tenants`] (tenants, API keys, quotas), [`batches`],
-//!   [`instances`], [`reservations`].
+//!   [`instances`], [`reservations`], [`billing`] (prices, metered instances, invoices).
 //! - [`coordination`]: request-rate windows, in-process by default and in Redis in production.
 //! - [`signals`]: per-IDC wake-ups for the instance manager when a write gives an IDC work.
 //! - `testing` (feature `testing`): fresh SQLite / PostgreSQL stores, seed data and ledger checks
@@ -18,6 +18,7 @@
 //! refusing a transaction that started as a reader.
 
 pub mod batches;
+pub mod billing;
 pub mod coordination;
 mod error;
 pub mod fleet;

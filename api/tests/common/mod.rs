@@ -176,6 +176,12 @@ impl App {
         TestTenant { id: tenant.id.0, name: name.to_string(), token, key_id: key.id.0 }
     }
 
+    /// The app's clock.
+    pub fn clock_now(&self) -> DateTime<Utc> {
+        use eci_api::clock::Clock;
+        self.clock.now()
+    }
+
     /// Moves the app's clock forward.
     pub fn advance(&self, seconds: i64) {
         self.clock.advance(Duration::seconds(seconds));

@@ -1,0 +1,418 @@
+//! What tenants pay: `/v1/usage`, `/v1/batches/{id}/cost`, `/v1/invoices[/{period}]`, and the price
+//! catalogue under `/v1/admin/prices`. Amounts are integer micro-units of currency; quantities are
+//! exact integers in the smallest units (milli-vCPU-milliseconds, MiB-milliseconds, GPU-milliseconds),
+//! written as strings because they outgrow what JSON readers hold exactly.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use eci_billing::{GroupBy, Period, Price, PriceTier, Totals, Window};
+use eci_core::{BatchId, Carrier, Runtime};
+use eci_store::billing::{Invoice, InvoiceState};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::auth::{Admin, Caller};
+use crate::error::{ApiError, Result};
+use crate::extract::{Body, Path, Query};
+
+/// The longest window usage is asked for at once.
+const MAX_WINDOW_DAYS: i64 = 366;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/usage", get(usage))
+        .route("/v1/batches/{id}/cost", get(batch_cost))
+        .route("/v1/invoices", get(list_invoices))
+        .route("/v1/invoices/{period}", get(get_invoice))
+        .route("/v1/admin/prices", get(list_prices).post(add_price))
+        .route("/v1/admin/prices/{id}", delete(withdraw_price))
+}
+
+/// Quantities and amounts of a set of charges.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TotalsView {
+    /// Billed time: running time rounded up to whole seconds per instance, at least the minimum charge.
+    pub billed_ms: i64,
+    pub cpu_milli_vcpu_ms: String,
+    pub memory_mib_ms: String,
+    pub gpu_ms: String,
+    pub cpu_micros: u64,
+    pub memory_micros: u64,
+    pub gpu_micros: u64,
+    pub total_micros: u64,
+}
+
+impl From<&Totals> for TotalsView {
+    fn from(t: &Totals) -> Self {
+        TotalsView {
+            billed_ms: t.billed_ms,
+            cpu_milli_vcpu_ms: t.quantities.cpu_milli_vcpu_ms.to_string(),
+            memory_mib_ms: t.quantities.memory_mib_ms.to_string(),
+            gpu_ms: t.quantities.gpu_ms.to_string(),
+            cpu_micros: t.amounts.cpu.0,
+            memory_micros: t.amounts.memory.0,
+            gpu_micros: t.amounts.gpu.0,
+            total_micros: t.amounts.total.0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// RFC 3339; default the start of the current month (UTC).
+    pub from: Option<DateTime<Utc>>,
+    /// RFC 3339, exclusive; default now.
+    pub to: Option<DateTime<Utc>>,
+    /// `batch`, `label:<key>`, `area`, `carrier`, `runtime` or `day`.
+    pub group_by: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageGroupView {
+    /// The batch id, label value (empty for instances without the label), `region/province/city`,
+    /// carrier, runtime or `YYYY-MM-DD` (UTC).
+    pub key: String,
+    pub instances: u64,
+    pub totals: TotalsView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageView {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Instances still running are counted up to this moment.
+    pub as_of: DateTime<Utc>,
+    pub group_by: Option<String>,
+    pub instances: u64,
+    pub total: TotalsView,
+    pub groups: Vec<UsageGroupView>,
+}
+
+fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single().unwrap_or(now)
+}
+
+#[utoipa::path(get, path = "/v1/usage", params(UsageQuery), responses((status = 200, body = UsageView), (status = 400)))]
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<UsageView>> {
+    let now = state.clock.now();
+    let from = q.from.unwrap_or_else(|| month_start(now));
+    let to = q.to.unwrap_or(now);
+    if to <= from {
+        return Err(ApiError::invalid("to", "must be after `from`"));
+    }
+    if to - from > chrono::Duration::days(MAX_WINDOW_DAYS) {
+        return Err(ApiError::invalid("to", format!("a window spans at most {MAX_WINDOW_DAYS} days")));
+    }
+    let window = Window::new(from.timestamp_millis(), to.timestamp_millis())
+        .map_err(|e| ApiError::invalid("from", e.to_string()))?;
+    let group_by = q
+        .group_by
+        .as_deref()
+        .map(|g| g.parse::<GroupBy>().map_err(|e| ApiError::invalid("group_by", e.to_string())))
+        .transpose()?;
+    let usage =
+        state.store.usage(&caller.tenant.id, window, group_by.as_ref(), &state.config.billing, now).await?;
+    Ok(Json(UsageView {
+        from,
+        to,
+        as_of: now,
+        group_by: group_by.map(|g| g.to_string()),
+        instances: usage.instances,
+        total: TotalsView::from(&usage.total),
+        groups: usage
+            .groups
+            .iter()
+            .map(|g| UsageGroupView {
+                key: g.key.clone(),
+                instances: g.instances,
+                totals: TotalsView::from(&g.totals),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CostQuery {
+    /// Also list each instance's cost.
+    #[serde(default)]
+    pub instances: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceCostView {
+    pub instance_id: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub totals: TotalsView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchCostView {
+    pub batch_id: String,
+    /// Instances still running are counted up to this moment.
+    pub as_of: DateTime<Utc>,
+    pub total: TotalsView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<InstanceCostView>>,
+}
+
+fn at(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+}
+
+#[utoipa::path(get, path = "/v1/batches/{id}/cost", params(CostQuery), responses((status = 200, body = BatchCostView), (status = 404)))]
+pub async fn batch_cost(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<CostQuery>,
+) -> Result<Json<BatchCostView>> {
+    let cost = state
+        .store
+        .batch_cost(&caller.tenant.id, &BatchId(id), &state.config.billing, state.clock.now())
+        .await?;
+    Ok(Json(BatchCostView {
+        batch_id: cost.batch_id.0,
+        as_of: cost.as_of,
+        total: TotalsView::from(&cost.total),
+        instances: q.instances.then(|| {
+            cost.instances
+                .iter()
+                .map(|i| InstanceCostView {
+                    instance_id: i.instance.id.0.clone(),
+                    started_at: at(i.instance.started_ms),
+                    ended_at: at(i.instance.ended_ms),
+                    totals: TotalsView::from(&i.totals),
+                })
+                .collect()
+        }),
+    }))
+}
+
+/// One line of an invoice.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoiceLineView {
+    /// `usage` of the invoice's month, or `adjustment` of an earlier, final month.
+    pub kind: String,
+    /// The month the line bills or corrects.
+    pub period: String,
+    pub runtime: String,
+    /// The price's tier, `region/province/city/carrier` with `*` for any.
+    pub tier: String,
+    pub price_id: String,
+    pub cpu_micros_per_vcpu_second: u64,
+    pub memory_micros_per_gib_second: u64,
+    pub gpu_micros_per_gpu_second: u64,
+    pub billed_ms: i64,
+    pub cpu_milli_vcpu_ms: String,
+    pub memory_mib_ms: String,
+    pub gpu_ms: String,
+    pub cpu_micros: i64,
+    pub memory_micros: i64,
+    pub gpu_micros: i64,
+    pub amount_micros: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoiceView {
+    /// `YYYY-MM`, a UTC month.
+    pub period: String,
+    /// `draft` until the month and its grace period are over, then `final`, never to change again.
+    pub state: String,
+    /// When a draft was worked out, or when the invoice became final.
+    pub as_of: DateTime<Utc>,
+    pub total_micros: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<Vec<InvoiceLineView>>,
+}
+
+fn state_word(state: InvoiceState) -> String {
+    match state {
+        InvoiceState::Draft => "draft".into(),
+        InvoiceState::Final => "final".into(),
+    }
+}
+
+fn invoice_view(invoice: &Invoice, with_lines: bool) -> InvoiceView {
+    InvoiceView {
+        period: invoice.period.clone(),
+        state: state_word(invoice.state),
+        as_of: invoice.as_of,
+        total_micros: invoice.total_micros,
+        lines: with_lines.then(|| {
+            invoice
+                .lines
+                .iter()
+                .map(|l| InvoiceLineView {
+                    kind: match l.kind {
+                        eci_billing::LineKind::Usage => "usage".into(),
+                        eci_billing::LineKind::Adjustment => "adjustment".into(),
+                    },
+                    period: l.period.clone(),
+                    runtime: l.runtime.to_string(),
+                    tier: l.tier.clone(),
+                    price_id: l.price_id.clone(),
+                    cpu_micros_per_vcpu_second: l.cpu_micros_per_vcpu_second,
+                    memory_micros_per_gib_second: l.memory_micros_per_gib_second,
+                    gpu_micros_per_gpu_second: l.gpu_micros_per_gpu_second,
+                    billed_ms: l.billed_ms,
+                    cpu_milli_vcpu_ms: l.cpu_milli_vcpu_ms.to_string(),
+                    memory_mib_ms: l.memory_mib_ms.to_string(),
+                    gpu_ms: l.gpu_ms.to_string(),
+                    cpu_micros: l.cpu_micros,
+                    memory_micros: l.memory_micros,
+                    gpu_micros: l.gpu_micros,
+                    amount_micros: l.amount_micros,
+                })
+                .collect()
+        }),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/invoices", responses((status = 200, body = Vec<InvoiceView>)))]
+pub async fn list_invoices(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<InvoiceView>>> {
+    let now = state.clock.now();
+    let mut invoices = Vec::new();
+    for period in state.store.invoice_periods(&caller.tenant.id, now).await? {
+        let invoice = state.store.invoice(&caller.tenant.id, period, &state.config.billing, now).await?;
+        invoices.push(invoice_view(&invoice, false));
+    }
+    Ok(Json(invoices))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceQuery {
+    /// `json` (default) or `csv` (the lines, RFC 4180).
+    pub format: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/invoices/{period}", params(InvoiceQuery),
+    responses((status = 200, body = InvoiceView), (status = 400), (status = 404)))]
+pub async fn get_invoice(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(period): Path<String>,
+    Query(q): Query<InvoiceQuery>,
+) -> Result<Response> {
+    let period: Period =
+        period.parse().map_err(|e: eci_billing::PeriodError| ApiError::invalid("period", e.to_string()))?;
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => return Err(ApiError::invalid("format", format!("`{other}` is not `json` or `csv`"))),
+    };
+    let invoice =
+        state.store.invoice(&caller.tenant.id, period, &state.config.billing, state.clock.now()).await?;
+    if csv {
+        let disposition = format!("attachment; filename=\"invoice-{period}.csv\"");
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (header::CONTENT_DISPOSITION, disposition),
+            ],
+            eci_billing::statement_csv(&invoice.lines),
+        )
+            .into_response());
+    }
+    Ok(Json(invoice_view(&invoice, true)).into_response())
+}
+
+/// A price version, as written and shown.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceBody {
+    /// Letters, digits, `-`, `_` and `.`; unique in the catalogue.
+    pub id: String,
+    /// `container`, `rich` or `vm`.
+    pub runtime: String,
+    /// The tier: unset levels match any area or carrier; the most specific matching tier applies.
+    pub region: Option<String>,
+    pub province: Option<String>,
+    pub city: Option<String>,
+    pub carrier: Option<String>,
+    /// From this moment on (now or later: prices never change the past).
+    pub effective_from: DateTime<Utc>,
+    pub cpu_micros_per_vcpu_second: u64,
+    pub memory_micros_per_gib_second: u64,
+    pub gpu_micros_per_gpu_second: u64,
+}
+
+impl PriceBody {
+    fn to_price(&self) -> Result<Price> {
+        Ok(Price {
+            id: self.id.clone(),
+            runtime: self
+                .runtime
+                .parse::<Runtime>()
+                .map_err(|e| ApiError::invalid("runtime", e.to_string()))?,
+            tier: PriceTier {
+                region: self.region.clone(),
+                province: self.province.clone(),
+                city: self.city.clone(),
+                carrier: self
+                    .carrier
+                    .as_deref()
+                    .map(|c| c.parse::<Carrier>().map_err(|e| ApiError::invalid("carrier", e.to_string())))
+                    .transpose()?,
+            },
+            effective_from_ms: self.effective_from.timestamp_millis(),
+            cpu_micros_per_vcpu_second: self.cpu_micros_per_vcpu_second,
+            memory_micros_per_gib_second: self.memory_micros_per_gib_second,
+            gpu_micros_per_gpu_second: self.gpu_micros_per_gpu_second,
+        })
+    }
+
+    fn from_price(p: &Price) -> PriceBody {
+        PriceBody {
+            id: p.id.clone(),
+            runtime: p.runtime.to_string(),
+            region: p.tier.region.clone(),
+            province: p.tier.province.clone(),
+            city: p.tier.city.clone(),
+            carrier: p.tier.carrier.map(|c| c.to_string()),
+            effective_from: at(Some(p.effective_from_ms)).unwrap_or_default(),
+            cpu_micros_per_vcpu_second: p.cpu_micros_per_vcpu_second,
+            memory_micros_per_gib_second: p.memory_micros_per_gib_second,
+            gpu_micros_per_gpu_second: p.gpu_micros_per_gpu_second,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/admin/prices", responses((status = 200, body = Vec<PriceBody>)))]
+pub async fn list_prices(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<PriceBody>>> {
+    let catalogue = state.store.price_catalogue().await?;
+    Ok(Json(catalogue.prices().iter().map(PriceBody::from_price).collect()))
+}
+
+#[utoipa::path(post, path = "/v1/admin/prices", request_body = PriceBody,
+    responses((status = 201, body = PriceBody), (status = 400), (status = 409), (status = 422)))]
+pub async fn add_price(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Body(body): Body<PriceBody>,
+) -> Result<(StatusCode, Json<PriceBody>)> {
+    let price = state.store.add_price(body.to_price()?, state.clock.now()).await?;
+    Ok((StatusCode::CREATED, Json(PriceBody::from_price(&price))))
+}
+
+#[utoipa::path(delete, path = "/v1/admin/prices/{id}", responses((status = 204), (status = 404), (status = 422)))]
+pub async fn withdraw_price(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    state.store.withdraw_price(&id, state.clock.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,476 @@
+//! Billing's records: the price catalogue, what a tenant's instances ran (read as
+//! [`MeteredInstance`]s for the rating in `eci-billing`), and final invoices, which are written once
+//! and never rewritten.
+//!
+//! Metering reads the instances' own lifecycle times (`started_at`, when an instance first ran, and
+//! `ended_at`, when it was terminated or failed), so nothing is counted from events: a lifecycle
+//! change seen twice, or a restart of the control plane, cannot add or lose a second. An instance
+//! whose IDC is disconnected (`unknown`) has no end and is billed as running.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use eci_billing::{
+    Catalogue, GroupBy, MeteredInstance, Metering, Period, Price, PriceTier, StatementLine, Totals, Usage,
+    Window, adjustments, invoice_lines, total_micros,
+};
+use eci_core::{Area, BatchId, InstanceId, MiB, MilliCpu, Resources, TenantId};
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::sql::{json, millis, time, to_json, uint, word};
+use crate::{Error, Result, Store};
+
+/// How running time is billed and when a month's invoice becomes final.
+#[derive(Debug, Clone, Copy)]
+pub struct BillingPolicy {
+    pub metering: Metering,
+    /// How long after its month a draft invoice still takes corrections before it is final.
+    pub grace: Duration,
+}
+
+impl Default for BillingPolicy {
+    fn default() -> Self {
+        BillingPolicy { metering: Metering::default(), grace: Duration::days(3) }
+    }
+}
+
+/// Whether an invoice can still change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceState {
+    /// The month or its grace period is not over: the figures are as of now.
+    Draft,
+    /// Written once, never rewritten; later corrections go onto a later invoice.
+    Final,
+}
+
+/// One tenant's invoice for one month.
+#[derive(Debug, Clone, Serialize)]
+pub struct Invoice {
+    pub tenant_id: TenantId,
+    pub period: String,
+    pub state: InvoiceState,
+    /// When a draft was worked out, or when the invoice became final.
+    pub as_of: DateTime<Utc>,
+    pub lines: Vec<StatementLine>,
+    pub total_micros: i64,
+}
+
+/// One instance's cost so far.
+#[derive(Debug, Clone)]
+pub struct InstanceCost {
+    pub instance: MeteredInstance,
+    pub totals: Totals,
+}
+
+/// A batch's cost so far.
+#[derive(Debug, Clone)]
+pub struct BatchCost {
+    pub batch_id: BatchId,
+    pub as_of: DateTime<Utc>,
+    pub total: Totals,
+    pub instances: Vec<InstanceCost>,
+}
+
+fn price_from_row(row: &AnyRow) -> Result<Price> {
+    let micros = |column: &'static str| -> Result<u64> { uint(column, row.try_get(column)?) };
+    Ok(Price {
+        id: row.try_get("id")?,
+        runtime: word("runtime", &row.try_get::<String, _>("runtime")?)?,
+        tier: PriceTier {
+            region: row.try_get("region")?,
+            province: row.try_get("province")?,
+            city: row.try_get("city")?,
+            carrier: row.try_get::<Option<String>, _>("carrier")?.map(|c| word("carrier", &c)).transpose()?,
+        },
+        effective_from_ms: row.try_get("effective_from")?,
+        cpu_micros_per_vcpu_second: micros("cpu_micros")?,
+        memory_micros_per_gib_second: micros("memory_micros")?,
+        gpu_micros_per_gpu_second: micros("gpu_micros")?,
+    })
+}
+
+fn signed(what: &'static str, n: u64) -> Result<i64> {
+    i64::try_from(n).map_err(|_| Error::InvalidPrice(format!("{what} {n} is too large")))
+}
+
+const METERED_COLUMNS: &str =
+    "id, batch_id, cpu, memory, gpu, runtime, region, province, city, carrier, started_at, ended_at";
+
+fn metered_from_row(row: &AnyRow) -> Result<MeteredInstance> {
+    Ok(MeteredInstance {
+        id: InstanceId(row.try_get("id")?),
+        batch: BatchId(row.try_get("batch_id")?),
+        runtime: word("runtime", &row.try_get::<String, _>("runtime")?)?,
+        area: Area {
+            region: row.try_get("region")?,
+            province: row.try_get("province")?,
+            city: row.try_get("city")?,
+        },
+        carrier: word("carrier", &row.try_get::<String, _>("carrier")?)?,
+        resources: Resources::new(
+            MilliCpu(uint("cpu", row.try_get("cpu")?)?),
+            MiB(uint("memory", row.try_get("memory")?)?),
+            u32::try_from(uint("gpu", row.try_get("gpu")?)?).unwrap_or(u32::MAX),
+        ),
+        labels: BTreeMap::new(),
+        started_ms: row.try_get("started_at")?,
+        ended_ms: row.try_get("ended_at")?,
+    })
+}
+
+impl Store {
+    /// The whole price catalogue, validated.
+    pub async fn price_catalogue(&self) -> Result<Catalogue> {
+        let rows = sqlx::query(
+            "SELECT id, runtime, region, province, city, carrier, effective_from, cpu_micros, memory_micros, \
+             gpu_micros FROM prices ORDER BY effective_from, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let prices = rows.iter().map(price_from_row).collect::<Result<Vec<_>>>()?;
+        Catalogue::new(prices).map_err(|e| Error::Corrupt { what: "price catalogue", why: e.to_string() })
+    }
+
+    /// Adds a price version. Prices never change the past: a version takes effect now or later, so
+    /// what was billed stays what it was.
+    pub async fn add_price(&self, price: Price, now: DateTime<Utc>) -> Result<Price> {
+        if price.effective_from_ms < millis(now) {
+            return Err(Error::InvalidPrice(format!(
+                "price `{}` would take effect in the past ({} ms, now is {} ms); prices apply from now on",
+                price.id,
+                price.effective_from_ms,
+                millis(now)
+            )));
+        }
+        let mut prices = self.price_catalogue().await?.prices().to_vec();
+        prices.push(price.clone());
+        Catalogue::new(prices).map_err(|e| Error::InvalidPrice(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO prices (id, runtime, region, province, city, carrier, effective_from, cpu_micros, \
+             memory_micros, gpu_micros, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&price.id)
+        .bind(price.runtime.as_str())
+        .bind(&price.tier.region)
+        .bind(&price.tier.province)
+        .bind(&price.tier.city)
+        .bind(price.tier.carrier.map(|c| c.as_str()))
+        .bind(price.effective_from_ms)
+        .bind(signed("cpu price", price.cpu_micros_per_vcpu_second)?)
+        .bind(signed("memory price", price.memory_micros_per_gib_second)?)
+        .bind(signed("gpu price", price.gpu_micros_per_gpu_second)?)
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(price)
+    }
+
+    /// Withdraws a price version that has not taken effect yet; one in force is history and stays.
+    pub async fn withdraw_price(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        let done = sqlx::query("DELETE FROM prices WHERE id = $1 AND effective_from > $2")
+            .bind(id)
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        let exists =
+            sqlx::query("SELECT 1 FROM prices WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        match exists {
+            Some(_) => Err(Error::InvalidPrice(format!(
+                "price `{id}` is already in force; publish a new version instead of withdrawing it"
+            ))),
+            None => Err(Error::NotFound { what: "price", id: id.to_string() }),
+        }
+    }
+
+    /// The tenant's instances that ran at some moment of `window` (or whose end falls in it), with
+    /// their batches' labels when asked for.
+    pub async fn metered_instances(
+        &self,
+        tenant: &TenantId,
+        window: Window,
+        with_labels: bool,
+    ) -> Result<Vec<MeteredInstance>> {
+        let condition = "tenant_id = $1 AND started_at IS NOT NULL AND started_at < $2 \
+                         AND (ended_at IS NULL OR ended_at >= $3)";
+        let rows = sqlx::query(&format!("SELECT {METERED_COLUMNS} FROM instances WHERE {condition}"))
+            .bind(&tenant.0)
+            .bind(window.to_ms())
+            .bind(window.from_ms())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut instances = rows.iter().map(metered_from_row).collect::<Result<Vec<_>>>()?;
+        if with_labels {
+            let rows = sqlx::query(&format!(
+                "SELECT batch_id, key, value FROM batch_labels WHERE batch_id IN \
+                 (SELECT DISTINCT batch_id FROM instances WHERE {condition})"
+            ))
+            .bind(&tenant.0)
+            .bind(window.to_ms())
+            .bind(window.from_ms())
+            .fetch_all(&self.pool)
+            .await?;
+            let mut labels: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+            for row in rows {
+                labels
+                    .entry(row.try_get("batch_id")?)
+                    .or_default()
+                    .insert(row.try_get("key")?, row.try_get("value")?);
+            }
+            for instance in &mut instances {
+                if let Some(of_batch) = labels.get(&instance.batch.0) {
+                    instance.labels = of_batch.clone();
+                }
+            }
+        }
+        Ok(instances)
+    }
+
+    /// The tenant's usage and cost in `window` as of `now`, overall and grouped.
+    pub async fn usage(
+        &self,
+        tenant: &TenantId,
+        window: Window,
+        group_by: Option<&GroupBy>,
+        policy: &BillingPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Usage> {
+        let with_labels = matches!(group_by, Some(GroupBy::Label(_)));
+        let instances = self.metered_instances(tenant, window, with_labels).await?;
+        let catalogue = self.price_catalogue().await?;
+        Ok(eci_billing::usage(&instances, &catalogue, &policy.metering, window, millis(now), group_by)?)
+    }
+
+    /// What a batch's instances have cost so far, in all and one by one.
+    pub async fn batch_cost(
+        &self,
+        tenant: &TenantId,
+        batch: &BatchId,
+        policy: &BillingPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<BatchCost> {
+        let found = self.get_batch(tenant, batch).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {METERED_COLUMNS} FROM instances WHERE batch_id = $1 AND tenant_id = $2 ORDER BY id"
+        ))
+        .bind(&batch.0)
+        .bind(&tenant.0)
+        .fetch_all(&self.pool)
+        .await?;
+        let catalogue = self.price_catalogue().await?;
+        let now_ms = millis(now);
+        // From the batch's creation to just past now: every second any of its instances ran.
+        let window = Window::new(millis(found.created_at), now_ms.max(millis(found.created_at)) + 1)?;
+        let mut total = Totals::default();
+        let mut instances = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let instance = metered_from_row(row)?;
+            let mut totals = Totals::default();
+            for charge in eci_billing::rate(&instance, &catalogue, &policy.metering, window, now_ms)? {
+                totals.add(&charge)?;
+            }
+            total.merge(&totals)?;
+            instances.push(InstanceCost { instance, totals });
+        }
+        Ok(BatchCost { batch_id: batch.clone(), as_of: now, total, instances })
+    }
+
+    /// The months the tenant has invoices for, oldest first: from the month it was created to now's.
+    pub async fn invoice_periods(&self, tenant: &TenantId, now: DateTime<Utc>) -> Result<Vec<Period>> {
+        let created = self.get_tenant(tenant).await?.created_at;
+        let first = Period::containing(millis(created)).ok_or_else(|| Error::Corrupt {
+            what: "tenant",
+            why: format!("created at {created}, outside the calendar"),
+        })?;
+        let last = Period::containing(millis(now)).unwrap_or(first);
+        let mut periods = vec![first];
+        while let Some(next) = periods.last().and_then(Period::next).filter(|p| *p <= last) {
+            periods.push(next);
+        }
+        Ok(periods)
+    }
+
+    /// The tenant's invoice for `period`: final if it was made final, or is due to be (its month and
+    /// grace period are over, in which case it is made final now, once); a draft otherwise.
+    pub async fn invoice(
+        &self,
+        tenant: &TenantId,
+        period: Period,
+        policy: &BillingPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Invoice> {
+        let periods = self.invoice_periods(tenant, now).await?;
+        if !periods.contains(&period) {
+            return Err(Error::NotFound { what: "invoice", id: period.to_string() });
+        }
+        // Earlier months become final first: a final invoice carries the corrections of those before it.
+        for earlier in periods.iter().filter(|p| **p < period) {
+            if self.final_invoice(tenant, *earlier).await?.is_none() && due(*earlier, policy, now) {
+                self.finalize(tenant, *earlier, policy, now).await?;
+            }
+        }
+        if let Some(done) = self.final_invoice(tenant, period).await? {
+            return Ok(done);
+        }
+        if due(period, policy, now) {
+            return self.finalize(tenant, period, policy, now).await;
+        }
+        let lines = self.invoice_lines_now(tenant, period, policy, now).await?;
+        Ok(Invoice {
+            tenant_id: tenant.clone(),
+            period: period.to_string(),
+            state: InvoiceState::Draft,
+            as_of: now,
+            total_micros: total_micros(&lines),
+            lines,
+        })
+    }
+
+    /// Makes every tenant's due invoices final; returns how many became final.
+    pub async fn finalize_due_invoices(&self, policy: &BillingPolicy, now: DateTime<Utc>) -> Result<usize> {
+        let mut made = 0;
+        for tenant in self.list_tenants().await? {
+            for period in self.invoice_periods(&tenant.id, now).await? {
+                if due(period, policy, now) && self.final_invoice(&tenant.id, period).await?.is_none() {
+                    self.finalize(&tenant.id, period, policy, now).await?;
+                    made += 1;
+                }
+            }
+        }
+        Ok(made)
+    }
+
+    async fn finalize(
+        &self,
+        tenant: &TenantId,
+        period: Period,
+        policy: &BillingPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Invoice> {
+        let lines = self.invoice_lines_now(tenant, period, policy, now).await?;
+        let total = total_micros(&lines);
+        let inserted = sqlx::query(
+            "INSERT INTO invoices (tenant_id, period, finalized_at, total_micros, lines) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&tenant.0)
+        .bind(period.to_string())
+        .bind(millis(now))
+        .bind(total)
+        .bind(to_json(&lines))
+        .execute(&self.pool)
+        .await
+        .map_err(Error::from);
+        match inserted {
+            Ok(_) => {
+                tracing::info!(tenant.id = %tenant, %period, total_micros = total, "invoice final");
+                Ok(Invoice {
+                    tenant_id: tenant.clone(),
+                    period: period.to_string(),
+                    state: InvoiceState::Final,
+                    as_of: time(millis(now))?,
+                    lines,
+                    total_micros: total,
+                })
+            }
+            // Another replica made it final first; theirs is the one.
+            Err(Error::Conflict { .. }) => self
+                .final_invoice(tenant, period)
+                .await?
+                .ok_or_else(|| Error::NotFound { what: "invoice", id: period.to_string() }),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn final_invoice(&self, tenant: &TenantId, period: Period) -> Result<Option<Invoice>> {
+        let row = sqlx::query(
+            "SELECT finalized_at, total_micros, lines FROM invoices WHERE tenant_id = $1 AND period = $2",
+        )
+        .bind(&tenant.0)
+        .bind(period.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| final_invoice_from_row(tenant, period.to_string(), &row)).transpose()
+    }
+
+    /// A month's lines as of `now`: its usage, then the adjustments of earlier final months whose
+    /// instances changed after those became final.
+    async fn invoice_lines_now(
+        &self,
+        tenant: &TenantId,
+        period: Period,
+        policy: &BillingPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StatementLine>> {
+        let catalogue = self.price_catalogue().await?;
+        let now_ms = millis(now);
+        let usage_lines = |instances: &[MeteredInstance], month: Period| -> Result<Vec<StatementLine>> {
+            let lines = invoice_lines(instances, &catalogue, &policy.metering, month.window(), now_ms)?;
+            Ok(lines.iter().map(|line| StatementLine::usage(month, line)).collect())
+        };
+        let mut lines = usage_lines(&self.metered_instances(tenant, period.window(), false).await?, period)?;
+        let finals = self.final_invoices_before(tenant, period).await?;
+        for (index, earlier) in finals.iter().enumerate() {
+            let month: Period = earlier.period.parse()?;
+            if !self.changed_since(tenant, month, earlier.as_of).await? {
+                continue;
+            }
+            // What was billed for that month: its own lines and the adjustments made of it since.
+            let billed: Vec<StatementLine> = finals[index..]
+                .iter()
+                .flat_map(|invoice| invoice.lines.iter().filter(|l| l.period == earlier.period).cloned())
+                .collect();
+            let now_lines =
+                usage_lines(&self.metered_instances(tenant, month.window(), false).await?, month)?;
+            lines.extend(adjustments(month, &now_lines, &billed));
+        }
+        Ok(lines)
+    }
+
+    async fn final_invoices_before(&self, tenant: &TenantId, period: Period) -> Result<Vec<Invoice>> {
+        let rows = sqlx::query(
+            "SELECT period, finalized_at, total_micros, lines FROM invoices \
+             WHERE tenant_id = $1 AND period < $2 ORDER BY period",
+        )
+        .bind(&tenant.0)
+        .bind(period.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| final_invoice_from_row(tenant, row.try_get("period")?, row)).collect()
+    }
+
+    /// Whether any instance that may have run in `month` changed at or after `since`. Only such a change
+    /// (an end recorded or corrected) can change a past month: prices never change the past.
+    async fn changed_since(&self, tenant: &TenantId, month: Period, since: DateTime<Utc>) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 FROM instances WHERE tenant_id = $1 AND updated_at >= $2 \
+             AND started_at IS NOT NULL AND started_at < $3 LIMIT 1",
+        )
+        .bind(&tenant.0)
+        .bind(millis(since))
+        .bind(month.window().to_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+}
+
+fn final_invoice_from_row(tenant: &TenantId, period: String, row: &AnyRow) -> Result<Invoice> {
+    Ok(Invoice {
+        tenant_id: tenant.clone(),
+        period,
+        state: InvoiceState::Final,
+        as_of: time(row.try_get("finalized_at")?)?,
+        total_micros: row.try_get("total_micros")?,
+        lines: json("invoice lines", &row.try_get::<String, _>("lines")?)?,
+    })
+}
+
+/// Whether `period`'s month and grace period are over at `now`.
+fn due(period: Period, policy: &BillingPolicy, now: DateTime<Utc>) -> bool {
+    period.window().to_ms() + policy.grace.num_milliseconds() <= millis(now)
+}
