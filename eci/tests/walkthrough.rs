@@ -403,6 +403,21 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
     assert_eq!(released["counts"]["terminated"], 1000, "{released}");
     assert_eq!(eci.capacity(&size), room, "the released capacity did not come back");
 
+    // eci usage and eci invoice: the 1,000 instances that ran are billed, each at least the minimum.
+    let usage = eci.json(&["usage", "--group-by", "batch"]);
+    let ours = usage["groups"].as_array().and_then(|g| g.iter().find(|g| g["key"] == id.as_str())).cloned();
+    let ours = ours.unwrap_or_else(|| panic!("no usage of batch {id}: {usage}"));
+    assert_eq!(ours["instances"], 1000, "{usage}");
+    assert!(ours["totals"]["billed_ms"].as_i64().is_some_and(|ms| ms >= 1000 * 60_000), "{usage}");
+    assert!(ours["totals"]["total_micros"].as_u64().is_some_and(|m| m > 0), "{usage}");
+    assert!(eci.ok(&["usage"]).contains("Cost:"));
+    assert!(eci.ok(&["invoice", "list"]).contains("draft"));
+    let period = chrono::Utc::now().format("%Y-%m").to_string();
+    let csv = eci.ok(&["invoice", "get", &period, "--csv"]);
+    assert!(csv.starts_with("kind,period,runtime,") && csv.contains("base-container"), "{csv}");
+    let stderr = eci.fails(&["invoice", "get", "2026-13"]);
+    assert!(stderr.iter().any(|l| l.starts_with("error: invalid_request")), "{stderr:?}");
+
     // Asking for more than fits fails with one line.
     let stderr = eci.fails(&[
         "batch", "create", "--count", "10000", "--cpu", "32", "--memory", "128Gi", "--image", "x", "--area",

@@ -51,6 +51,19 @@ impl Api {
         self.send(self.request(Method::GET, path, query)).await
     }
 
+    /// GETs a resource in a format other than JSON (an invoice as CSV) and returns its text.
+    pub async fn get_text(&self, path: &[&str], query: &Query) -> Result<String> {
+        let endpoint = self.base.as_str().trim_end_matches('/');
+        let resp =
+            self.request(Method::GET, path, query).send().await.map_err(|e| transport_error(endpoint, &e))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| transport_error(endpoint, &e))?;
+        if !status.is_success() {
+            bail!("{}", error_line(status, &body));
+        }
+        Ok(body)
+    }
+
     /// POSTs a JSON body; `idempotency_key` lets a retried create return the first result.
     pub async fn post(&self, path: &[&str], body: &Value, idempotency_key: Option<&str>) -> Result<Value> {
         let mut req = self.request(Method::POST, path, &Vec::new()).json(body);

@@ -1,5 +1,5 @@
 //! The command-line client of the ECI API: `eci batch …`, `eci instance …`, `eci capacity`,
-//! `eci areas`.
+//! `eci areas`, `eci usage`, `eci invoice …`.
 //!
 //! Layout: [`http`] is the only place that talks to the server (URLs, bearer token, timeouts,
 //! turning failures into one readable line); one file per resource turns arguments into a request
@@ -9,6 +9,7 @@
 
 mod areas;
 mod batch;
+mod billing;
 mod capacity;
 mod http;
 mod instance;
@@ -18,6 +19,7 @@ mod render;
 use std::io::Write;
 
 pub use batch::BatchCommand;
+pub use billing::{InvoiceCommand, UsageArgs};
 pub use capacity::CapacityArgs;
 pub use instance::InstanceCommand;
 
@@ -68,6 +70,11 @@ pub enum ClientCommand {
     Capacity(CapacityArgs),
     /// The areas (region > province > city) and carriers instances can be placed in.
     Areas,
+    /// Usage and cost in a window (this month so far by default), optionally grouped.
+    Usage(UsageArgs),
+    /// Monthly invoices: list them, or show one (`--csv` for its lines as CSV).
+    #[command(subcommand)]
+    Invoice(InvoiceCommand),
 }
 
 /// Runs one client subcommand against the API and prints its result to stdout.
@@ -83,6 +90,8 @@ pub async fn run(args: ClientArgs, cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Instance(cmd) => instance::run(&api, cmd, output).await?,
         ClientCommand::Capacity(cmd) => capacity::run(&api, cmd, output).await?,
         ClientCommand::Areas => areas::run(&api, output).await?,
+        ClientCommand::Usage(cmd) => billing::usage(&api, cmd, output).await?,
+        ClientCommand::Invoice(cmd) => billing::invoice(&api, cmd, output).await?,
     };
     print_stdout(&text)
 }
