@@ -309,15 +309,6 @@ mod tests {
     use crate::testing::{HORIZON_MS, a_carrier, a_catalogue, a_runtime, an_area, shenzhen};
     use proptest::prelude::*;
 
-    fn tier(
-        region: Option<&str>,
-        province: Option<&str>,
-        city: Option<&str>,
-        carrier: Option<Carrier>,
-    ) -> PriceTier {
-        PriceTier::new(region, province, city, carrier)
-    }
-
     fn price(id: &str, tier: PriceTier, effective_from_ms: i64, cpu: u64) -> Price {
         Price {
             id: id.to_owned(),
@@ -334,16 +325,26 @@ mod tests {
     fn the_most_specific_matching_tier_wins_and_area_beats_carrier() {
         let catalogue = Catalogue::new(vec![
             price("anywhere", PriceTier::default(), 0, 10),
-            price("south", tier(Some("south-china"), None, None, None), 0, 11),
-            price("south-telecom", tier(Some("south-china"), None, None, Some(Carrier::Telecom)), 0, 12),
-            price("guangdong", tier(Some("south-china"), Some("guangdong"), None, None), 1_000, 13),
+            price("south", PriceTier::new(Some("south-china"), None, None, None), 0, 11),
+            price(
+                "south-telecom",
+                PriceTier::new(Some("south-china"), None, None, Some(Carrier::Telecom)),
+                0,
+                12,
+            ),
+            price("guangdong", PriceTier::new(Some("south-china"), Some("guangdong"), None, None), 1_000, 13),
             price(
                 "shenzhen-unicom",
-                tier(Some("south-china"), Some("guangdong"), Some("shenzhen"), Some(Carrier::Unicom)),
+                PriceTier::new(
+                    Some("south-china"),
+                    Some("guangdong"),
+                    Some("shenzhen"),
+                    Some(Carrier::Unicom),
+                ),
                 0,
                 14,
             ),
-            price("north", tier(Some("north-china"), None, None, None), 0, 15),
+            price("north", PriceTier::new(Some("north-china"), None, None, None), 0, 15),
         ])
         .unwrap();
         let at = |carrier, t| {
@@ -382,7 +383,7 @@ mod tests {
 
     #[test]
     fn a_new_version_of_an_outranked_tier_is_not_a_change() {
-        let guangdong = tier(Some("south-china"), Some("guangdong"), None, None);
+        let guangdong = PriceTier::new(Some("south-china"), Some("guangdong"), None, None);
         let catalogue = Catalogue::new(vec![
             price("base-1", PriceTier::default(), 0, 10),
             price("gd", guangdong, 500, 20),
@@ -396,7 +397,7 @@ mod tests {
 
     #[test]
     fn tiers_print_unset_levels_as_stars() {
-        let t = tier(Some("south-china"), Some("guangdong"), None, Some(Carrier::Telecom));
+        let t = PriceTier::new(Some("south-china"), Some("guangdong"), None, Some(Carrier::Telecom));
         assert_eq!(t.to_string(), "south-china/guangdong/*/telecom");
         assert_eq!(PriceTier::default().to_string(), "*/*/*/*");
     }
@@ -404,14 +405,14 @@ mod tests {
     #[test]
     fn specificity_ranks_area_depth_before_carrier() {
         let ranks = [
-            tier(None, None, None, None),
-            tier(None, None, None, Some(Carrier::Bgp)),
-            tier(Some("a"), None, None, None),
-            tier(Some("a"), None, None, Some(Carrier::Bgp)),
-            tier(Some("a"), Some("b"), None, None),
-            tier(Some("a"), Some("b"), None, Some(Carrier::Bgp)),
-            tier(Some("a"), Some("b"), Some("c"), None),
-            tier(Some("a"), Some("b"), Some("c"), Some(Carrier::Bgp)),
+            PriceTier::new(None, None, None, None),
+            PriceTier::new(None, None, None, Some(Carrier::Bgp)),
+            PriceTier::new(Some("a"), None, None, None),
+            PriceTier::new(Some("a"), None, None, Some(Carrier::Bgp)),
+            PriceTier::new(Some("a"), Some("b"), None, None),
+            PriceTier::new(Some("a"), Some("b"), None, Some(Carrier::Bgp)),
+            PriceTier::new(Some("a"), Some("b"), Some("c"), None),
+            PriceTier::new(Some("a"), Some("b"), Some("c"), Some(Carrier::Bgp)),
         ]
         .map(|t| t.specificity());
         assert_eq!(ranks, [0, 1, 2, 3, 4, 5, 6, 7]);
@@ -440,14 +441,14 @@ mod tests {
             err(vec![price("a,b", PriceTier::default(), 0, 1)]),
             CatalogueError::InvalidId("a,b".into())
         );
-        let city_alone = tier(Some("south-china"), None, Some("shenzhen"), None);
+        let city_alone = PriceTier::new(Some("south-china"), None, Some("shenzhen"), None);
         assert_eq!(
             err(vec![price("p", city_alone, 0, 1)]).to_string(),
             "price `p` has an invalid tier `south-china/*/shenzhen/*`: a city needs its province"
         );
-        let province_alone = tier(None, Some("guangdong"), None, None);
+        let province_alone = PriceTier::new(None, Some("guangdong"), None, None);
         assert!(matches!(err(vec![price("p", province_alone, 0, 1)]), CatalogueError::InvalidTier { .. }));
-        let slash = tier(Some("south/china"), None, None, None);
+        let slash = PriceTier::new(Some("south/china"), None, None, None);
         assert!(matches!(err(vec![price("p", slash, 0, 1)]), CatalogueError::InvalidTier { .. }));
         // The same tier and moment for another runtime is another price.
         let mut vm = base();

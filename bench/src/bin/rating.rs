@@ -33,15 +33,6 @@ const TEAMS: &[&str] = &["search", "video", "ads", "maps", "games", "iot"];
 const ENVS: &[&str] = &["prod", "staging", "dev"];
 const PROJECTS: u64 = 40;
 
-fn tier(
-    region: Option<&str>,
-    province: Option<&str>,
-    city: Option<&str>,
-    carrier: Option<Carrier>,
-) -> PriceTier {
-    PriceTier::new(region, province, city, carrier)
-}
-
 /// One price version; `rates` in micro-units per vCPU-, GiB- and GPU-second.
 fn price(
     id: &str,
@@ -70,14 +61,14 @@ fn catalogue(month: Window) -> anyhow::Result<Catalogue> {
     let mid = month.from_ms() + 14 * DAY_MS + 12 * HOUR_MS;
     let after = month.to_ms();
     let anywhere = PriceTier::default;
-    let south = || tier(Some("south-china"), None, None, None);
-    let guangdong = || tier(Some("south-china"), Some("guangdong"), None, None);
+    let south = || PriceTier::new(Some("south-china"), None, None, None);
+    let guangdong = || PriceTier::new(Some("south-china"), Some("guangdong"), None, None);
     let shenzhen_telecom =
-        tier(Some("south-china"), Some("guangdong"), Some("shenzhen"), Some(Carrier::Telecom));
-    let east_bgp = || tier(Some("east-china"), None, None, Some(Carrier::Bgp));
-    let zhejiang = tier(Some("east-china"), Some("zhejiang"), None, None);
-    let sichuan = tier(Some("southwest"), Some("sichuan"), None, None);
-    let mobile = tier(None, None, None, Some(Carrier::Mobile));
+        PriceTier::new(Some("south-china"), Some("guangdong"), Some("shenzhen"), Some(Carrier::Telecom));
+    let east_bgp = || PriceTier::new(Some("east-china"), None, None, Some(Carrier::Bgp));
+    let zhejiang = PriceTier::new(Some("east-china"), Some("zhejiang"), None, None);
+    let sichuan = PriceTier::new(Some("southwest"), Some("sichuan"), None, None);
+    let mobile = PriceTier::new(None, None, None, Some(Carrier::Mobile));
     let prices = vec![
         price("container-base", Container, anywhere(), 0, (49, 5, 1_700)),
         price("container-base-2026-11-15", Container, anywhere(), mid, (52, 6, 1_750)),
