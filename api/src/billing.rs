@@ -8,10 +8,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use eci_billing::{GroupBy, Period, Price, PriceTier, Totals, Window};
 use eci_core::{BatchId, Carrier, Runtime};
-use eci_store::billing::{Invoice, InvoiceState};
+use eci_store::billing::Invoice;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -94,10 +94,6 @@ pub struct UsageView {
     pub groups: Vec<UsageGroupView>,
 }
 
-fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single().unwrap_or(now)
-}
-
 #[utoipa::path(get, path = "/v1/usage", params(UsageQuery), responses((status = 200, body = UsageView), (status = 400)))]
 pub async fn usage(
     State(state): State<AppState>,
@@ -105,7 +101,8 @@ pub async fn usage(
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<UsageView>> {
     let now = state.clock.now();
-    let from = q.from.unwrap_or_else(|| month_start(now));
+    let month_start = Period::containing(now.timestamp_millis()).and_then(|p| at(Some(p.window().from_ms())));
+    let from = q.from.or(month_start).unwrap_or(now);
     let to = q.to.unwrap_or(now);
     if to <= from {
         return Err(ApiError::invalid("to", "must be after `from`"));
@@ -237,17 +234,10 @@ pub struct InvoiceView {
     pub lines: Option<Vec<InvoiceLineView>>,
 }
 
-fn state_word(state: InvoiceState) -> String {
-    match state {
-        InvoiceState::Draft => "draft".into(),
-        InvoiceState::Final => "final".into(),
-    }
-}
-
 fn invoice_view(invoice: &Invoice, with_lines: bool) -> InvoiceView {
     InvoiceView {
         period: invoice.period.clone(),
-        state: state_word(invoice.state),
+        state: invoice.state.as_str().to_string(),
         as_of: invoice.as_of,
         total_micros: invoice.total_micros,
         lines: with_lines.then(|| {
@@ -255,10 +245,7 @@ fn invoice_view(invoice: &Invoice, with_lines: bool) -> InvoiceView {
                 .lines
                 .iter()
                 .map(|l| InvoiceLineView {
-                    kind: match l.kind {
-                        eci_billing::LineKind::Usage => "usage".into(),
-                        eci_billing::LineKind::Adjustment => "adjustment".into(),
-                    },
+                    kind: l.kind.as_str().to_string(),
                     period: l.period.clone(),
                     runtime: l.runtime.to_string(),
                     tier: l.tier.clone(),

@@ -23,6 +23,16 @@ pub enum LineKind {
     Adjustment,
 }
 
+impl LineKind {
+    /// The word the API and CSV use, as serde spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineKind::Usage => "usage",
+            LineKind::Adjustment => "adjustment",
+        }
+    }
+}
+
 /// One line of an invoice, with signed quantities and amounts (an adjustment may take back).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,13 +179,10 @@ pub fn statement_csv(lines: &[StatementLine]) -> String {
          cpu_micros,memory_micros,gpu_micros,amount_micros\r\n",
     );
     for l in lines {
-        let kind = match l.kind {
-            LineKind::Usage => "usage",
-            LineKind::Adjustment => "adjustment",
-        };
         write!(
             csv,
-            "{kind},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\r\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\r\n",
+            l.kind.as_str(),
             l.period,
             l.runtime,
             l.tier,

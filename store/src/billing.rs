@@ -46,6 +46,16 @@ pub enum InvoiceState {
     Final,
 }
 
+impl InvoiceState {
+    /// The word the API uses, as serde spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceState::Draft => "draft",
+            InvoiceState::Final => "final",
+        }
+    }
+}
+
 /// One tenant's invoice for one month.
 #[derive(Debug, Clone, Serialize)]
 pub struct Invoice {
