@@ -53,15 +53,7 @@ impl Api {
 
     /// GETs a resource in a format other than JSON (an invoice as CSV) and returns its text.
     pub async fn get_text(&self, path: &[&str], query: &Query) -> Result<String> {
-        let endpoint = self.base.as_str().trim_end_matches('/');
-        let resp =
-            self.request(Method::GET, path, query).send().await.map_err(|e| transport_error(endpoint, &e))?;
-        let status = resp.status();
-        let body = resp.text().await.map_err(|e| transport_error(endpoint, &e))?;
-        if !status.is_success() {
-            bail!("{}", error_line(status, &body));
-        }
-        Ok(body)
+        Ok(self.fetch(self.request(Method::GET, path, query)).await?.1)
     }
 
     /// POSTs a JSON body; `idempotency_key` lets a retried create return the first result.
@@ -110,7 +102,8 @@ impl Api {
         self.client.request(method, self.url(path, query)).header(AUTHORIZATION, self.auth.clone())
     }
 
-    async fn send(&self, req: RequestBuilder) -> Result<Value> {
+    /// Sends a request and returns a successful answer's status and body; any failure is one line.
+    async fn fetch(&self, req: RequestBuilder) -> Result<(StatusCode, String)> {
         let endpoint = self.base.as_str().trim_end_matches('/');
         let resp = req.send().await.map_err(|e| transport_error(endpoint, &e))?;
         let status = resp.status();
@@ -118,6 +111,12 @@ impl Api {
         if !status.is_success() {
             bail!("{}", error_line(status, &body));
         }
+        Ok((status, body))
+    }
+
+    async fn send(&self, req: RequestBuilder) -> Result<Value> {
+        let (status, body) = self.fetch(req).await?;
+        let endpoint = self.base.as_str().trim_end_matches('/');
         if body.trim().is_empty() {
             return Ok(Value::Null);
         }
