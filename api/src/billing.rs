@@ -269,13 +269,8 @@ fn invoice_view(invoice: &Invoice, with_lines: bool) -> InvoiceView {
 
 #[utoipa::path(get, path = "/v1/invoices", responses((status = 200, body = Vec<InvoiceView>)))]
 pub async fn list_invoices(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<InvoiceView>>> {
-    let now = state.clock.now();
-    let mut invoices = Vec::new();
-    for period in state.store.invoice_periods(&caller.tenant.id, now).await? {
-        let invoice = state.store.invoice(&caller.tenant.id, period, &state.config.billing, now).await?;
-        invoices.push(invoice_view(&invoice, false));
-    }
-    Ok(Json(invoices))
+    let invoices = state.store.invoices(&caller.tenant.id, &state.config.billing, state.clock.now()).await?;
+    Ok(Json(invoices.iter().map(|invoice| invoice_view(invoice, false)).collect()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

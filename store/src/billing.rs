@@ -68,6 +68,14 @@ pub struct Invoice {
     pub total_micros: i64,
 }
 
+/// A tenant's months up to some month, with the final invoices among them.
+struct Settled {
+    periods: Vec<Period>,
+    finals: BTreeMap<Period, Invoice>,
+    /// How many of those were made final just now.
+    made: usize,
+}
+
 /// One instance's cost so far.
 #[derive(Debug, Clone)]
 pub struct InstanceCost {
@@ -291,7 +299,7 @@ impl Store {
     }
 
     /// The months the tenant has invoices for, oldest first: from the month it was created to now's.
-    pub async fn invoice_periods(&self, tenant: &TenantId, now: DateTime<Utc>) -> Result<Vec<Period>> {
+    async fn invoice_periods(&self, tenant: &TenantId, now: DateTime<Utc>) -> Result<Vec<Period>> {
         let created = self.get_tenant(tenant).await?.created_at;
         let first = Period::containing(millis(created)).ok_or_else(|| Error::Corrupt {
             what: "tenant",
@@ -314,22 +322,79 @@ impl Store {
         policy: &BillingPolicy,
         now: DateTime<Utc>,
     ) -> Result<Invoice> {
-        let periods = self.invoice_periods(tenant, now).await?;
-        if !periods.contains(&period) {
+        let settled = self.settle(tenant, period, policy, now).await?;
+        if !settled.periods.contains(&period) {
             return Err(Error::NotFound { what: "invoice", id: period.to_string() });
         }
-        // Earlier months become final first: a final invoice carries the corrections of those before it.
-        for earlier in periods.iter().filter(|p| **p < period) {
-            if self.final_invoice(tenant, *earlier).await?.is_none() && due(*earlier, policy, now) {
-                self.finalize(tenant, *earlier, policy, now).await?;
+        let mut finals = settled.finals;
+        match finals.remove(&period) {
+            Some(done) => Ok(done),
+            None => self.draft(tenant, period, policy, now).await,
+        }
+    }
+
+    /// Every invoice of the tenant, oldest first, as [`invoice`](Self::invoice) would give each.
+    pub async fn invoices(
+        &self,
+        tenant: &TenantId,
+        policy: &BillingPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Invoice>> {
+        let current = Period::containing(millis(now))
+            .ok_or_else(|| Error::Corrupt { what: "clock", why: format!("{now} is outside the calendar") })?;
+        let Settled { periods, mut finals, .. } = self.settle(tenant, current, policy, now).await?;
+        let mut invoices = Vec::with_capacity(periods.len());
+        for period in periods {
+            invoices.push(match finals.remove(&period) {
+                Some(done) => done,
+                None => self.draft(tenant, period, policy, now).await?,
+            });
+        }
+        Ok(invoices)
+    }
+
+    /// Makes every tenant's due invoices final; returns how many became final.
+    pub async fn finalize_due_invoices(&self, policy: &BillingPolicy, now: DateTime<Utc>) -> Result<usize> {
+        let Some(current) = Period::containing(millis(now)) else { return Ok(0) };
+        let mut made = 0;
+        for tenant in self.list_tenants().await? {
+            made += self.settle(&tenant.id, current, policy, now).await?.made;
+        }
+        Ok(made)
+    }
+
+    /// Makes the tenant's due invoices up to `through` final, oldest first (a final invoice carries
+    /// the corrections of those before it), with one read of those already final.
+    async fn settle(
+        &self,
+        tenant: &TenantId,
+        through: Period,
+        policy: &BillingPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Settled> {
+        let mut periods = self.invoice_periods(tenant, now).await?;
+        periods.retain(|p| *p <= through);
+        let mut finals = BTreeMap::new();
+        for invoice in self.final_invoices(tenant, "<=", through).await? {
+            finals.insert(invoice.period.parse::<Period>()?, invoice);
+        }
+        let mut made = 0;
+        for period in &periods {
+            if !finals.contains_key(period) && due(*period, policy, now) {
+                finals.insert(*period, self.finalize(tenant, *period, policy, now).await?);
+                made += 1;
             }
         }
-        if let Some(done) = self.final_invoice(tenant, period).await? {
-            return Ok(done);
-        }
-        if due(period, policy, now) {
-            return self.finalize(tenant, period, policy, now).await;
-        }
+        Ok(Settled { periods, finals, made })
+    }
+
+    async fn draft(
+        &self,
+        tenant: &TenantId,
+        period: Period,
+        policy: &BillingPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Invoice> {
         let lines = self.invoice_lines_now(tenant, period, policy, now).await?;
         Ok(Invoice {
             tenant_id: tenant.clone(),
@@ -339,20 +404,6 @@ impl Store {
             total_micros: total_micros(&lines),
             lines,
         })
-    }
-
-    /// Makes every tenant's due invoices final; returns how many became final.
-    pub async fn finalize_due_invoices(&self, policy: &BillingPolicy, now: DateTime<Utc>) -> Result<usize> {
-        let mut made = 0;
-        for tenant in self.list_tenants().await? {
-            for period in self.invoice_periods(&tenant.id, now).await? {
-                if due(period, policy, now) && self.final_invoice(&tenant.id, period).await?.is_none() {
-                    self.finalize(&tenant.id, period, policy, now).await?;
-                    made += 1;
-                }
-            }
-        }
-        Ok(made)
     }
 
     async fn finalize(
@@ -389,22 +440,12 @@ impl Store {
             }
             // Another replica made it final first; theirs is the one.
             Err(Error::Conflict { .. }) => self
-                .final_invoice(tenant, period)
+                .final_invoices(tenant, "=", period)
                 .await?
+                .pop()
                 .ok_or_else(|| Error::NotFound { what: "invoice", id: period.to_string() }),
             Err(e) => Err(e),
         }
-    }
-
-    async fn final_invoice(&self, tenant: &TenantId, period: Period) -> Result<Option<Invoice>> {
-        let row = sqlx::query(
-            "SELECT finalized_at, total_micros, lines FROM invoices WHERE tenant_id = $1 AND period = $2",
-        )
-        .bind(&tenant.0)
-        .bind(period.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| final_invoice_from_row(tenant, period.to_string(), &row)).transpose()
     }
 
     /// A month's lines as of `now`: its usage, then the adjustments of earlier final months whose
@@ -423,7 +464,7 @@ impl Store {
             Ok(lines.iter().map(|line| StatementLine::usage(month, line)).collect())
         };
         let mut lines = usage_lines(&self.metered_instances(tenant, period.window(), false).await?, period)?;
-        let finals = self.final_invoices_before(tenant, period).await?;
+        let finals = self.final_invoices(tenant, "<", period).await?;
         for (index, earlier) in finals.iter().enumerate() {
             let month: Period = earlier.period.parse()?;
             if !self.changed_since(tenant, month, earlier.as_of).await? {
@@ -441,11 +482,18 @@ impl Store {
         Ok(lines)
     }
 
-    async fn final_invoices_before(&self, tenant: &TenantId, period: Period) -> Result<Vec<Invoice>> {
-        let rows = sqlx::query(
+    /// The tenant's final invoices whose period compares to `period` by `bound` (`<`, `<=`, `=`), oldest
+    /// first. Periods are `YYYY-MM`, so they sort as text.
+    async fn final_invoices(
+        &self,
+        tenant: &TenantId,
+        bound: &'static str,
+        period: Period,
+    ) -> Result<Vec<Invoice>> {
+        let rows = sqlx::query(&format!(
             "SELECT period, finalized_at, total_micros, lines FROM invoices \
-             WHERE tenant_id = $1 AND period < $2 ORDER BY period",
-        )
+             WHERE tenant_id = $1 AND period {bound} $2 ORDER BY period"
+        ))
         .bind(&tenant.0)
         .bind(period.to_string())
         .fetch_all(&self.pool)
