@@ -67,7 +67,7 @@ impl From<&Totals> for TotalsView {
 pub struct UsageQuery {
     /// RFC 3339; default the start of the current month (UTC).
     pub from: Option<DateTime<Utc>>,
-    /// RFC 3339, exclusive; default now.
+    /// RFC 3339, exclusive; default just after now, so that what runs now is costed as if it ended now.
     pub to: Option<DateTime<Utc>>,
     /// `batch`, `label:<key>`, `area`, `carrier`, `runtime` or `day`.
     pub group_by: Option<String>,
@@ -103,7 +103,9 @@ pub async fn usage(
     let now = state.clock.now();
     let month_start = Period::containing(now.timestamp_millis()).and_then(|p| at(Some(p.window().from_ms())));
     let from = q.from.or(month_start).unwrap_or(now);
-    let to = q.to.unwrap_or(now);
+    // Up to and including now: a live instance's cost so far is priced at now (its rounding and
+    // minimum charge included), which a window ending exactly at now would leave out.
+    let to = q.to.unwrap_or(now + chrono::Duration::milliseconds(1));
     if to <= from {
         return Err(ApiError::invalid("to", "must be after `from`"));
     }

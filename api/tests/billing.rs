@@ -53,8 +53,14 @@ async fn usage_costs_and_invoices_are_exact_to_the_micro_unit() {
         runs_from(&app, b, moment(10)).await;
         runs_from(&app, c, moment(20)).await;
 
-        // Live usage: every running instance up to now, this month by default.
-        app.advance(100);
+        // Live usage: every running instance up to now, this month by default, costed as if it ended
+        // now: instances younger than a minute are billed the one-minute minimum, as the invoice says.
+        app.advance(30);
+        let young = app.get("/v1/usage", t).await.expect_status(StatusCode::OK);
+        assert_eq!((young["total"]["billed_ms"].as_i64(), total(&young["total"])), (Some(180_000), 3 * 60 * 60));
+        let draft = app.get("/v1/invoices/2030-01", t).await.expect_status(StatusCode::OK);
+        assert_eq!(total(&draft), total(&young["total"]));
+        app.advance(70);
         let usage = app.get("/v1/usage", t).await.expect_status(StatusCode::OK);
         assert_eq!((usage["instances"].as_u64(), total(&usage["total"])), (Some(3), 90 * 60 * 2 + 80 * 60));
         assert_eq!(usage["total"]["billed_ms"], 260_000);
