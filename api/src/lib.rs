@@ -14,7 +14,6 @@ pub mod admin;
 pub mod auth;
 pub mod batches;
 pub mod billing;
-pub mod clock;
 pub mod error;
 pub mod expiry;
 pub mod extract;
@@ -37,8 +36,8 @@ use eci_store::tenants::Principal;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
-use crate::clock::Clock;
 use crate::error::{ApiError, Result};
+use eci_core::Clock;
 
 /// Tunables of the API.
 #[derive(Debug, Clone)]

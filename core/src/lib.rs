@@ -6,12 +6,14 @@
 //! - [`ledger`]: total / reserved / allocated capacity per IDC.
 //! - [`placement`]: the planner that spreads or packs a request over the fleet.
 //! - [`lifecycle`]: instance, batch and reservation state machines.
+//! - [`clock`]: where "now" comes from, so tests can move it.
 //!
 //! Architecture invariant: this crate does no I/O, no async, and knows nothing of HTTP, SQL or
 //! Kubernetes. Everything here is a plain function over plain data.
 
 pub mod availability;
 pub mod builtin;
+pub mod clock;
 pub mod fleet;
 pub mod ids;
 pub mod ledger;
@@ -19,6 +21,7 @@ pub mod lifecycle;
 pub mod placement;
 pub mod units;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use fleet::{Area, Carrier, Fleet, Idc, IdcId, IdcStatus, Runtime};
 pub use ids::{BatchId, InstanceId, KeyId, ReservationId, TenantId};
 pub use ledger::{Column, IdcLedger, Ledger, LedgerError};

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use eci_api::clock::{Clock, SystemClock};
 use eci_api::{ApiConfig, AppState};
 use eci_billing::Metering;
-use eci_core::{Fleet, Quota};
+use eci_core::{Clock, Fleet, Quota, SystemClock};
 use eci_instance_manager::reconciler::ManagerConfig;
 use eci_store::billing::BillingPolicy;
 use eci_store::coordination::RateWindows;
@@ -226,7 +225,7 @@ async fn serve_until_shutdown(
     // The API's port first: the simulated clusters take free ports, and one must not take this one.
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let manager = ManagerConfig::default();
+    let manager = ManagerConfig { clock: state.clock.clone(), ..ManagerConfig::default() };
     let reconcilers = match &clusters {
         Clusters::Simulated { fleet, boot_delay } => {
             Some(FleetClusters::simulated(fleet, &state.store, &manager, *boot_delay, &stopped).await?)

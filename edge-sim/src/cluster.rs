@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::api::{self, ApiState, ApiStats};
-use crate::engine::{EngineConfig, StageEngine};
+use crate::control;
+use crate::engine::{self, EngineConfig, StageEngine};
 use crate::fault::{self, FaultSwitch, LinkListener};
 use crate::node::NodeSpec;
 use crate::resource::Resource;
@@ -223,7 +224,7 @@ impl SimCluster {
             axum::serve(listener, app).with_graceful_shutdown(stopped(signal.clone())).into_future(),
         );
         let control = tokio::spawn(
-            axum::serve(control_listener, fault::control_router(switch.clone()))
+            axum::serve(control_listener, control::router(switch.clone(), store.clone()))
                 .with_graceful_shutdown(stopped(signal))
                 .into_future(),
         );
@@ -269,7 +270,7 @@ impl SimCluster {
         self.addr
     }
 
-    /// The control endpoint's address (`PUT /sim/fault`), which no fault reaches.
+    /// The control endpoint's address (see [`control`]), which no fault reaches.
     pub fn control_addr(&self) -> SocketAddr {
         self.control_addr
     }
@@ -282,6 +283,18 @@ impl SimCluster {
     /// Request counters of the API server.
     pub fn stats(&self) -> &ApiStats {
         &self.stats
+    }
+
+    /// Stops a Pod or VMI as its node would under pressure, finished at `at` by the node's clock
+    /// (see [`engine::evict`]); it works whatever fault the link has, as the node is on the far side.
+    pub fn evict(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> crate::Result<Value> {
+        engine::evict(&self.store, resource, namespace, name, at)
     }
 
     /// Add a node to the running cluster.

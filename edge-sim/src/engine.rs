@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -533,6 +533,74 @@ fn run_vmi(vmi: &mut Value, n: u32, ip: &str) {
     for kind in ["Ready", "LiveMigratable"] {
         set_condition(vmi, condition(kind, "True", None, None));
     }
+}
+
+/// Stops a running (or waiting) workload as its node would under pressure, at `at` by the node's
+/// clock: a Pod fails with reason `Evicted` and its containers terminated, finished at `at`; a VMI
+/// fails with the moment in its phase transitions. Those moments are what a control plane that lost
+/// the link learns late, and must bill to. A workload that has already stopped is left as it was.
+pub fn evict(
+    store: &Store,
+    resource: Resource,
+    namespace: &str,
+    name: &str,
+    at: DateTime<Utc>,
+) -> crate::Result<Value> {
+    if !WORKLOADS.contains(&resource) {
+        return Err(crate::Error::BadRequest(format!("only pods and VMIs can be evicted, not {resource}")));
+    }
+    let at = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let evicted = store.modify_if(resource, Some(namespace), name, |o| {
+        if is_terminal(o) {
+            return false;
+        }
+        match resource {
+            Resource::Pods => evict_pod(o, &at),
+            _ => evict_vmi(o, &at),
+        }
+        true
+    })?;
+    match evicted {
+        Some(object) => {
+            info!(%resource, %namespace, %name, %at, "evicted");
+            Ok(object)
+        }
+        None => store.get(resource, Some(namespace), name),
+    }
+}
+
+/// A Pod's status once the kubelet has evicted it.
+fn evict_pod(pod: &mut Value, at: &str) {
+    let status = &mut pod["status"];
+    status["phase"] = json!("Failed");
+    status["reason"] = json!("Evicted");
+    status["message"] = json!("The node was low on resource: memory.");
+    let containers = status["containerStatuses"].as_array_mut().into_iter().flatten();
+    for container in containers {
+        let started = container.pointer("/state/running/startedAt").cloned().unwrap_or(Value::Null);
+        container["state"] = json!({"terminated": {
+            "exitCode": 137, "reason": "Error", "startedAt": started, "finishedAt": at}});
+        container["ready"] = json!(false);
+        container["started"] = json!(false);
+    }
+    for kind in ["ContainersReady", "Ready"] {
+        set_condition(pod, condition(kind, "False", Some("PodFailed"), None));
+    }
+    set_condition(pod, condition("DisruptionTarget", "True", Some("TerminationByKubelet"), None));
+}
+
+/// A VMI's status once its node has stopped it.
+fn evict_vmi(vmi: &mut Value, at: &str) {
+    let status = &mut vmi["status"];
+    status["phase"] = json!("Failed");
+    status["reason"] = json!("Evicted");
+    if !status["phaseTransitionTimestamps"].is_array() {
+        status["phaseTransitionTimestamps"] = json!([]);
+    }
+    if let Some(transitions) = status["phaseTransitionTimestamps"].as_array_mut() {
+        transitions.push(json!({"phase": "Failed", "phaseTransitionTimestamp": at}));
+    }
+    set_condition(vmi, condition("Ready", "False", Some("GuestNotRunning"), None));
 }
 
 /// Put a condition in `status.conditions`, replacing one of the same type.

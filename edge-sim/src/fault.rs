@@ -1,6 +1,6 @@
 //! Fault injection: make a cluster behave like an edge IDC whose link is down, hanging, slow or
 //! flapping. Set from code (`SimCluster::set_fault`) or over HTTP (`PUT /sim/fault` on the cluster's
-//! control port, which no fault affects, so a cut-off cluster can still be healed).
+//! control port, see [`crate::control`], which no fault affects, so a cut-off cluster can still be healed).
 //!
 //! A link that is down is down at the TCP level, as for a real IDC: the API server's socket is closed,
 //! so connecting is refused, and connections opened before are cut ([`LinkListener`]).
@@ -17,7 +17,6 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router, routing::put};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -266,14 +265,14 @@ pub async fn inject(State(switch): State<FaultSwitch>, request: Request, next: N
 /// `PUT /sim/fault` body: `{"fault": "none|unreachable|black_hole|slow|flapping", "millis": 500}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FaultBody {
+pub(crate) struct FaultBody {
     fault: String,
     /// The delay of `slow`, the period of `flapping`.
     millis: Option<u64>,
 }
 
 impl FaultBody {
-    fn to_fault(&self) -> Result<Fault, String> {
+    pub(crate) fn to_fault(&self) -> Result<Fault, String> {
         let millis = || {
             self.millis
                 .filter(|m| *m > 0)
@@ -289,25 +288,6 @@ impl FaultBody {
             other => Err(format!("unknown fault `{other}`: none, unreachable, black_hole, slow or flapping")),
         }
     }
-}
-
-/// The control port's routes, which no fault reaches.
-pub fn control_router(switch: FaultSwitch) -> Router {
-    Router::new()
-        .route(
-            "/sim/fault",
-            put(|State(switch): State<FaultSwitch>, Json(body): Json<FaultBody>| async move {
-                match body.to_fault() {
-                    Ok(fault) => {
-                        switch.set(fault);
-                        tracing::info!(?fault, "fault injected");
-                        StatusCode::NO_CONTENT.into_response()
-                    }
-                    Err(why) => (StatusCode::BAD_REQUEST, why).into_response(),
-                }
-            }),
-        )
-        .with_state(switch)
 }
 
 #[cfg(test)]

@@ -18,10 +18,11 @@
 //! - [`query`]: lenient query-string parsing.
 //! - [`status`]: `Status` objects and JSON responses.
 //! - [`engine`]: [`engine::StageEngine`] — scheduler and kubelet stand-in: binds pending pods to nodes
-//!   that fit, or marks them Unschedulable; runs bound pods after a boot delay.
+//!   that fit, or marks them Unschedulable; runs bound pods after a boot delay; evicts on request.
 //! - [`quantity`]: Kubernetes quantities (`500m`, `128Mi`) as integers.
 //! - [`node`]: [`NodeSpec`] — pre-created nodes with allocatable cpu, memory and pods.
-//! - [`fault`]: [`Fault`] — fault injection (unreachable, black hole, slow) per cluster.
+//! - [`fault`]: [`Fault`] — fault injection (unreachable, black hole, slow, flapping) per cluster.
+//! - [`control`]: the control port — set the fault, evict a workload as its node would.
 //! - [`error`]: the one error type, mapped to a `Status` reason and code.
 //!
 //! **Invariant:** every object and every list carries a non-empty `metadata.resourceVersion`, and every
@@ -29,6 +30,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod control;
 pub mod discovery;
 pub mod engine;
 pub mod error;

@@ -1,27 +1,42 @@
 //! Fault injection over HTTP, as tests and the demo use it: `PUT /sim/fault` makes the cluster
-//! unreachable, black-holed, slow or flapping for every client, and heals it again.
+//! unreachable, black-holed, slow or flapping for every client, and heals it again; and what happens
+//! behind a cut link (a node evicting a Pod) is told when the link returns.
 
 use std::time::Duration;
 
-use eci_edge_sim::{Fault, SimCluster, SimConfig};
+use eci_edge_sim::{EngineConfig, Fault, NodeSpec, SimCluster, SimConfig};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
 use std::io::{Read, Write};
 
-/// Sends `PUT /sim/fault` with `body` and returns the status code.
-async fn put_fault(sim: &SimCluster, body: &str) -> u16 {
-    let (addr, body) = (sim.control_addr(), body.to_string());
+/// Sends one request to the cluster's control port and returns the status code and the body.
+async fn control(sim: &SimCluster, method: &str, path: &str, body: &str) -> (u16, String) {
+    let (addr, request) = (
+        sim.control_addr(),
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
     tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-        let request = format!(
-            "PUT /sim/fault HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
         stream.write_all(request.as_bytes()).expect("write");
         let mut answer = String::new();
         stream.read_to_string(&mut answer).expect("read");
-        answer.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("a status line")
+        let code =
+            answer.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("a status line");
+        let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+        (code, body)
     })
     .await
     .expect("the request thread")
+}
+
+/// Sends `PUT /sim/fault` with `body` and returns the status code.
+async fn put_fault(sim: &SimCluster, body: &str) -> u16 {
+    control(sim, "PUT", "/sim/fault", body).await.0
 }
 
 /// Whether `check` comes true within a generous guard: the listener applies a new fault a moment
@@ -110,5 +125,53 @@ async fn a_partition_cuts_watches_already_streaming() {
         "nothing crosses a broken link: {rest:?}"
     );
     sim.set_fault(Fault::None);
+    sim.shutdown().await.expect("shutdown");
+}
+
+/// A node evicts a Pod while the link is down (the control port still reaches the cluster); once
+/// the link returns, clients see it failed, with the moment its container finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_evicted_behind_a_cut_link_reports_when_it_stopped() {
+    let sim = SimCluster::start(
+        SimConfig::default()
+            .engine(EngineConfig::default().boot_delay(Duration::ZERO))
+            .node(NodeSpec::new("node-1")),
+    )
+    .await
+    .expect("start");
+    let client = kube::Client::try_from(kube::Config::new(sim.url().parse().unwrap())).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.expect("create");
+    let phase =
+        async |pods: &Api<Pod>| pods.get("web").await.ok().and_then(|p| p.status?.phase).unwrap_or_default();
+    assert!(soon(async || phase(&pods).await == "Running").await);
+
+    assert_eq!(put_fault(&sim, r#"{"fault": "unreachable"}"#).await, 204);
+    let at = r#"{"at": "2030-01-10T14:00:00.125Z"}"#;
+    let (code, body) = control(&sim, "POST", "/sim/namespaces/default/pods/web/evict", at).await;
+    assert_eq!(code, 200, "{body}");
+    // Evicting what has stopped already changes nothing.
+    let later = r#"{"at": "2030-01-10T15:00:00Z"}"#;
+    assert_eq!(control(&sim, "POST", "/sim/namespaces/default/pods/web/evict", later).await.0, 200);
+    let (code, body) = control(&sim, "POST", "/sim/namespaces/default/pods/nope/evict", "").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("NotFound"), "a Kubernetes Status: {body}");
+    assert_eq!(control(&sim, "POST", "/sim/namespaces/default/services/web/evict", "").await.0, 400);
+    assert_eq!(control(&sim, "POST", "/sim/namespaces/default/pods/web/evict", r#"{"at": 3}"#).await.0, 400);
+
+    assert_eq!(put_fault(&sim, r#"{"fault": "none"}"#).await, 204);
+    assert!(soon(async || phase(&pods).await == "Failed").await);
+    let status = pods.get("web").await.unwrap().status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("Evicted"));
+    let container = &status.container_statuses.unwrap()[0];
+    let terminated = container.state.as_ref().and_then(|s| s.terminated.as_ref()).expect("terminated");
+    assert_eq!(
+        terminated.finished_at.as_ref().map(|t| t.0.to_string()).as_deref(),
+        Some("2030-01-10T14:00:00.125Z")
+    );
+    assert!(!container.ready);
     sim.shutdown().await.expect("shutdown");
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
 use chrono::Utc;
-use eci_core::{IdcId, InstanceId, InstanceState, Runtime, SshEndpoint};
+use eci_core::{Clock, IdcId, InstanceId, InstanceState, Runtime, SshEndpoint, SystemClock};
 use eci_store::Store;
 use eci_store::instances::{Desired, Observed};
 use futures::{FutureExt, StreamExt, stream};
@@ -74,6 +74,10 @@ pub struct ManagerConfig {
     /// An instance whose objects could not be created waits before its next attempt, the wait
     /// doubling (with jitter) up to this, so a broken IDC is not hammered on every pass.
     pub max_create_backoff: Duration,
+    /// Where the moments written to the store come from (an instance running, ending, an IDC lost):
+    /// billing meters them, so tests move this clock to run a month in seconds. Pacing, timeouts
+    /// and retries are about the link, and keep to real time.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for ManagerConfig {
@@ -93,6 +97,7 @@ impl Default for ManagerConfig {
             request_retries: 3,
             retry_delay: Duration::from_millis(50),
             max_create_backoff: Duration::from_secs(60),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -183,6 +188,16 @@ pub struct IdcReconciler {
     limiter: DefaultDirectRateLimiter,
     /// Instances whose creation failed, and when they may be tried again.
     parked: Mutex<HashMap<InstanceId, Parked>>,
+}
+
+/// A reconciler that goes away takes its reflectors with it: a control plane that stops (or a
+/// test that restarts one) leaves no watch running against the cluster.
+impl Drop for IdcReconciler {
+    fn drop(&mut self) {
+        for watcher in &self.watchers {
+            watcher.abort();
+        }
+    }
 }
 
 /// An instance waiting out a failed creation.
@@ -289,9 +304,14 @@ pub fn observe_vmi(vmi: &VirtualMachineInstance) -> Observed {
             let ip = status.interfaces.iter().find_map(|i| i.ip_address.clone());
             if ip.is_some() { Observed::Running { ip, ssh: None } } else { Observed::Creating }
         }
-        Some("Failed") | Some("Succeeded") => Observed::Failed {
+        Some(phase @ ("Failed" | "Succeeded")) => Observed::Failed {
             reason: status.reason.clone().unwrap_or_else(|| "the virtual machine stopped".to_string()),
-            ended_at: None,
+            ended_at: status
+                .phase_transition_timestamps
+                .iter()
+                .filter(|t| t.phase.as_deref() == Some(phase))
+                .filter_map(|t| t.phase_transition_timestamp)
+                .max(),
         },
         _ => Observed::Creating,
     }
@@ -396,13 +416,11 @@ impl IdcReconciler {
             }
         };
         tokio::join!(creating, passes);
-        self.stop();
     }
 
-    fn stop(&self) {
-        for w in &self.watchers {
-            w.abort();
-        }
+    /// The moment to record, by the configured clock.
+    fn now(&self) -> chrono::DateTime<Utc> {
+        self.config.clock.now()
     }
 
     /// Waits until both reflectors hold a complete first list of the cluster.
@@ -431,14 +449,14 @@ impl IdcReconciler {
             *self.answered_at.lock().expect("answered_at lock") = Some(Instant::now());
             self.failures.store(0, Ordering::Relaxed);
             if self.disconnected.swap(false, Ordering::Relaxed) {
-                self.store.mark_idc_reconnected(&self.idc, Utc::now()).await?;
+                self.store.mark_idc_reconnected(&self.idc, self.now()).await?;
                 tracing::info!(idc.id = %self.idc, "cluster answers; reconciling");
             }
             return Ok(true);
         }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= self.config.failures_before_disconnect.max(1) {
-            let unknown = self.store.mark_idc_disconnected(&self.idc, Utc::now()).await?;
+            let unknown = self.store.mark_idc_disconnected(&self.idc, self.now()).await?;
             if !self.disconnected.swap(true, Ordering::Relaxed) || unknown > 0 {
                 tracing::warn!(idc.id = %self.idc, unknown, "cluster unreachable: IDC disconnected, its instances unknown; nothing is failed or re-created");
             }
@@ -515,7 +533,7 @@ impl IdcReconciler {
                         self.parked.lock().expect("parked lock").remove(&id);
                         tracing::warn!(instance.id = %id, reason, "the cluster refused the instance's objects; failing it");
                         let failed = Observed::Failed { reason, ended_at: None };
-                        if self.store.record_observation(&id, &failed, Utc::now()).await?.is_some() {
+                        if self.store.record_observation(&id, &failed, self.now()).await?.is_some() {
                             report.refused += 1;
                         }
                     }
@@ -527,7 +545,7 @@ impl IdcReconciler {
                 },
             }
         }
-        report.created += self.store.record_created(&created, Utc::now()).await? as usize;
+        report.created += self.store.record_created(&created, self.now()).await? as usize;
         Ok(())
     }
 
@@ -592,11 +610,11 @@ impl IdcReconciler {
                 Observed::Creating if state == InstanceState::Creating => continue,
                 other => other,
             };
-            if self.store.record_observation(id, &observed, Utc::now()).await?.is_some() {
+            if self.store.record_observation(id, &observed, self.now()).await?.is_some() {
                 report.updated += 1;
             }
         }
-        report.updated += self.store.record_running(&running, Utc::now()).await? as usize;
+        report.updated += self.store.record_running(&running, self.now()).await? as usize;
         for (id, state) in &live {
             // Only a pending instance has had nothing made for it yet.
             if seen.contains_key(id) || *state == InstanceState::Pending {
@@ -611,7 +629,7 @@ impl IdcReconciler {
             if young {
                 continue;
             }
-            match self.store.record_observation(id, &Observed::Gone, Utc::now()).await? {
+            match self.store.record_observation(id, &Observed::Gone, self.now()).await? {
                 Some(InstanceState::Terminated) => report.terminated += 1,
                 Some(_) => report.vanished += 1,
                 None => {}

@@ -14,9 +14,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use chrono::{DateTime, Duration, Utc};
-use eci_api::clock::ManualClock;
 use eci_api::{ApiConfig, AppState};
-use eci_core::{MiB, MilliCpu, Quota, Resources};
+use eci_core::{ManualClock, MiB, MilliCpu, Quota, Resources};
 use eci_store::Store;
 use eci_store::coordination::RateWindows;
 use eci_store::testing;
@@ -162,6 +161,20 @@ impl App {
         App { router: eci_api::router(state.clone()), state, clock, store, admin_key_id: key.id.0 }
     }
 
+    /// The API as it comes back after a restart of the control plane: a new process state over
+    /// `store` (the same database, opened again), on the same clock.
+    pub fn restarted(&self, store: Store) -> App {
+        let state =
+            AppState::new(store.clone(), RateWindows::in_process(), self.clock.clone(), ApiConfig::default());
+        App {
+            router: eci_api::router(state.clone()),
+            state,
+            clock: self.clock.clone(),
+            store,
+            admin_key_id: self.admin_key_id.clone(),
+        }
+    }
+
     /// A tenant without limits, except a request rate high enough for any test: the clock stands
     /// still, so every request of a test falls in the same one-second window.
     pub async fn tenant(&self, name: &str) -> TestTenant {
@@ -178,7 +191,7 @@ impl App {
 
     /// The app's clock.
     pub fn clock_now(&self) -> DateTime<Utc> {
-        use eci_api::clock::Clock;
+        use eci_core::Clock;
         self.clock.now()
     }
 

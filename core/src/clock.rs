@@ -1,11 +1,12 @@
-//! Where the API gets the time from, so tests can move it at will.
+//! Where the control plane gets the time from, so that tests can move it at will: the API's TTLs,
+//! expiry and invoices, and the instance manager's lifecycle records, which billing meters.
 
 use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
 
 /// A source of "now".
-pub trait Clock: Send + Sync + 'static {
+pub trait Clock: std::fmt::Debug + Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
 }
 
@@ -19,7 +20,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that stands still until told to move; for tests of TTLs and expiry.
+/// A clock that stands still until told to move; for tests of TTLs, expiry and billing.
 #[derive(Debug)]
 pub struct ManualClock(Mutex<DateTime<Utc>>);
 
