@@ -9,14 +9,14 @@
 //! ungrouped and grouped by batch, day and label, and the charges, lines and total that show the
 //! work was real. Generating the instances is timed on its own and is in no other figure.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use eci_bench::{HOUR_MS, MINUTE_MS, SECOND_MS, between, labels, price};
 use eci_billing::{
-    Catalogue, DAY_MS, GroupBy, MeteredInstance, Metering, Period, Price, PriceTier, Rater, Window,
-    invoice_lines, usage,
+    Catalogue, DAY_MS, GroupBy, MeteredInstance, Metering, Period, PriceTier, Rater, Window, invoice_lines,
+    usage,
 };
 use eci_core::builtin::{SplitMix, builtin_fleet};
 use eci_core::{BatchId, Carrier, Idc, InstanceId, MiB, MilliCpu, Resources, Runtime};
@@ -24,33 +24,6 @@ use eci_core::{BatchId, Carrier, Idc, InstanceId, MiB, MilliCpu, Resources, Runt
 const BATCHES: u64 = 10_000;
 const PER_BATCH: u64 = 100;
 const RUNS: usize = 3;
-const SECOND_MS: i64 = 1_000;
-const MINUTE_MS: i64 = 60 * SECOND_MS;
-const HOUR_MS: i64 = 60 * MINUTE_MS;
-
-/// Label values a batch may carry: a team, a project, an environment.
-const TEAMS: &[&str] = &["search", "video", "ads", "maps", "games", "iot"];
-const ENVS: &[&str] = &["prod", "staging", "dev"];
-const PROJECTS: u64 = 40;
-
-/// One price version; `rates` in micro-units per vCPU-, GiB- and GPU-second.
-fn price(
-    id: &str,
-    runtime: Runtime,
-    tier: PriceTier,
-    effective_from_ms: i64,
-    rates: (u64, u64, u64),
-) -> Price {
-    Price {
-        id: id.to_owned(),
-        runtime,
-        tier,
-        effective_from_ms,
-        cpu_micros_per_vcpu_second: rates.0,
-        memory_micros_per_gib_second: rates.1,
-        gpu_micros_per_gpu_second: rates.2,
-    }
-}
 
 /// Base prices for the three runtimes from the epoch, tiers at every depth (region, province, city,
 /// carrier alone, region + carrier), new versions of some at 12:00 on the 15th so that the pieces
@@ -93,7 +66,6 @@ fn catalogue(month: Window) -> anyhow::Result<Catalogue> {
 
 /// How long a batch's instances live, before each instance's own spread.
 fn batch_life(rng: &mut SplitMix, before_the_month: bool) -> Option<i64> {
-    let between = |rng: &mut SplitMix, lo: i64, hi: i64| lo + rng.below((hi - lo) as u64) as i64;
     // Batches started in October and still metered in November are long-running services.
     let class = if before_the_month { 90 + rng.below(10) } else { rng.below(100) };
     match class {
@@ -161,16 +133,7 @@ fn instances(month: Window, now_ms: i64) -> anyhow::Result<(Vec<MeteredInstance>
         let memory = (cpu * [2_048, 4_096][rng.below(2) as usize] / 1_000).clamp(512, 32 * 1_024);
         let resources = Resources::new(MilliCpu(cpu), MiB(memory), gpu);
 
-        let mut labels = BTreeMap::new();
-        if rng.below(5) != 0 {
-            labels.insert("team".to_owned(), TEAMS[rng.below(TEAMS.len() as u64) as usize].to_owned());
-        }
-        if rng.below(5) < 3 {
-            labels.insert("project".to_owned(), format!("project-{}", rng.below(PROJECTS)));
-        }
-        if rng.below(2) == 0 {
-            labels.insert("env".to_owned(), ENVS[rng.below(ENVS.len() as u64) as usize].to_owned());
-        }
+        let labels = labels(&mut rng);
 
         let before_the_month = created_ms < month.from_ms();
         let life = batch_life(&mut rng, before_the_month);

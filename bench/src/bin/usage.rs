@@ -16,7 +16,6 @@
 //! ended then) and two other tenants' 160,000, so the read has to pick the tenant's month out of
 //! 360,000 rows.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -24,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
-use eci_billing::{DAY_MS, GroupBy, Period, Price, PriceTier, Window};
+use eci_bench::{HOUR_MS, MINUTE_MS, SECOND_MS, between, labels, price};
+use eci_billing::{DAY_MS, GroupBy, Period, PriceTier, Window};
 use eci_core::builtin::{SplitMix, builtin_fleet};
 use eci_core::{
     BatchId, BatchRequest, BatchState, Carrier, InstanceId, MiB, MilliCpu, PlacementSpec, Quota, Resources,
@@ -40,9 +40,6 @@ use tokio::task::JoinSet;
 
 const PER_BATCH: u64 = 1_000;
 const RUNS: usize = 5;
-const SECOND_MS: i64 = 1_000;
-const MINUTE_MS: i64 = 60 * SECOND_MS;
-const HOUR_MS: i64 = 60 * MINUTE_MS;
 
 /// How many batches go through their lives at once while seeding: the store's writes are mostly
 /// round trips to the database, which overlap.
@@ -69,15 +66,8 @@ const TENANTS: [TenantPlan; 3] = [
 /// Seconds after its batch's creation at which an instance runs, by its position in the batch.
 const BOOT_SECONDS: [i64; 4] = [3, 7, 12, 25];
 
-const TEAMS: &[&str] = &["search", "video", "ads", "maps", "games", "iot"];
-const ENVS: &[&str] = &["prod", "staging", "dev"];
-
 fn at(ms: i64) -> anyhow::Result<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms).with_context(|| format!("{ms} ms is no time"))
-}
-
-fn between(rng: &mut SplitMix, lo: i64, hi: i64) -> i64 {
-    lo + rng.below((hi - lo) as u64) as i64
 }
 
 /// One batch to seed.
@@ -106,16 +96,6 @@ fn request(rng: &mut SplitMix) -> BatchRequest {
         (Runtime::Container, 3) => vec!["east-china".to_owned()],
         _ => Vec::new(),
     };
-    let mut labels = BTreeMap::new();
-    if rng.below(5) != 0 {
-        labels.insert("team".to_owned(), TEAMS[rng.below(TEAMS.len() as u64) as usize].to_owned());
-    }
-    if rng.below(5) < 3 {
-        labels.insert("project".to_owned(), format!("project-{}", rng.below(40)));
-    }
-    if rng.below(2) == 0 {
-        labels.insert("env".to_owned(), ENVS[rng.below(ENVS.len() as u64) as usize].to_owned());
-    }
     BatchRequest {
         count: PER_BATCH,
         spec: Resources::new(MilliCpu(cpu), MiB(memory), gpu),
@@ -124,7 +104,7 @@ fn request(rng: &mut SplitMix) -> BatchRequest {
         placement: PlacementSpec { areas, all_or_nothing: true, ..Default::default() },
         reservation_id: None,
         ttl_seconds: None,
-        labels,
+        labels: labels(rng),
     }
 }
 
@@ -195,16 +175,7 @@ async fn seed_prices(store: &Store, month: Window) -> anyhow::Result<()> {
     ];
     for (id, runtime, tier, effective_from_ms, rates) in prices {
         let published = if effective_from_ms == mid { month.from_ms() } else { effective_from_ms };
-        let price = Price {
-            id: id.to_owned(),
-            runtime,
-            tier,
-            effective_from_ms,
-            cpu_micros_per_vcpu_second: rates.0,
-            memory_micros_per_gib_second: rates.1,
-            gpu_micros_per_gpu_second: rates.2,
-        };
-        store.add_price(price, at(published)?).await?;
+        store.add_price(price(id, runtime, tier, effective_from_ms, rates), at(published)?).await?;
     }
     Ok(())
 }
