@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
 use axum::http::StatusCode;
-use chrono::{DateTime, Duration, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use common::*;
 use eci_core::{IdcId, InstanceId, TenantId};
 use eci_edge_sim::{EngineConfig, Fault, NodeSpec, Resource, SimCluster, SimConfig};
@@ -293,16 +293,7 @@ fn expected_invoice(instances: &[Value], now: DateTime<Utc>) -> BTreeMap<String,
         let running_ms = (end - start).num_milliseconds();
         let billed_ms = ((running_ms + 999) / 1000 * 1000).max(60_000);
         let mut cuts = vec![start, end];
-        let mut midnight = start
-            .with_hour(0)
-            .unwrap()
-            .with_minute(0)
-            .unwrap()
-            .with_second(0)
-            .unwrap()
-            .with_nanosecond(0)
-            .unwrap()
-            + Duration::days(1);
+        let mut midnight = start.date_naive().and_time(NaiveTime::MIN).and_utc() + Duration::days(1);
         while midnight < end {
             cuts.push(midnight);
             midnight += Duration::days(1);
@@ -315,8 +306,7 @@ fn expected_invoice(instances: &[Value], now: DateTime<Utc>) -> BTreeMap<String,
         let mut pieces: Vec<(DateTime<Utc>, i64)> =
             cuts.windows(2).map(|w| (w[0], (w[1] - w[0]).num_milliseconds())).collect();
         let top_up = billed_ms - running_ms;
-        let end_is_a_cut =
-            end == price_change() || end.num_seconds_from_midnight() == 0 && end.nanosecond() == 0;
+        let end_is_a_cut = end == price_change() || end.time() == NaiveTime::MIN;
         match pieces.last_mut() {
             Some(last) if !end_is_a_cut => last.1 += top_up,
             _ => pieces.push((end, top_up)),

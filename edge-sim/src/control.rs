@@ -17,9 +17,10 @@ use axum::routing::{post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::engine;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::fault::{FaultBody, FaultSwitch};
 use crate::resource::Resource;
 use crate::store::Store;
@@ -61,19 +62,20 @@ async fn evict(
     Path((namespace, resource, name)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Response {
-    let evicted = (|| {
-        let body: EvictBody = if body.is_empty() {
-            EvictBody::default()
-        } else {
-            serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("eviction body: {e}")))?
-        };
-        let resource = Resource::from_plural("", &resource)
-            .or_else(|| Resource::from_plural("kubevirt.io", &resource))
-            .ok_or_else(|| Error::BadRequest(format!("unknown resource `{resource}`")))?;
-        engine::evict(&control.store, resource, &namespace, &name, body.at.unwrap_or_else(Utc::now))
-    })();
-    match evicted {
+    match evict_as_asked(&control.store, &namespace, &resource, &name, &body) {
         Ok(object) => Json(object).into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+fn evict_as_asked(store: &Store, namespace: &str, resource: &str, name: &str, body: &[u8]) -> Result<Value> {
+    let body: EvictBody = if body.is_empty() {
+        EvictBody::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("eviction body: {e}")))?
+    };
+    let resource = Resource::from_plural("", resource)
+        .or_else(|| Resource::from_plural("kubevirt.io", resource))
+        .ok_or_else(|| Error::BadRequest(format!("unknown resource `{resource}`")))?;
+    engine::evict(store, resource, namespace, name, body.at.unwrap_or_else(Utc::now))
 }
