@@ -14,6 +14,7 @@ use crate::error::{ApiError, Result};
 use crate::extract::{Body, Path};
 use crate::wire::{QuotaBody, SpecBody, TenantView};
 
+/// The routes of `/v1/admin/...`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/tenants", get(list_tenants).post(create_tenant))
@@ -26,14 +27,18 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/idcs/{id}/drain", post(drain_idc))
 }
 
+/// A new tenant (`POST /v1/admin/tenants`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantBody {
+    /// Unique account name, 1 to 128 characters; surrounding spaces are trimmed.
     pub name: String,
+    /// Its limits; unlimited when left out.
     #[serde(default)]
     pub quota: QuotaBody,
 }
 
+/// Create a tenant with a unique name and, optionally, a quota.
 #[utoipa::path(post, path = "/v1/admin/tenants", request_body = CreateTenantBody,
     responses((status = 201, body = TenantView), (status = 409)))]
 pub async fn create_tenant(
@@ -49,11 +54,13 @@ pub async fn create_tenant(
     Ok((StatusCode::CREATED, Json(TenantView::from(&tenant))))
 }
 
+/// List every tenant, in id order, with what its live instances use.
 #[utoipa::path(get, path = "/v1/admin/tenants", responses((status = 200, body = Vec<TenantView>)))]
 pub async fn list_tenants(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<TenantView>>> {
     Ok(Json(state.store.list_tenants().await?.iter().map(TenantView::from).collect()))
 }
 
+/// Get one tenant, with its quota and what its live instances use.
 #[utoipa::path(get, path = "/v1/admin/tenants/{id}", responses((status = 200, body = TenantView), (status = 404)))]
 pub async fn get_tenant(
     State(state): State<AppState>,
@@ -63,6 +70,8 @@ pub async fn get_tenant(
     Ok(Json(TenantView::from(&state.store.get_tenant(&TenantId(id)).await?)))
 }
 
+/// Replace a tenant's quota; limits left out become unlimited. Lowering a limit below what the
+/// tenant uses refuses new work and ends nothing.
 #[utoipa::path(put, path = "/v1/admin/tenants/{id}/quota", request_body = QuotaBody,
     responses((status = 200, body = TenantView), (status = 404)))]
 pub async fn set_quota(
@@ -77,6 +86,7 @@ pub async fn set_quota(
     Ok(Json(TenantView::from(&tenant)))
 }
 
+/// A new API key for a tenant (`POST /v1/admin/tenants/{id}/keys`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
@@ -88,13 +98,21 @@ pub struct CreateKeyBody {
 /// An API key; `secret` is only ever shown in the answer that creates it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct KeyView {
+    /// Key id, starting `k-`; what `DELETE /v1/admin/keys/{id}` takes.
     pub id: String,
+    /// The tenant the key acts for, starting `t-`; null for an admin key.
     pub tenant_id: Option<String>,
+    /// True for an admin key, which may call `/v1/admin/...`.
     pub admin: bool,
+    /// What the key is for, as its creator named it.
     pub name: String,
+    /// The secret to send as `Authorization: Bearer <secret>`; present only in the answer that creates
+    /// the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// When the key was created, UTC RFC 3339.
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When the key was revoked, UTC RFC 3339; null while it is valid.
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -112,6 +130,7 @@ impl KeyView {
     }
 }
 
+/// Create an API key for a tenant. Its secret is in this answer only and can never be shown again.
 #[utoipa::path(post, path = "/v1/admin/tenants/{id}/keys", request_body = CreateKeyBody,
     responses((status = 201, body = KeyView), (status = 404)))]
 pub async fn create_key(
@@ -126,6 +145,7 @@ pub async fn create_key(
     Ok((StatusCode::CREATED, Json(KeyView::new(&key, Some(secret)))))
 }
 
+/// List a tenant's API keys in id order, revoked ones included; secrets are never shown.
 #[utoipa::path(get, path = "/v1/admin/tenants/{id}/keys", responses((status = 200, body = Vec<KeyView>)))]
 pub async fn list_keys(
     State(state): State<AppState>,
@@ -137,6 +157,8 @@ pub async fn list_keys(
     Ok(Json(state.store.list_keys(Some(&tenant)).await?.iter().map(|k| KeyView::new(k, None)).collect()))
 }
 
+/// Revoke an API key: within seconds, every request made with it is refused. An admin key cannot
+/// revoke itself (`409 self_revocation`).
 #[utoipa::path(delete, path = "/v1/admin/keys/{id}", responses((status = 204), (status = 404)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
@@ -159,17 +181,25 @@ pub async fn revoke_key(
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdcBody {
+    /// Shown to operators only; the IDC id when empty.
     #[serde(default)]
     pub name: String,
+    /// Region code: lowercase pinyin words joined by `-`, such as `south-china`.
     pub region: String,
+    /// Province code within the region, such as `guangdong`.
     pub province: String,
+    /// City code within the province, such as `shenzhen`.
     pub city: String,
+    /// ISPs the IDC is connected to, at least one: `telecom`, `unicom`, `mobile` or `bgp` (multi-line).
     pub carriers: Vec<String>,
+    /// What the platform may allocate there in total, across all servers.
     pub capacity: SpecBody,
+    /// Runtimes its cluster runs: `container` (always; added when left out), `rich`, `vm`.
     #[serde(default)]
     pub runtimes: Vec<String>,
     /// `active` (default), `draining` or `disconnected`.
     pub status: Option<String>,
+    /// The kubeconfig context naming the IDC's Kubernetes cluster.
     pub kube_context: Option<String>,
     /// `runtimeClassName` of rich containers there (the platform's default, `kata`, when absent).
     pub rich_runtime_class: Option<String>,
@@ -178,13 +208,19 @@ pub struct IdcBody {
     pub ssh_ingress_host: Option<String>,
 }
 
+/// An IDC's description with its capacity ledger: what is reserved, allocated and free.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct IdcView {
+    /// IDC id, chosen by admins: letters, digits, `-` and `_`.
     pub id: String,
+    /// The IDC's description, as last set.
     #[serde(flatten)]
     pub idc: IdcBody,
+    /// Held for reservations and not yet drawn on.
     pub reserved: SpecBody,
+    /// Taken by live instances, including those drawn from reservations.
     pub allocated: SpecBody,
+    /// What new instances and reservations may still take.
     pub free: SpecBody,
 }
 
@@ -210,11 +246,13 @@ fn idc_view(idc: &Idc, line: &eci_core::IdcLedger) -> IdcView {
     }
 }
 
+/// List every IDC, in id order, with what is reserved, allocated and free in it.
 #[utoipa::path(get, path = "/v1/admin/idcs", responses((status = 200, body = Vec<IdcView>)))]
 pub async fn list_idcs(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<IdcView>>> {
     Ok(Json(state.store.list_idcs().await?.iter().map(|(i, l)| idc_view(i, l)).collect()))
 }
 
+/// Get one IDC, with what is reserved, allocated and free in it.
 #[utoipa::path(get, path = "/v1/admin/idcs/{id}", responses((status = 200, body = IdcView), (status = 404)))]
 pub async fn get_idc(
     State(state): State<AppState>,
@@ -270,7 +308,7 @@ pub async fn put_idc(
         ssh_ingress_host: body.ssh_ingress_host.clone(),
     };
     idc.validate().map_err(|e| ApiError::invalid("idc", e.to_string()))?;
-    let mut fleet = state.store.snapshot().await?.0;
+    let mut fleet = state.store.snapshot().await?.fleet;
     fleet.idcs.retain(|i| i.id != idc.id);
     fleet.idcs.push(idc.clone());
     eci_core::fleet::check_area_codes(fleet.idcs.iter().map(|i| &i.area))

@@ -15,13 +15,16 @@ use crate::error::{ApiError, Result};
 /// A tenant's request, authenticated and within its rate.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The tenant the key acts for, as loaded when the key was checked.
     pub tenant: Tenant,
+    /// The key the request was made with.
     pub key_id: KeyId,
 }
 
 /// An admin's request.
 #[derive(Debug, Clone)]
 pub struct Admin {
+    /// The admin key the request was made with.
     pub key_id: KeyId,
 }
 

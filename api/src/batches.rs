@@ -18,6 +18,7 @@ use crate::instances::{InstancePageQuery, instance_page};
 use crate::wire::{BatchView, CreateBatchBody, PageView};
 use crate::{AppState, page_limit};
 
+/// The routes of `/v1/batches`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/batches", get(list_batches).post(create_batch))
@@ -50,7 +51,7 @@ pub async fn create_batch(
             })?)
         }
     };
-    let areas = state.known_areas().await?;
+    let areas = state.store.area_codes().await?;
     let request = body.validate(|a| areas.contains(a))?;
     let created = state.store.create_batch(&caller.tenant.id, &request, key, state.clock.now()).await?;
     tracing::info!(batch.id = %created.batch.id, count = created.batch.count, replayed = created.replayed, "batch created");
@@ -73,11 +74,13 @@ pub struct BatchListQuery {
     pub state: Option<String>,
     /// `key=value`.
     pub label: Option<String>,
+    /// The `next_cursor` of the previous page; absent for the first page.
     pub cursor: Option<String>,
     /// 1 to 1000, default 100.
     pub limit: Option<u32>,
 }
 
+/// List the tenant's batches, oldest first, optionally only those in one state or with one label.
 #[utoipa::path(get, path = "/v1/batches", params(BatchListQuery), responses((status = 200, body = PageView<BatchView>)))]
 pub async fn list_batches(
     State(state): State<AppState>,
@@ -110,6 +113,7 @@ pub async fn list_batches(
     }))
 }
 
+/// Get one batch, with its instances counted by state and where they were placed.
 #[utoipa::path(get, path = "/v1/batches/{id}", responses((status = 200, body = BatchView), (status = 404)))]
 pub async fn get_batch(
     State(state): State<AppState>,
@@ -136,6 +140,7 @@ pub async fn release_batch(
     Ok(Json(BatchView::from(&batch)))
 }
 
+/// List the instances of one batch, oldest first, optionally only those in one state.
 #[utoipa::path(get, path = "/v1/batches/{id}/instances", params(InstancePageQuery),
     responses((status = 200, body = PageView<crate::wire::InstanceView>), (status = 404)))]
 pub async fn list_batch_instances(

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use chrono::{DateTime, TimeZone, Utc};
-use eci_billing::{GroupBy, Period, Price, PriceTier, Totals, Window};
+use eci_billing::{GroupBy, InvoiceState, LineKind, Period, Price, PriceTier, Totals, Window};
 use eci_core::{BatchId, Carrier, Runtime};
 use eci_store::billing::Invoice;
 use serde::{Deserialize, Serialize};
@@ -19,10 +19,12 @@ use crate::AppState;
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, Result};
 use crate::extract::{Body, Path, Query};
+use crate::wire::{optional_word_schema, word_schema};
 
 /// The longest window usage is asked for at once.
 const MAX_WINDOW_DAYS: i64 = 366;
 
+/// The routes of `/v1/usage`, `/v1/batches/{id}/cost`, `/v1/invoices` and `/v1/admin/prices`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/usage", get(usage))
@@ -38,12 +40,19 @@ pub fn router() -> Router<AppState> {
 pub struct TotalsView {
     /// Billed time: running time rounded up to whole seconds per instance, at least the minimum charge.
     pub billed_ms: i64,
+    /// CPU billed, in milli-vCPU-milliseconds as a decimal integer string (1 vCPU for 1 s is `1000000`).
     pub cpu_milli_vcpu_ms: String,
+    /// Memory billed, in MiB-milliseconds as a decimal integer string (1 GiB for 1 s is `1024000`).
     pub memory_mib_ms: String,
+    /// GPUs billed, in GPU-milliseconds as a decimal integer string (1 GPU for 1 s is `1000`).
     pub gpu_ms: String,
+    /// What the CPU costs, in micro-units of currency.
     pub cpu_micros: u64,
+    /// What the memory costs, in micro-units of currency.
     pub memory_micros: u64,
+    /// What the GPUs cost, in micro-units of currency.
     pub gpu_micros: u64,
+    /// What it costs in all, in micro-units of currency: `cpu_micros + memory_micros + gpu_micros`.
     pub total_micros: u64,
 }
 
@@ -62,38 +71,52 @@ impl From<&Totals> for TotalsView {
     }
 }
 
+/// The window to add usage up over, and how to group it.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
-    /// RFC 3339; default the start of the current month (UTC).
+    /// Start of the window, RFC 3339; default the start of the current month (UTC).
     pub from: Option<DateTime<Utc>>,
-    /// RFC 3339, exclusive; default just after now, so that what runs now is costed as if it ended now.
+    /// End of the window, RFC 3339, exclusive, at most 366 days after `from`; default just after now, so
+    /// that what runs now is costed as if it ended now.
     pub to: Option<DateTime<Utc>>,
     /// `batch`, `label:<key>`, `area`, `carrier`, `runtime` or `day`.
     pub group_by: Option<String>,
 }
 
+/// The usage of one group of the tenant's instances.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UsageGroupView {
     /// The batch id, label value (empty for instances without the label), `region/province/city`,
     /// carrier, runtime or `YYYY-MM-DD` (UTC).
     pub key: String,
+    /// Instances with usage in the group (by `day`, one running over midnight counts in both days).
     pub instances: u64,
+    /// What the group's instances used and cost in the window.
     pub totals: TotalsView,
 }
 
+/// The tenant's usage and what it costs over a window, in all and by group.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UsageView {
+    /// Start of the window, UTC RFC 3339.
     pub from: DateTime<Utc>,
+    /// End of the window, exclusive, UTC RFC 3339.
     pub to: DateTime<Utc>,
-    /// Instances still running are counted up to this moment.
+    /// Instances still running are counted up to this moment, UTC RFC 3339.
     pub as_of: DateTime<Utc>,
+    /// The grouping asked for (`batch`, `label:<key>`, `area`, `carrier`, `runtime` or `day`); null if none.
     pub group_by: Option<String>,
+    /// How many of the tenant's instances have usage in the window.
     pub instances: u64,
+    /// What all of them used and cost in the window; the groups add up to it exactly.
     pub total: TotalsView,
+    /// One entry per group, sorted by key; empty when not grouped.
     pub groups: Vec<UsageGroupView>,
 }
 
+/// Get the tenant's usage and its cost over a window of at most 366 days, in all or grouped by
+/// batch, label, area, carrier, runtime or UTC day; running instances are costed as if they ended now.
 #[utoipa::path(get, path = "/v1/usage", params(UsageQuery), responses((status = 200, body = UsageView), (status = 400)))]
 pub async fn usage(
     State(state): State<AppState>,
@@ -140,6 +163,7 @@ pub async fn usage(
     }))
 }
 
+/// What to show of a batch's cost.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct CostQuery {
@@ -148,20 +172,29 @@ pub struct CostQuery {
     pub instances: bool,
 }
 
+/// What one instance of a batch has cost so far.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InstanceCostView {
+    /// Instance id, starting `i-`.
     pub instance_id: String,
+    /// When it first ran, UTC RFC 3339; billing starts here; null if it never ran, and then it costs nothing.
     pub started_at: Option<DateTime<Utc>>,
+    /// When it terminated or failed, UTC RFC 3339; billing stops here; null while it still runs.
     pub ended_at: Option<DateTime<Utc>>,
+    /// What it used and costs.
     pub totals: TotalsView,
 }
 
+/// What a batch's instances have cost so far, in all and one by one.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchCostView {
+    /// Batch id, starting `b-`.
     pub batch_id: String,
-    /// Instances still running are counted up to this moment.
+    /// Instances still running are counted up to this moment, UTC RFC 3339.
     pub as_of: DateTime<Utc>,
+    /// What all its instances used and cost; the instances add up to it exactly.
     pub total: TotalsView,
+    /// Each instance's cost, in instance id order; only with `instances=true`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instances: Option<Vec<InstanceCostView>>,
 }
@@ -170,6 +203,8 @@ fn at(ms: Option<i64>) -> Option<DateTime<Utc>> {
     ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single())
 }
 
+/// Get what a batch has cost so far, in all and, with `instances=true`, per instance; instances still
+/// running are costed as if they ended now.
 #[utoipa::path(get, path = "/v1/batches/{id}/cost", params(CostQuery), responses((status = 200, body = BatchCostView), (status = 404)))]
 pub async fn batch_cost(
     State(state): State<AppState>,
@@ -203,43 +238,62 @@ pub async fn batch_cost(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvoiceLineView {
     /// `usage` of the invoice's month, or `adjustment` of an earlier, final month.
-    pub kind: String,
-    /// The month the line bills or corrects.
+    #[schema(schema_with = word_schema::<LineKind>)]
+    pub kind: LineKind,
+    /// The month the line bills or corrects, `YYYY-MM` (UTC).
     pub period: String,
-    pub runtime: String,
+    /// The runtime the price is for: `container`, `rich` (Kata) or `vm` (KubeVirt).
+    #[schema(schema_with = word_schema::<Runtime>)]
+    pub runtime: Runtime,
     /// The price's tier, `region/province/city/carrier` with `*` for any.
     pub tier: String,
+    /// The id of the price version charged, as the price catalogue names it.
     pub price_id: String,
+    /// The CPU price charged, in micro-units of currency per vCPU-second.
     pub cpu_micros_per_vcpu_second: u64,
+    /// The memory price charged, in micro-units of currency per GiB-second.
     pub memory_micros_per_gib_second: u64,
+    /// The GPU price charged, in micro-units of currency per GPU-second.
     pub gpu_micros_per_gpu_second: u64,
+    /// Billed time in milliseconds, summed over the line's instances; an adjustment's may be negative.
     pub billed_ms: i64,
+    /// CPU billed, in milli-vCPU-milliseconds as a decimal integer string; an adjustment's may be negative.
     pub cpu_milli_vcpu_ms: String,
+    /// Memory billed, in MiB-milliseconds as a decimal integer string; an adjustment's may be negative.
     pub memory_mib_ms: String,
+    /// GPUs billed, in GPU-milliseconds as a decimal integer string; an adjustment's may be negative.
     pub gpu_ms: String,
+    /// What the CPU costs, in micro-units of currency; negative for a credit.
     pub cpu_micros: i64,
+    /// What the memory costs, in micro-units of currency; negative for a credit.
     pub memory_micros: i64,
+    /// What the GPUs cost, in micro-units of currency; negative for a credit.
     pub gpu_micros: i64,
+    /// What the line comes to, in micro-units of currency: `cpu_micros + memory_micros + gpu_micros`.
     pub amount_micros: i64,
 }
 
+/// A tenant's invoice for one UTC month.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvoiceView {
     /// `YYYY-MM`, a UTC month.
     pub period: String,
     /// `draft` until the month and its grace period are over, then `final`, never to change again.
-    pub state: String,
-    /// When a draft was worked out, or when the invoice became final.
+    #[schema(schema_with = word_schema::<InvoiceState>)]
+    pub state: InvoiceState,
+    /// When a draft was worked out, or when the invoice became final, UTC RFC 3339.
     pub as_of: DateTime<Utc>,
+    /// What the invoice comes to, in micro-units of currency: the exact sum of its lines' `amount_micros`.
     pub total_micros: i64,
+    /// Usage lines per price, then adjustment lines; left out of the invoice listing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lines: Option<Vec<InvoiceLineView>>,
 }
 
 fn invoice_view(invoice: &Invoice, with_lines: bool) -> InvoiceView {
     InvoiceView {
-        period: invoice.period.clone(),
-        state: invoice.state.as_str().to_string(),
+        period: invoice.period.to_string(),
+        state: invoice.state,
         as_of: invoice.as_of,
         total_micros: invoice.total_micros,
         lines: with_lines.then(|| {
@@ -247,9 +301,9 @@ fn invoice_view(invoice: &Invoice, with_lines: bool) -> InvoiceView {
                 .lines
                 .iter()
                 .map(|l| InvoiceLineView {
-                    kind: l.kind.as_str().to_string(),
-                    period: l.period.clone(),
-                    runtime: l.runtime.to_string(),
+                    kind: l.kind,
+                    period: l.period.to_string(),
+                    runtime: l.runtime,
                     tier: l.tier.clone(),
                     price_id: l.price_id.clone(),
                     cpu_micros_per_vcpu_second: l.cpu_micros_per_vcpu_second,
@@ -269,12 +323,15 @@ fn invoice_view(invoice: &Invoice, with_lines: bool) -> InvoiceView {
     }
 }
 
+/// List the tenant's invoices without their lines, oldest first: one per UTC month from the month the
+/// tenant was created to the current one.
 #[utoipa::path(get, path = "/v1/invoices", responses((status = 200, body = Vec<InvoiceView>)))]
 pub async fn list_invoices(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<InvoiceView>>> {
     let invoices = state.store.invoices(&caller.tenant.id, &state.config.billing, state.clock.now()).await?;
     Ok(Json(invoices.iter().map(|invoice| invoice_view(invoice, false)).collect()))
 }
 
+/// How to return an invoice.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct InvoiceQuery {
@@ -282,6 +339,8 @@ pub struct InvoiceQuery {
     pub format: Option<String>,
 }
 
+/// Get the tenant's invoice for one month (`YYYY-MM`, UTC) with its lines, as JSON or as CSV; an
+/// invoice whose month and grace period are over is final.
 #[utoipa::path(get, path = "/v1/invoices/{period}", params(InvoiceQuery),
     responses((status = 200, body = InvoiceView), (status = 400), (status = 404)))]
 pub async fn get_invoice(
@@ -319,17 +378,25 @@ pub async fn get_invoice(
 pub struct PriceBody {
     /// Letters, digits, `-`, `_` and `.`; unique in the catalogue.
     pub id: String,
-    /// `container`, `rich` or `vm`.
+    /// The runtime the price is for: `container`, `rich` (Kata) or `vm` (KubeVirt).
+    #[schema(schema_with = word_schema::<Runtime>)]
     pub runtime: String,
-    /// The tier: unset levels match any area or carrier; the most specific matching tier applies.
+    /// The tier's region code; unset for any. Of the tiers that match an instance, the most specific applies.
     pub region: Option<String>,
+    /// The tier's province code, only with `region`; unset for any province.
     pub province: Option<String>,
+    /// The tier's city code, only with `province`; unset for any city.
     pub city: Option<String>,
+    /// The carrier (ISP) the price is for; unset for any carrier.
+    #[schema(schema_with = optional_word_schema::<Carrier>)]
     pub carrier: Option<String>,
-    /// From this moment on (now or later: prices never change the past).
+    /// From this moment on, UTC RFC 3339 (now or later: prices never change the past).
     pub effective_from: DateTime<Utc>,
+    /// The CPU price, in micro-units of currency per vCPU-second.
     pub cpu_micros_per_vcpu_second: u64,
+    /// The memory price, in micro-units of currency per GiB-second.
     pub memory_micros_per_gib_second: u64,
+    /// The GPU price, in micro-units of currency per GPU-second; instances without GPUs never pay it.
     pub gpu_micros_per_gpu_second: u64,
 }
 
@@ -374,12 +441,15 @@ impl PriceBody {
     }
 }
 
+/// List every price version in the catalogue, in the order they take effect (then by id).
 #[utoipa::path(get, path = "/v1/admin/prices", responses((status = 200, body = Vec<PriceBody>)))]
 pub async fn list_prices(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<PriceBody>>> {
     let catalogue = state.store.price_catalogue().await?;
     Ok(Json(catalogue.prices().iter().map(PriceBody::from_price).collect()))
 }
 
+/// Add a price version to the catalogue, taking effect now or later so that what was billed stays
+/// what it was; its id must be new.
 #[utoipa::path(post, path = "/v1/admin/prices", request_body = PriceBody,
     responses((status = 201, body = PriceBody), (status = 400), (status = 409), (status = 422)))]
 pub async fn add_price(
@@ -391,6 +461,7 @@ pub async fn add_price(
     Ok((StatusCode::CREATED, Json(PriceBody::from_price(&price))))
 }
 
+/// Withdraw a price version that has not taken effect yet; one already in force is history and stays.
 #[utoipa::path(delete, path = "/v1/admin/prices/{id}", responses((status = 204), (status = 404), (status = 422)))]
 pub async fn withdraw_price(
     State(state): State<AppState>,

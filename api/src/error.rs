@@ -11,21 +11,28 @@ use serde_json::{Value, json};
 #[derive(Debug, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {
+    /// The HTTP status of the answer.
     pub status: StatusCode,
+    /// Machine-readable code, such as `invalid_request` or `not_found`.
     pub code: &'static str,
+    /// What went wrong, for people.
     pub message: String,
+    /// Facts about the failure (the field, the id, the counts), as a JSON object.
     pub details: Value,
     /// Seconds until a rate-limited caller may try again.
     pub retry_after: Option<u64>,
 }
 
+/// A result whose error is an [`ApiError`] unless another is named.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 impl ApiError {
+    /// A failure with this status, code and message, and no details.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into(), details: json!({}), retry_after: None }
     }
 
+    /// The same failure with `details` in place of its current ones.
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = details;
         self
@@ -38,14 +45,17 @@ impl ApiError {
             .with_details(json!({ "field": field, "reason": reason }))
     }
 
+    /// A 401: the request carries no valid API key.
     pub fn unauthorized(message: &str) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// A 403: the key is valid, but not for this endpoint.
     pub fn forbidden(message: &str) -> Self {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// A 404 for the `what` of this `id`, both repeated in the details.
     pub fn not_found(what: &str, id: &str) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} `{id}` not found"))
             .with_details(json!({ "resource": what, "id": id }))

@@ -16,6 +16,7 @@ use crate::error::{ApiError, Result};
 use crate::extract::Query;
 use crate::wire::SpecBody;
 
+/// The routes of `/v1/areas` and `/v1/capacity`.
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/areas", get(areas)).route("/v1/capacity", get(capacity))
 }
@@ -23,30 +24,44 @@ pub fn router() -> Router<AppState> {
 /// A city, with the carriers present there.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CityView {
+    /// City code, such as `shenzhen`.
     pub code: String,
+    /// Carriers (ISPs) of the IDCs there, including IDCs that take nothing new.
     pub carriers: Vec<String>,
     /// IDCs that take new instances.
     pub idcs: u64,
 }
 
+/// A province, with its cities and the carriers present there.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProvinceView {
+    /// Province code, such as `guangdong`.
     pub code: String,
+    /// Carriers (ISPs) of the IDCs there, including IDCs that take nothing new.
     pub carriers: Vec<String>,
+    /// IDCs in the province that take new instances.
     pub idcs: u64,
+    /// Its cities, by code.
     pub cities: Vec<CityView>,
 }
 
+/// A region, with its provinces and the carriers present there.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RegionView {
+    /// Region code, such as `south-china`.
     pub code: String,
+    /// Carriers (ISPs) of the IDCs there, including IDCs that take nothing new.
     pub carriers: Vec<String>,
+    /// IDCs in the region that take new instances.
     pub idcs: u64,
+    /// Its provinces, by code.
     pub provinces: Vec<ProvinceView>,
 }
 
+/// The fleet's areas: regions > provinces > cities. Any of their codes is an area selector.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AreasView {
+    /// Every region, by code.
     pub regions: Vec<RegionView>,
 }
 
@@ -111,9 +126,11 @@ pub struct CapacityQuery {
     pub cpu: String,
     /// Memory per instance, e.g. `4Gi`.
     pub memory: String,
+    /// GPUs per instance; default 0.
     pub gpu: Option<u32>,
     /// A region, province or city code; absent = anywhere.
     pub area: Option<String>,
+    /// `telecom`, `unicom`, `mobile` or `bgp`; absent = any.
     pub carrier: Option<String>,
     /// `container` (default), `rich` or `vm`.
     pub runtime: Option<String>,
@@ -122,19 +139,28 @@ pub struct CapacityQuery {
 /// Instances available in one city on one carrier.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LocationCapacity {
+    /// Region code of the city.
     pub region: String,
+    /// Province code of the city.
     pub province: String,
+    /// City code, such as `shenzhen`.
     pub city: String,
+    /// The carrier (ISP): `telecom`, `unicom`, `mobile` or `bgp`.
     pub carrier: String,
+    /// Instances of the size that fit there right now.
     pub available: u64,
 }
 
+/// How many instances of one size fit right now, in total and where.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CapacityView {
+    /// The size counted, as quantities in their shortest form ("2000m" reads "2").
     pub spec: SpecBody,
+    /// The runtime counted: `container`, `rich` or `vm`.
     pub runtime: String,
     /// How many instances of the spec a batch could get right now.
     pub total: u64,
+    /// Every city and carrier with room, roomiest first.
     pub locations: Vec<LocationCapacity>,
 }
 
@@ -161,7 +187,7 @@ pub async fn capacity(
                 .map_err(|e: eci_core::fleet::UnknownWord| ApiError::invalid("carrier", e.to_string()))?,
         ];
     }
-    let (fleet, ledger) = state.store.snapshot().await?;
+    let eci_core::Snapshot { fleet, ledger } = state.store.snapshot().await?;
     if let Some(area) = q.area {
         if area != "*" && !fleet.idcs.iter().any(|i| i.area.is_within(&area)) {
             return Err(ApiError::invalid(

@@ -14,6 +14,7 @@ use crate::extract::{Path, Query};
 use crate::wire::{InstanceView, PageView};
 use crate::{AppState, page_limit};
 
+/// The routes of `/v1/instances`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/instances", get(list_instances))
@@ -24,11 +25,16 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceListQuery {
+    /// Only the instances of this batch (an id starting `b-`).
     pub batch_id: Option<String>,
+    /// Only instances in this state: `pending`, `creating`, `running`, `stopping`, `terminated`,
+    /// `failed` or `unknown`.
     pub state: Option<String>,
     /// A region, province or city code.
     pub area: Option<String>,
+    /// Only instances reached through this carrier: `telecom`, `unicom`, `mobile` or `bgp`.
     pub carrier: Option<String>,
+    /// The `next_cursor` of the previous page; absent for the first page.
     pub cursor: Option<String>,
     /// 1 to 1000, default 100.
     pub limit: Option<u32>,
@@ -38,8 +44,12 @@ pub struct InstanceListQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct InstancePageQuery {
+    /// Only instances in this state: `pending`, `creating`, `running`, `stopping`, `terminated`,
+    /// `failed` or `unknown`.
     pub state: Option<String>,
+    /// The `next_cursor` of the previous page; absent for the first page.
     pub cursor: Option<String>,
+    /// 1 to 1000, default 100.
     pub limit: Option<u32>,
 }
 
@@ -66,6 +76,7 @@ pub(crate) async fn instance_page(
     }))
 }
 
+/// List the tenant's instances, oldest first, optionally by batch, state, area and carrier.
 #[utoipa::path(get, path = "/v1/instances", params(InstanceListQuery), responses((status = 200, body = PageView<InstanceView>)))]
 pub async fn list_instances(
     State(state): State<AppState>,
@@ -76,7 +87,7 @@ pub async fn list_instances(
         batch_id: q.batch_id.map(BatchId),
         state: None,
         area: match q.area {
-            Some(area) if !state.known_areas().await?.contains(&area) => {
+            Some(area) if !state.store.area_codes().await?.contains(&area) => {
                 return Err(ApiError::invalid(
                     "area",
                     format!("`{area}` is not a region, province or city of the fleet"),
@@ -94,6 +105,7 @@ pub async fn list_instances(
     instance_page(&state, &caller, filter, page).await
 }
 
+/// Get one instance: its state, where it runs, its address and its times.
 #[utoipa::path(get, path = "/v1/instances/{id}", responses((status = 200, body = InstanceView), (status = 404)))]
 pub async fn get_instance(
     State(state): State<AppState>,

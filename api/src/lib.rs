@@ -10,6 +10,8 @@
 //! Architecture invariant: only this crate knows HTTP and JSON wire shapes; it holds no state of
 //! its own beyond [`AppState`], so any number of replicas can serve the same database.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod auth;
 pub mod batches;
@@ -24,7 +26,6 @@ pub mod openapi;
 pub mod reservations;
 pub mod wire;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,31 +65,26 @@ impl Default for ApiConfig {
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// The database every replica shares.
     pub store: Store,
+    /// Per-tenant request counts, shared by every replica.
     pub rate: RateWindows,
+    /// The time every handler goes by.
     pub clock: Arc<dyn Clock>,
+    /// The tunables the API was started with.
     pub config: Arc<ApiConfig>,
     /// Recently checked keys by the hash of their secret, so that a read costs one query, not three.
     pub principals: moka::sync::Cache<String, Principal>,
+    /// What `/metrics` serves.
     pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
+    /// The state of a replica, with an empty key cache and zeroed metrics.
     pub fn new(store: Store, rate: RateWindows, clock: Arc<dyn Clock>, config: ApiConfig) -> Self {
         let principals =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(config.key_cache_ttl).build();
         AppState { store, rate, clock, config: Arc::new(config), principals, metrics: Default::default() }
-    }
-
-    /// Every region, province and city code of the fleet, for validating area selectors.
-    pub async fn known_areas(&self) -> Result<BTreeSet<String>> {
-        Ok(self
-            .store
-            .list_idcs()
-            .await?
-            .into_iter()
-            .flat_map(|(idc, _)| [idc.area.region, idc.area.province, idc.area.city])
-            .collect())
     }
 }
 

@@ -5,6 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::{admin, batches, billing, fleet, instances, reservations, wire};
 
+/// The OpenAPI 3 document of the whole API, served at `GET /v1/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Edge container instance API", version = "1"),

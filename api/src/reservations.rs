@@ -14,6 +14,7 @@ use crate::extract::{Body, Path, Query};
 use crate::wire::{CreateReservationBody, PageView, ReservationView};
 use crate::{AppState, page_limit};
 
+/// The routes of `/v1/reservations`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/reservations", get(list_reservations).post(create_reservation))
@@ -29,7 +30,7 @@ pub async fn create_reservation(
     caller: Caller,
     Body(body): Body<CreateReservationBody>,
 ) -> Result<(StatusCode, Json<ReservationView>)> {
-    let areas = state.known_areas().await?;
+    let areas = state.store.area_codes().await?;
     let now = state.clock.now();
     let request = body.validate(|a| areas.contains(a), now)?;
     let reservation = state.store.create_reservation(&caller.tenant.id, &request, now).await?;
@@ -41,10 +42,13 @@ pub async fn create_reservation(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ReservationListQuery {
+    /// The `next_cursor` of the previous page; absent for the first page.
     pub cursor: Option<String>,
+    /// 1 to 1000, default 100.
     pub limit: Option<u32>,
 }
 
+/// List the tenant's reservations, oldest first.
 #[utoipa::path(get, path = "/v1/reservations", params(ReservationListQuery),
     responses((status = 200, body = PageView<ReservationView>)))]
 pub async fn list_reservations(
@@ -60,6 +64,7 @@ pub async fn list_reservations(
     }))
 }
 
+/// Get one reservation, with the capacity it holds and uses in each city and carrier.
 #[utoipa::path(get, path = "/v1/reservations/{id}", responses((status = 200, body = ReservationView), (status = 404)))]
 pub async fn get_reservation(
     State(state): State<AppState>,

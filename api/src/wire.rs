@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use eci_core::words::Word;
 use eci_core::{
     Batch, BatchRequest, Carrier, Instance, MiB, MilliCpu, PlacedArea, PlacementSpec, Quota, Reservation,
     ReservationId, Resources, Runtime, SshEndpoint, Strategy, Tenant, Workload,
 };
+use eci_core::{BatchState, InstanceState, ReservationState};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, SchemaType, Type};
 
 use crate::error::{ApiError, Result};
 
@@ -29,6 +32,7 @@ pub struct SpecBody {
     /// Memory: "4Gi", "512Mi".
     #[schema(example = "4Gi")]
     pub memory: String,
+    /// GPUs per instance; default 0.
     #[serde(default)]
     pub gpu: u32,
 }
@@ -40,11 +44,14 @@ pub struct PlacementBody {
     /// Area codes at any level (`south-china`, `guangdong`, `shenzhen`); `*` or empty = anywhere.
     #[serde(default)]
     pub areas: Vec<String>,
-    /// `telecom`, `unicom`, `mobile`, `bgp`; empty = any.
+    /// Empty = any.
     #[serde(default)]
+    #[schema(schema_with = word_list_schema::<Carrier>)]
     pub carriers: Vec<String>,
     /// `spread` (default) or `pack`.
+    #[schema(schema_with = optional_word_schema::<Strategy>)]
     pub strategy: Option<String>,
+    /// The most instances any one IDC may take, at least 1; no limit when absent.
     pub max_per_idc: Option<u64>,
     /// Default true; false places what fits and says how many.
     pub all_or_nothing: Option<bool>,
@@ -56,26 +63,39 @@ pub struct PlacementBody {
 pub struct CreateBatchBody {
     /// 1 to 10000.
     pub count: u64,
+    /// The size of each instance.
     pub spec: SpecBody,
+    /// Image reference such as `nginx:1.27`: what a container runs, or the container disk a VM boots
+    /// from (a rich container runs the platform's base image).
     pub image: String,
+    /// Replaces the image's entrypoint when not empty (plain containers).
     #[serde(default)]
     pub command: Vec<String>,
+    /// Arguments to the image's entrypoint, or to `command` (plain containers).
     #[serde(default)]
     pub args: Vec<String>,
+    /// Environment variables by name: letters, digits and `_`, not starting with a digit.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Ports the workload listens on, 1 to 65535 (a rich container also gets 22).
     #[serde(default)]
     pub ports: Vec<u16>,
     /// `container` (default), `rich` (Kata) or `vm` (KubeVirt).
+    #[schema(schema_with = optional_word_schema::<Runtime>)]
     pub runtime: Option<String>,
     /// Required for `rich` and `vm`.
     #[serde(default)]
     pub ssh_keys: Vec<String>,
+    /// Where the instances may go; anywhere when left out.
     #[serde(default)]
     pub placement: PlacementBody,
+    /// A reservation of the tenant's (id starting `r-`) to draw on before the open pool; it must hold
+    /// the same spec and runtime.
     pub reservation_id: Option<String>,
     /// The batch releases itself this long after creation.
     pub ttl_seconds: Option<u64>,
+    /// At most 32 Kubernetes labels, put on every instance's Pod or VM; listings filter and usage groups
+    /// by them.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
@@ -84,13 +104,43 @@ pub struct CreateBatchBody {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateReservationBody {
+    /// Instances' worth of capacity to hold, 1 to 10000.
     pub count: u64,
+    /// The size of each instance it holds room for; batches drawing on it must ask for the same.
     pub spec: SpecBody,
+    /// `container` (default), `rich` (Kata) or `vm` (KubeVirt).
+    #[schema(schema_with = optional_word_schema::<Runtime>)]
     pub runtime: Option<String>,
+    /// Where the capacity may be held; anywhere when left out. Always all or nothing.
     #[serde(default)]
     pub placement: PlacementBody,
     /// When the reservation ends and its unused capacity goes back to the pool.
     pub ends_at: DateTime<Utc>,
+}
+
+/// The schema of a product word: a string that is one of `W`'s words, listed from core so that
+/// the document and the code can never disagree.
+/// A field's own `///` does not reach a schema made this way, so the kind of word describes it.
+pub(crate) fn word_schema<W: Word>() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!("The {}.", W::KIND)))
+        .enum_values(Some(W::ALL.iter().map(Word::as_str)))
+        .build()
+}
+
+/// [`word_schema`] for a field that may be left out or `null`.
+pub(crate) fn optional_word_schema<W: Word>() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .description(Some(format!("The {}; may be left out.", W::KIND)))
+        .enum_values(Some(W::ALL.iter().map(Word::as_str).map(Some).chain([None])))
+        .build()
+}
+
+/// A list of product words.
+pub(crate) fn word_list_schema<W: Word>() -> Array {
+    ArrayBuilder::new().items(word_schema::<W>()).build()
 }
 
 fn parse_word<T: FromStr>(field: &str, value: &str) -> Result<T>
@@ -101,6 +151,7 @@ where
 }
 
 impl SpecBody {
+    /// Parses the quantities; an error names `<field>.cpu` or `<field>.memory`.
     pub fn to_resources(&self, field: &str) -> Result<Resources> {
         let cpu = MilliCpu::parse(&self.cpu)
             .map_err(|e| ApiError::invalid(&format!("{field}.cpu"), e.to_string()))?;
@@ -115,6 +166,7 @@ impl SpecBody {
         Ok(Resources::new(cpu, memory, self.gpu))
     }
 
+    /// The quantities of `r`, in their shortest Kubernetes form.
     pub fn from_resources(r: &Resources) -> Self {
         SpecBody { cpu: r.cpu.to_string(), memory: r.memory.to_string(), gpu: r.gpu }
     }
@@ -159,14 +211,12 @@ impl PlacementBody {
         })
     }
 
+    /// The selectors of a stored placement, defaults spelt out.
     pub fn from_spec(spec: &PlacementSpec) -> Self {
         PlacementBody {
             areas: spec.areas.clone(),
             carriers: spec.carriers.iter().map(|c| c.to_string()).collect(),
-            strategy: Some(match spec.strategy {
-                Strategy::Spread => "spread".into(),
-                Strategy::Pack => "pack".into(),
-            }),
+            strategy: Some(spec.strategy.as_str().into()),
             max_per_idc: spec.max_per_idc,
             all_or_nothing: Some(spec.all_or_nothing),
         }
@@ -284,33 +334,53 @@ impl CreateBatchBody {
 /// A batch as customers see it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BatchView {
+    /// Batch id, starting `b-`.
     pub id: String,
-    /// `active`, `released` or `expired`.
-    pub state: String,
+    /// `active` while it holds instances; `released` by its owner, or `expired` when its TTL ran out.
+    #[schema(schema_with = word_schema::<BatchState>)]
+    pub state: BatchState,
     /// Instances created (below the requested count only for a partial placement).
     pub count: u64,
+    /// Instances asked for.
     pub requested: u64,
     /// Instances by state.
     pub counts: BTreeMap<String, u64>,
+    /// The size of each instance.
     pub spec: SpecBody,
-    pub runtime: String,
+    /// How its instances run: `container`, `rich` (Kata) or `vm` (KubeVirt).
+    #[schema(schema_with = word_schema::<Runtime>)]
+    pub runtime: Runtime,
+    /// The image given at creation.
     pub image: String,
+    /// Where its instances landed, by city and carrier.
     pub placement: Vec<PlacedAreaView>,
+    /// The placement asked for, defaults filled in.
     pub placement_request: PlacementBody,
+    /// The labels given at creation.
     pub labels: BTreeMap<String, String>,
+    /// The reservation it draws on (id starting `r-`), if any.
     pub reservation_id: Option<String>,
+    /// When it was created, UTC RFC 3339.
     pub created_at: DateTime<Utc>,
+    /// When its TTL runs out and it releases itself, UTC RFC 3339; null without a TTL.
     pub expires_at: Option<DateTime<Utc>>,
+    /// When it was released or expired, UTC RFC 3339; null while active.
     pub released_at: Option<DateTime<Utc>>,
 }
 
 /// How many instances of a batch are in one city on one carrier.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PlacedAreaView {
+    /// Region code of the city.
     pub region: String,
+    /// Province code of the city.
     pub province: String,
+    /// City code, such as `shenzhen`.
     pub city: String,
-    pub carrier: String,
+    /// The carrier (ISP) these instances are reached through.
+    #[schema(schema_with = word_schema::<Carrier>)]
+    pub carrier: Carrier,
+    /// How many of the batch's instances are there.
     pub count: u64,
 }
 
@@ -320,7 +390,7 @@ impl From<&PlacedArea> for PlacedAreaView {
             region: p.region.clone(),
             province: p.province.clone(),
             city: p.city.clone(),
-            carrier: p.carrier.to_string(),
+            carrier: p.carrier,
             count: p.count,
         }
     }
@@ -335,12 +405,12 @@ impl From<&Batch> for BatchView {
         }
         BatchView {
             id: b.id.0.clone(),
-            state: b.state.to_string(),
+            state: b.state,
             count: b.count,
             requested: b.request.count,
             counts,
             spec: SpecBody::from_resources(&b.request.spec),
-            runtime: b.request.runtime.to_string(),
+            runtime: b.request.runtime,
             image: b.request.workload.image.clone(),
             placement: b.placement.iter().map(Into::into).collect(),
             placement_request: PlacementBody::from_spec(&b.request.placement),
@@ -356,8 +426,11 @@ impl From<&Batch> for BatchView {
 /// How to ssh into a rich container or VM.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SshView {
+    /// Host to connect to: the IDC's ssh ingress, or else the node's address.
     pub host: String,
+    /// Port on that host.
     pub port: u16,
+    /// User to log in as.
     pub user: String,
 }
 
@@ -370,24 +443,44 @@ impl From<&SshEndpoint> for SshView {
 /// An instance as customers see it: where it is by area and carrier, never by node.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InstanceView {
+    /// Instance id, starting `i-`.
     pub id: String,
+    /// The batch it belongs to, starting `b-`.
     pub batch_id: String,
-    pub state: String,
+    /// Where it is in its life; `unknown` while its IDC is unreachable (presumed still running).
+    #[schema(schema_with = word_schema::<InstanceState>)]
+    pub state: InstanceState,
+    /// Its size.
     pub spec: SpecBody,
-    pub runtime: String,
+    /// How it runs: `container`, `rich` (Kata) or `vm` (KubeVirt).
+    #[schema(schema_with = word_schema::<Runtime>)]
+    pub runtime: Runtime,
+    /// Region code of its city.
     pub region: String,
+    /// Province code of its city.
     pub province: String,
+    /// City code, such as `shenzhen`.
     pub city: String,
-    pub carrier: String,
+    /// The carrier (ISP) it is reached through.
+    #[schema(schema_with = word_schema::<Carrier>)]
+    pub carrier: Carrier,
     /// Opaque IDC id.
     pub idc: String,
+    /// Its Pod's or VM's IP inside its IDC, once it runs.
     pub ip: Option<String>,
+    /// Where to ssh into it, once a rich container or VM runs.
     pub ssh: Option<SshView>,
+    /// The reservation its capacity comes from (id starting `r-`), if any.
     pub reservation_id: Option<String>,
+    /// When it was allocated, UTC RFC 3339.
     pub created_at: DateTime<Utc>,
+    /// When its record last changed, UTC RFC 3339.
     pub updated_at: DateTime<Utc>,
+    /// When it first ran, UTC RFC 3339; billing starts here.
     pub started_at: Option<DateTime<Utc>>,
+    /// When it terminated or failed, UTC RFC 3339; billing stops here.
     pub ended_at: Option<DateTime<Utc>>,
+    /// Why it failed, in the cluster's words; set only once `failed`.
     pub failure_reason: Option<String>,
 }
 
@@ -396,13 +489,13 @@ impl From<&Instance> for InstanceView {
         InstanceView {
             id: i.id.0.clone(),
             batch_id: i.batch_id.0.clone(),
-            state: i.state.to_string(),
+            state: i.state,
             spec: SpecBody::from_resources(&i.spec),
-            runtime: i.runtime.to_string(),
+            runtime: i.runtime,
             region: i.area.region.clone(),
             province: i.area.province.clone(),
             city: i.area.city.clone(),
-            carrier: i.carrier.to_string(),
+            carrier: i.carrier,
             idc: i.idc.0.clone(),
             ip: i.ip.clone(),
             ssh: i.ssh.as_ref().map(Into::into),
@@ -419,34 +512,54 @@ impl From<&Instance> for InstanceView {
 /// A page of a listing; pass `next_cursor` as `cursor` to get the next one.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PageView<T> {
+    /// This page's items, in id order (oldest first).
     pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
 /// Capacity a reservation holds in one city and carrier.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReservationSlotView {
+    /// Region code of the city.
     pub region: String,
+    /// Province code of the city.
     pub province: String,
+    /// City code, such as `shenzhen`.
     pub city: String,
-    pub carrier: String,
+    /// The carrier (ISP) instances drawn from here are reached through.
+    #[schema(schema_with = word_schema::<Carrier>)]
+    pub carrier: Carrier,
+    /// Instances' worth of capacity held here.
     pub count: u64,
+    /// How much of it the owner's live instances draw.
     pub used: u64,
 }
 
 /// A reservation as its owner sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReservationView {
+    /// Reservation id, starting `r-`.
     pub id: String,
-    /// `active`, `released` or `expired`.
-    pub state: String,
+    /// `active` until its end time, then `expired`; `released` if its owner ended it first.
+    #[schema(schema_with = word_schema::<ReservationState>)]
+    pub state: ReservationState,
+    /// Instances' worth of capacity held, in total.
     pub count: u64,
+    /// How much of it the owner's live instances draw.
     pub used: u64,
+    /// The size of instance it holds room for; batches drawing on it must ask for the same.
     pub spec: SpecBody,
-    pub runtime: String,
+    /// The runtime it holds room for; batches drawing on it must ask for the same.
+    #[schema(schema_with = word_schema::<Runtime>)]
+    pub runtime: Runtime,
+    /// Where the capacity is held, by city and carrier.
     pub placement: Vec<ReservationSlotView>,
+    /// When it was created, UTC RFC 3339.
     pub created_at: DateTime<Utc>,
+    /// When it ends and its unused capacity goes back to the pool, UTC RFC 3339.
     pub ends_at: DateTime<Utc>,
+    /// When it was released or expired, UTC RFC 3339; null while active.
     pub ended_at: Option<DateTime<Utc>>,
 }
 
@@ -454,11 +567,11 @@ impl From<&Reservation> for ReservationView {
     fn from(r: &Reservation) -> Self {
         ReservationView {
             id: r.id.0.clone(),
-            state: r.state.to_string(),
+            state: r.state,
             count: r.request.count,
             used: r.used(),
             spec: SpecBody::from_resources(&r.request.spec),
-            runtime: r.request.runtime.to_string(),
+            runtime: r.request.runtime,
             placement: r
                 .slots
                 .iter()
@@ -466,7 +579,7 @@ impl From<&Reservation> for ReservationView {
                     region: s.area.region.clone(),
                     province: s.area.province.clone(),
                     city: s.area.city.clone(),
-                    carrier: s.carrier.to_string(),
+                    carrier: s.carrier,
                     count: s.count,
                     used: s.used,
                 })
@@ -479,6 +592,7 @@ impl From<&Reservation> for ReservationView {
 }
 
 impl CreateReservationBody {
+    /// Turns the body into a validated request as of `now`, or names the first field that is wrong.
     pub fn validate(
         self,
         known_area: impl Fn(&str) -> bool,
@@ -500,17 +614,20 @@ impl CreateReservationBody {
     }
 }
 
-/// A tenant's limits; absent fields are unlimited.
+/// A tenant's limits; an absent `max_cpu` or `max_instances` is unlimited.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaBody {
     /// Total vCPU of live instances, as a quantity ("2000").
     pub max_cpu: Option<String>,
+    /// Live instances at once.
     pub max_instances: Option<u64>,
+    /// API requests per second before answers turn 429, at least 1; the platform's default when absent.
     pub requests_per_second: Option<u32>,
 }
 
 impl QuotaBody {
+    /// Checks the limits; an error names `quota.<field>`.
     pub fn to_quota(&self) -> Result<Quota> {
         let max_cpu = self
             .max_cpu
@@ -527,6 +644,7 @@ impl QuotaBody {
         })
     }
 
+    /// The limits of `q`, CPU in its shortest quantity form.
     pub fn from_quota(q: &Quota) -> Self {
         QuotaBody {
             max_cpu: q.max_cpu.map(|c| c.to_string()),
@@ -539,11 +657,17 @@ impl QuotaBody {
 /// A tenant as admins see it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TenantView {
+    /// Tenant id, starting `t-`.
     pub id: String,
+    /// Unique account name.
     pub name: String,
+    /// Its limits.
     pub quota: QuotaBody,
+    /// vCPU its live instances hold, as a quantity ("2", "500m").
     pub used_cpu: String,
+    /// How many live instances it has.
     pub used_instances: u64,
+    /// When it was created, UTC RFC 3339.
     pub created_at: DateTime<Utc>,
 }
 
@@ -563,15 +687,20 @@ impl From<&Tenant> for TenantView {
 /// Every error answer: `{"error": {"code", "message", "details"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
+    /// What went wrong.
     pub error: ErrorDetail,
 }
 
+/// The code, message and details of an error answer.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable: `invalid_request`, `unauthorized`, `not_found`, `idempotency_conflict`,
     /// `insufficient_capacity`, `quota_exceeded`, `rate_limited`, ...
     pub code: String,
+    /// What went wrong, for people; match on `code`, not on this.
     pub message: String,
+    /// Facts for programs, by code: `field` and `reason` (`invalid_request`), `requested` and
+    /// `placeable` (`insufficient_capacity`, `quota_exceeded`), `resource` and `id` (`not_found`).
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }

@@ -20,7 +20,7 @@ use common::*;
 use eci_core::{IdcId, InstanceId, TenantId};
 use eci_edge_sim::{EngineConfig, Fault, NodeSpec, Resource, SimCluster, SimConfig};
 use eci_instance_manager::manifest;
-use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig, cluster_client};
+use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
 use eci_store::{Store, StoreConfig, testing};
 use serde_json::{Value, json};
 
@@ -364,8 +364,14 @@ fn start_reconcilers(sims: &BTreeMap<&'static str, SimCluster>, app: &App) -> Ve
     };
     sims.iter()
         .map(|(idc, sim)| {
-            let kube = cluster_client(kube::Config::new(sim.url().parse().unwrap())).unwrap();
-            IdcReconciler::start(IdcId(idc.to_string()), kube, app.store.clone(), config.clone())
+            let client = ClusterClient::for_url(&sim.url()).unwrap();
+            IdcReconciler::start(
+                IdcId(idc.to_string()),
+                client,
+                app.store.clone(),
+                &WorkQueue::default(),
+                config.clone(),
+            )
         })
         .collect()
 }

@@ -39,6 +39,29 @@ async fn the_openapi_document_is_valid_json_describing_every_resource() {
             }
         }
         assert!(doc["components"]["securitySchemes"]["api_key"].is_object(), "bearer keys are documented");
+        // A generated client gets enums, not bare strings, for the product's words.
+        let schemas = &doc["components"]["schemas"];
+        for (schema, field, words) in [
+            (
+                "InstanceView",
+                "state",
+                &["pending", "creating", "running", "stopping", "terminated", "failed", "unknown"][..],
+            ),
+            ("InstanceView", "carrier", &["telecom", "unicom", "mobile", "bgp"]),
+            ("InstanceView", "runtime", &["container", "rich", "vm"]),
+            ("BatchView", "state", &["active", "released", "expired"]),
+            ("ReservationView", "state", &["active", "released", "expired"]),
+            ("PlacedAreaView", "carrier", &["telecom", "unicom", "mobile", "bgp"]),
+            ("InvoiceView", "state", &["draft", "final"]),
+            ("InvoiceLineView", "kind", &["usage", "adjustment"]),
+            ("InvoiceLineView", "runtime", &["container", "rich", "vm"]),
+            ("PriceBody", "runtime", &["container", "rich", "vm"]),
+        ] {
+            let listed = &schemas[schema]["properties"][field]["enum"];
+            assert_eq!(listed, &json!(words), "{schema}.{field} lists its values: {}", schemas[schema]);
+        }
+        let carriers = &schemas["PlacementBody"]["properties"]["carriers"]["items"]["enum"];
+        assert_eq!(carriers, &json!(["telecom", "unicom", "mobile", "bgp"]), "{}", schemas["PlacementBody"]);
         let healthz = app.send(Method::GET, "/healthz", None, None).await.expect_status(StatusCode::OK);
         assert_eq!(healthz, "ok");
     })

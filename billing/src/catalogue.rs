@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct PriceTier {
+    /// The coarsest level an operator prices by: machines in one region cost alike.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Only with `region`, so that a tier always names one place in the hierarchy.
@@ -42,6 +43,7 @@ pub struct PriceTier {
     /// Only with `province`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub city: Option<String>,
+    /// Lines of different carriers cost the operator differently, wherever the machines are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carrier: Option<Carrier>,
 }
@@ -116,29 +118,56 @@ pub struct Price {
     /// Chosen by whoever writes the catalogue (`price-vm-gd-2026-11`) and unique in it; invoice lines
     /// name prices by it.
     pub id: String,
+    /// Runtimes cost differently to host (a VM more than a container), so each has its own prices.
     pub runtime: Runtime,
+    /// Where and through which carrier the price applies; anywhere when left out.
     #[serde(default)]
     pub tier: PriceTier,
     /// From this moment (UTC milliseconds) on, this version replaces earlier ones of its tier.
     pub effective_from_ms: i64,
+    /// Each resource is priced on its own, so that a line reads as unit price times quantity.
     pub cpu_micros_per_vcpu_second: u64,
+    /// The memory part of the price, per GiB-second.
     pub memory_micros_per_gib_second: u64,
+    /// The GPU part of the price, per GPU-second; instances without GPUs never pay it.
     pub gpu_micros_per_gpu_second: u64,
 }
 
 /// Why a list of prices is not a catalogue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogueError {
+    /// Invoice lines and URLs name prices by id, so an id must be a plain word.
     #[error("price id `{0}` must be non-empty and made of letters, digits, `-`, `_` and `.`")]
     InvalidId(String),
+    /// Two prices with one id would make the invoice lines that name it ambiguous.
     #[error("price id `{0}` is used by two prices")]
     DuplicateId(String),
+    /// A tier that names no one place in the area hierarchy cannot be ranked by specificity.
     #[error("price `{id}` has an invalid tier `{tier}`: {why}")]
-    InvalidTier { id: String, tier: String, why: &'static str },
+    InvalidTier {
+        /// The price whose tier it is.
+        id: String,
+        /// The tier as printed.
+        tier: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Two versions of one tier from one moment would leave the price from then on undecided.
     #[error(
         "prices `{first}` and `{second}` are both the {runtime} price of tier `{tier}` from {effective_from_ms} ms"
     )]
-    DuplicateVersion { first: String, second: String, runtime: Runtime, tier: String, effective_from_ms: i64 },
+    DuplicateVersion {
+        /// The price listed first.
+        first: String,
+        /// The price that repeats its version.
+        second: String,
+        /// The runtime both are for.
+        runtime: Runtime,
+        /// The tier both are for, as printed.
+        tier: String,
+        /// The moment both take effect.
+        effective_from_ms: i64,
+    },
 }
 
 /// A validated set of prices, indexed so that the prices of one kind of instance can be laid out on

@@ -1,15 +1,16 @@
 //! Invoices: a month's charges added up per price, as lines a customer can check against the
-//! catalogue (unit prices times exact quantities), and as CSV.
+//! catalogue (unit prices times exact quantities), and the month ([`Period`]) an invoice covers.
+//! An invoice keeps and prints its lines as [`StatementLine`](crate::statement::StatementLine)s.
 //!
 //! A line is an exact sum of charges, so the lines of a period add up to its usage total to the
 //! micro-unit, and a period is made of whole UTC days, so it adds up to its days' usage exactly too.
 
 use std::fmt;
-use std::fmt::Write as _;
 use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveDate};
 use eci_core::Runtime;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::catalogue::Catalogue;
 use crate::meter::{MeteredInstance, Metering, Window};
@@ -18,14 +19,21 @@ use crate::rating::{Rater, RatingError, Totals};
 /// What the instances of a period consumed under one price, and what it costs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoiceLine {
+    /// The price's runtime, which with its tier tells the customer what the line is for.
     pub runtime: Runtime,
     /// The price's tier as printed, `south-china/guangdong/*/telecom`.
     pub tier: String,
+    /// The price charged, by the id the catalogue gives it, so that it can be looked up.
     pub price_id: String,
+    /// When that version took effect: lines of one tier are listed in the order their prices applied.
     pub effective_from_ms: i64,
+    /// The price's unit prices, copied so that the line can be checked without the catalogue.
     pub cpu_micros_per_vcpu_second: u64,
+    /// The memory unit price, for the same check.
     pub memory_micros_per_gib_second: u64,
+    /// The GPU unit price, for the same check.
     pub gpu_micros_per_gpu_second: u64,
+    /// What was charged under the price: an exact sum of charges.
     pub totals: Totals,
 }
 
@@ -75,49 +83,6 @@ pub fn invoice_lines<'i>(
     Ok(lines)
 }
 
-/// The invoice lines as CSV (RFC 4180: a header row, CRLF line ends, a field quoted when it holds a
-/// comma, a quote or a line break). Numbers are plain integers in the smallest units.
-pub fn lines_to_csv(lines: &[InvoiceLine]) -> String {
-    let mut csv = String::from(
-        "runtime,tier,price_id,effective_from_ms,\
-         cpu_micros_per_vcpu_second,memory_micros_per_gib_second,gpu_micros_per_gpu_second,\
-         billed_ms,cpu_milli_vcpu_ms,memory_mib_ms,gpu_ms,\
-         cpu_micros,memory_micros,gpu_micros,amount_micros\r\n",
-    );
-    for line in lines {
-        let (q, a) = (&line.totals.quantities, &line.totals.amounts);
-        write!(
-            csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\r\n",
-            line.runtime,
-            quoted(&line.tier),
-            quoted(&line.price_id),
-            line.effective_from_ms,
-            line.cpu_micros_per_vcpu_second,
-            line.memory_micros_per_gib_second,
-            line.gpu_micros_per_gpu_second,
-            line.totals.billed_ms,
-            q.cpu_milli_vcpu_ms,
-            q.memory_mib_ms,
-            q.gpu_ms,
-            a.cpu.0,
-            a.memory.0,
-            a.gpu.0,
-            a.total.0,
-        )
-        .expect("writing into a String cannot fail");
-    }
-    csv
-}
-
-fn quoted(field: &str) -> std::borrow::Cow<'_, str> {
-    if field.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", field.replace('"', "\"\"")).into()
-    } else {
-        field.into()
-    }
-}
-
 /// A calendar month in UTC, the period an invoice covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Period {
@@ -128,13 +93,22 @@ pub struct Period {
 /// Why a period could not be read or made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeriodError {
+    /// A period is written `YYYY-MM` and nothing else, so that one month has one spelling and periods
+    /// sort as text.
     #[error("`{0}` is not a month; expected YYYY-MM, as in 2026-11")]
     Malformed(String),
+    /// A month outside the calendar has no window to bill.
     #[error("{year}-{month:02} is not a month of the years 1 to 9999")]
-    OutOfRange { year: i32, month: u32 },
+    OutOfRange {
+        /// The year asked for.
+        year: i32,
+        /// The month asked for.
+        month: u32,
+    },
 }
 
 impl Period {
+    /// A month from its numbers, refused outside the years 1 to 9999 so that its window is dates.
     pub fn new(year: i32, month: u32) -> Result<Period, PeriodError> {
         if (1..=9999).contains(&year) && (1..=12).contains(&month) {
             Ok(Period { year, month })
@@ -143,10 +117,12 @@ impl Period {
         }
     }
 
+    /// The year, for callers that lay months out by year.
     pub fn year(&self) -> i32 {
         self.year
     }
 
+    /// The month of the year, 1 to 12, for the same callers.
     pub fn month(&self) -> u32 {
         self.month
     }
@@ -207,6 +183,19 @@ impl fmt::Display for Period {
     }
 }
 
+/// Kept as its text, `2026-11`, so that a line kept with a final invoice reads as it prints.
+impl Serialize for Period {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Period, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use eci_core::Carrier;
@@ -215,6 +204,7 @@ mod tests {
     use super::*;
     use crate::catalogue::{Price, PriceTier};
     use crate::meter::DAY_MS;
+    use crate::statement::{StatementLine, statement_csv};
     use crate::testing::*;
     use crate::usage::usage;
 
@@ -247,6 +237,15 @@ mod tests {
             "2026-13".parse::<Period>().unwrap_err().to_string(),
             "2026-13 is not a month of the years 1 to 9999"
         );
+    }
+
+    #[test]
+    fn a_period_is_kept_as_its_text_and_only_a_month_reads_back() {
+        let november = Period::new(2026, 11).unwrap();
+        assert_eq!(serde_json::to_string(&november).unwrap(), "\"2026-11\"");
+        assert_eq!(serde_json::from_str::<Period>("\"2026-11\"").unwrap(), november);
+        assert!(serde_json::from_str::<Period>("\"2026-13\"").is_err());
+        assert!(serde_json::from_str::<Period>("202611").is_err());
     }
 
     fn november_catalogue() -> Catalogue {
@@ -288,14 +287,16 @@ mod tests {
                 ("c-gd-telecom", 1_801_000 + 60_000, 1_637_110 + 720)
             ]
         );
+        let kept: Vec<StatementLine> =
+            lines.iter().map(|line| StatementLine::usage(november, line)).collect();
         assert_eq!(
-            lines_to_csv(&lines),
-            "runtime,tier,price_id,effective_from_ms,\
+            statement_csv(&kept),
+            "kind,period,runtime,tier,price_id,\
              cpu_micros_per_vcpu_second,memory_micros_per_gib_second,gpu_micros_per_gpu_second,\
              billed_ms,cpu_milli_vcpu_ms,memory_mib_ms,gpu_ms,cpu_micros,memory_micros,gpu_micros,amount_micros\r\n\
-             container,*/*/*/*,c-v1,0,10,4,1000,1800000,900000000,2764800000,1800000,9000,10800,1800000,1819800\r\n\
-             container,*/*/*/*,c-v2,1793575800000,12,5,1200,5400000,2700000000,8294400000,5400000,32400,40500,6480000,6552900\r\n\
-             container,south-china/guangdong/*/telecom,c-gd-telecom,1793581200000,9,3,900,\
+             usage,2026-11,container,*/*/*/*,c-v1,10,4,1000,1800000,900000000,2764800000,1800000,9000,10800,1800000,1819800\r\n\
+             usage,2026-11,container,*/*/*/*,c-v2,12,5,1200,5400000,2700000000,8294400000,5400000,32400,40500,6480000,6552900\r\n\
+             usage,2026-11,container,south-china/guangdong/*/telecom,c-gd-telecom,9,3,900,\
              1861000,960500000,2827776000,1801000,8645,8285,1620900,1637830\r\n"
         );
         let october = Period::new(2026, 10).unwrap();
@@ -303,13 +304,6 @@ mod tests {
             invoice_lines(&instances, &catalogue, &Metering::default(), october.window(), 0),
             Ok(vec![])
         );
-    }
-
-    #[test]
-    fn a_csv_field_that_needs_quotes_gets_them() {
-        assert_eq!(quoted("plain"), "plain");
-        assert_eq!(quoted("a,b"), "\"a,b\"");
-        assert_eq!(quoted("say \"hi\""), "\"say \"\"hi\"\"\"");
     }
 
     proptest! {
@@ -332,7 +326,9 @@ mod tests {
                 sum.merge(&line.totals).unwrap();
             }
             prop_assert_eq!(sum, usage.total);
-            let csv = lines_to_csv(lines);
+            let period = Period::containing(from).unwrap();
+            let kept: Vec<StatementLine> = lines.iter().map(|line| StatementLine::usage(period, line)).collect();
+            let csv = statement_csv(&kept);
             prop_assert_eq!(csv.matches("\r\n").count(), lines.len() + 1);
         }
 

@@ -15,13 +15,17 @@ pub const DAY_MS: i64 = 86_400_000;
 /// What billing needs to know about one instance, and nothing more.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeteredInstance {
+    /// Which instance it is, for its own cost and for naming it when it cannot be rated.
     pub id: InstanceId,
     /// Usage can be grouped by batch: a batch task's cost is what its customer asks first.
     pub batch: BatchId,
+    /// Prices differ by runtime.
     pub runtime: Runtime,
+    /// Prices differ by area tier, and usage can be grouped by area.
     pub area: Area,
     /// The carrier the instance is reached through; prices may differ per carrier.
     pub carrier: Carrier,
+    /// What the instance holds, which is what it pays for every second it runs.
     pub resources: Resources,
     /// The batch's labels, for usage grouped by a label (a team, a project, a cost centre).
     pub labels: BTreeMap<String, String>,
@@ -45,6 +49,7 @@ impl Default for Metering {
 }
 
 impl Metering {
+    /// The same metering with another minimum charge, which each deployment sets for itself.
     pub fn with_min_charge_ms(self, min_charge_ms: i64) -> Self {
         Metering { min_charge_ms }
     }
@@ -74,8 +79,15 @@ pub struct Window {
 /// Why a window was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WindowError {
+    /// A window that ends before it starts holds no moment: the ends were surely swapped.
     #[error("the window ends ({to_ms} ms) before it starts ({from_ms} ms)")]
-    Reversed { from_ms: i64, to_ms: i64 },
+    Reversed {
+        /// Where the window was to start.
+        from_ms: i64,
+        /// Where it was to end.
+        to_ms: i64,
+    },
+    /// A moment outside the years 1 to 9999 has no date, and rating cuts time at dates.
     #[error("{0} ms is outside the years 1 to 9999")]
     OutOfCalendar(i64),
 }
@@ -86,6 +98,8 @@ impl Window {
     /// 10000-01-01T00:00:00Z, the first moment after the calendar.
     pub const LATEST_MS: i64 = 253_402_300_800_000;
 
+    /// The window from `from_ms` to `to_ms`, refused when reversed or outside the calendar, so that
+    /// rating never meets a moment without a date.
     pub fn new(from_ms: i64, to_ms: i64) -> Result<Window, WindowError> {
         for ms in [from_ms, to_ms] {
             if !Window::in_calendar(ms) {
@@ -98,14 +112,17 @@ impl Window {
         Ok(Window { from_ms, to_ms })
     }
 
+    /// Where the window starts, included: the first moment charged.
     pub fn from_ms(&self) -> i64 {
         self.from_ms
     }
 
+    /// Where the window ends, excluded, so that adjacent windows share no moment.
     pub fn to_ms(&self) -> i64 {
         self.to_ms
     }
 
+    /// Whether `ms` lies in the window, by the one half-open rule every reader uses.
     pub fn contains(&self, ms: i64) -> bool {
         self.from_ms <= ms && ms < self.to_ms
     }

@@ -56,16 +56,22 @@ pub struct Micros(pub u64);
 /// What was consumed, in the smallest units there are, so that nothing is rounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Quantities {
+    /// The CPU an amount is for, in milli-vCPU-milliseconds.
     pub cpu_milli_vcpu_ms: u128,
+    /// The memory an amount is for, in MiB-milliseconds.
     pub memory_mib_ms: u128,
+    /// The GPUs an amount is for, in GPU-milliseconds.
     pub gpu_ms: u128,
 }
 
 /// What was consumed costs, per dimension and in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Amounts {
+    /// What the CPU costs, so that a customer can check it against the CPU price.
     pub cpu: Micros,
+    /// What the memory costs, for the same check.
     pub memory: Micros,
+    /// What the GPUs cost, for the same check.
     pub gpu: Micros,
     /// `cpu + memory + gpu`, summed once here so that no reader adds (or overflows) it again.
     pub total: Micros,
@@ -76,20 +82,26 @@ pub struct Amounts {
 pub struct Charge<'c> {
     /// The UTC day the piece lies in.
     pub day: NaiveDate,
+    /// The price the piece is charged at, by which charges add up into invoice lines.
     pub price: &'c Price,
     /// Billed milliseconds: the piece's running time plus `top_up_ms`.
     pub ms: i64,
     /// The part of `ms` that is billed beyond running time; non-zero only on the charge at the end.
     pub top_up_ms: i64,
+    /// What the piece consumed, exactly.
     pub quantities: Quantities,
+    /// What it costs, each dimension rounded once.
     pub amounts: Amounts,
 }
 
 /// What a set of charges adds up to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Totals {
+    /// Billed time, summed exactly: it is never rounded.
     pub billed_ms: i64,
+    /// What was consumed, summed exactly.
     pub quantities: Quantities,
+    /// What it costs: exact sums of amounts rounded once each, so totals add up across groupings.
     pub amounts: Amounts,
 }
 
@@ -131,17 +143,48 @@ impl Totals {
 /// Why an instance could not be rated. Nothing is ever billed as zero for want of a price.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RatingError {
+    /// The catalogue has a gap: the operator must add a price rather than bill the time as free.
     #[error(
         "no price applies to instance `{instance}` ({runtime} in {}/{}/{} on {carrier}) at {}",
         .area.region, .area.province, .area.city, moment(*.at_ms)
     )]
-    Unpriced { instance: InstanceId, runtime: Runtime, area: Area, carrier: Carrier, at_ms: i64 },
+    Unpriced {
+        /// The instance no price applies to.
+        instance: InstanceId,
+        /// Its runtime, area and carrier are what a price is looked up by.
+        runtime: Runtime,
+        /// Its area.
+        area: Area,
+        /// Its carrier.
+        carrier: Carrier,
+        /// The first moment it is unpriced.
+        at_ms: i64,
+    },
+    /// A record that ends before it starts is corrupt, and rating it would bill negative time.
     #[error("instance `{instance}` ends at {} before it starts at {}", moment(*.ended_ms), moment(*.started_ms))]
-    EndsBeforeStart { instance: InstanceId, started_ms: i64, ended_ms: i64 },
+    EndsBeforeStart {
+        /// The instance whose record it is.
+        instance: InstanceId,
+        /// When it is recorded to have started.
+        started_ms: i64,
+        /// When it is recorded to have ended.
+        ended_ms: i64,
+    },
+    /// A moment without a date cannot be cut into days.
     #[error("instance `{instance}` is metered at {ms} ms, outside the years 1 to 9999")]
-    OutOfCalendar { instance: InstanceId, ms: i64 },
+    OutOfCalendar {
+        /// The instance metered there.
+        instance: InstanceId,
+        /// The moment.
+        ms: i64,
+    },
+    /// An amount beyond 64 bits of micro-units is no real bill but a corrupt record or price.
     #[error("the amount of instance `{instance}` is too large to represent")]
-    AmountOverflow { instance: InstanceId },
+    AmountOverflow {
+        /// The instance whose amount it is.
+        instance: InstanceId,
+    },
+    /// A sum beyond what its integer holds would otherwise wrap silently.
     #[error("a total is too large to represent")]
     TotalOverflow,
 }
@@ -214,6 +257,8 @@ impl<'c> Timelines<'c> {
 }
 
 impl<'c> Rater<'c> {
+    /// A rater for one catalogue, metering, window and `now`, so that the timelines it works out
+    /// serve every instance it rates.
     pub fn new(catalogue: &'c Catalogue, metering: &Metering, window: Window, now_ms: i64) -> Self {
         Rater { catalogue, metering: *metering, window, now_ms, timelines: Timelines::default() }
     }

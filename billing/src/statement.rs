@@ -1,5 +1,9 @@
-//! What a tenant's invoice says: its lines as kept once the invoice is final, and the adjustment
-//! lines that carry a correction of a final invoice onto a later one.
+//! What a tenant's invoice says: whether it is still a draft, its lines as kept once the invoice is
+//! final, and the adjustment lines that carry a correction of a final invoice onto a later one.
+//!
+//! A month's invoice is a draft until the month and a grace period after it are over, and final from
+//! then on ([`InvoiceState::settle`]): the grace period lets ends that were late to arrive (an IDC
+//! that reconnects on the 1st) land on the month they belong to rather than as an adjustment.
 //!
 //! A final invoice is never rewritten. When an instance's record changes after its month's invoice is
 //! final (an IDC reconnects and reports the true end of an instance that was billed as running), the
@@ -7,10 +11,12 @@
 //! adjustments already made on later invoices), becomes adjustment lines on the next invoice. The
 //! amounts are signed: a correction is usually a credit.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use eci_core::Runtime;
+use eci_core::words::Word;
 use serde::{Deserialize, Serialize};
 
 use crate::invoice::{InvoiceLine, Period};
@@ -19,7 +25,9 @@ use crate::invoice::{InvoiceLine, Period};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LineKind {
+    /// Bills the usage of the invoice's own month.
     Usage,
+    /// Corrects an earlier month whose invoice is final, since a final invoice is never rewritten.
     Adjustment,
 }
 
@@ -33,26 +41,91 @@ impl LineKind {
     }
 }
 
+impl Word for LineKind {
+    const KIND: &'static str = "invoice line kind";
+    const ALL: &'static [LineKind] = &[LineKind::Usage, LineKind::Adjustment];
+    fn as_str(&self) -> &'static str {
+        LineKind::as_str(*self)
+    }
+}
+
+/// Whether an invoice can still change, which is what tells a customer its figures are settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceState {
+    /// The month or its grace period is not over: the figures are as of now.
+    Draft,
+    /// Written once, never rewritten; later corrections go onto a later invoice.
+    Final,
+}
+
+impl InvoiceState {
+    /// The word the API uses, as serde spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceState::Draft => "draft",
+            InvoiceState::Final => "final",
+        }
+    }
+
+    /// The state at `now_ms` of `period`'s invoice, `self` until then, when a draft takes corrections
+    /// for `grace_ms` after its month: a draft turns final once the month and its grace period are
+    /// over, and a final invoice stays final whatever the clock says, because it was written once and
+    /// a replica whose clock lags must not reopen it.
+    pub fn settle(self, period: Period, grace_ms: i64, now_ms: i64) -> InvoiceState {
+        let due = period.window().to_ms().saturating_add(grace_ms) <= now_ms;
+        match self {
+            InvoiceState::Draft if due => InvoiceState::Final,
+            InvoiceState::Draft => InvoiceState::Draft,
+            InvoiceState::Final => InvoiceState::Final,
+        }
+    }
+}
+
+impl Word for InvoiceState {
+    const KIND: &'static str = "invoice state";
+    const ALL: &'static [InvoiceState] = &[InvoiceState::Draft, InvoiceState::Final];
+    fn as_str(&self) -> &'static str {
+        InvoiceState::as_str(*self)
+    }
+}
+
 /// One line of an invoice, with signed quantities and amounts (an adjustment may take back).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatementLine {
+    /// Whether the line bills its month or corrects it.
     pub kind: LineKind,
     /// The month whose usage the line bills or corrects, `2026-11`.
-    pub period: String,
+    pub period: Period,
+    /// The price's runtime, which with its tier tells the customer what the line is for.
     pub runtime: Runtime,
+    /// The price's tier as printed, `south-china/guangdong/*/telecom`.
     pub tier: String,
+    /// The price charged, by the id the catalogue gives it.
     pub price_id: String,
+    /// The unit prices as charged, kept so that a final invoice reads the same once its prices are
+    /// superseded.
     pub cpu_micros_per_vcpu_second: u64,
+    /// The memory unit price as charged.
     pub memory_micros_per_gib_second: u64,
+    /// The GPU unit price as charged.
     pub gpu_micros_per_gpu_second: u64,
+    /// Billed time; signed, like every figure below, so that an adjustment can take back.
     pub billed_ms: i64,
+    /// The CPU billed, in milli-vCPU-milliseconds.
     pub cpu_milli_vcpu_ms: i128,
+    /// The memory billed, in MiB-milliseconds.
     pub memory_mib_ms: i128,
+    /// The GPUs billed, in GPU-milliseconds.
     pub gpu_ms: i128,
+    /// What the CPU costs.
     pub cpu_micros: i64,
+    /// What the memory costs.
     pub memory_micros: i64,
+    /// What the GPUs cost.
     pub gpu_micros: i64,
+    /// What the line costs in all, the figure invoice totals add up.
     pub amount_micros: i64,
 }
 
@@ -109,7 +182,7 @@ impl StatementLine {
         let (q, a) = (&line.totals.quantities, &line.totals.amounts);
         StatementLine {
             kind: LineKind::Usage,
-            period: period.to_string(),
+            period,
             runtime: line.runtime,
             tier: line.tier.clone(),
             price_id: line.price_id.clone(),
@@ -147,7 +220,6 @@ impl StatementLine {
 /// lines and every adjustment of it since) to what its usage comes to now (`now`, its usage lines
 /// rated again), one per price whose figures differ.
 pub fn adjustments(period: Period, now: &[StatementLine], billed: &[StatementLine]) -> Vec<StatementLine> {
-    let period = period.to_string();
     let mut by_price: BTreeMap<&str, (&StatementLine, Figures)> = BTreeMap::new();
     for line in now.iter().filter(|l| l.period == period) {
         let entry = by_price.entry(&line.price_id).or_insert((line, Figures::default()));
@@ -169,8 +241,9 @@ pub fn total_micros(lines: &[StatementLine]) -> i64 {
     lines.iter().map(|l| l.amount_micros).sum()
 }
 
-/// An invoice's lines as CSV (RFC 4180: a header row, CRLF line ends). Numbers are plain integers in
-/// the smallest units; no field the platform writes needs quoting (ids and tiers are plain words).
+/// An invoice's lines as CSV (RFC 4180: a header row, CRLF line ends, a field quoted when it holds a
+/// comma, a quote or a line break). Numbers are plain integers in the smallest units; the tiers and
+/// price ids the platform writes are plain words, which never need quoting.
 pub fn statement_csv(lines: &[StatementLine]) -> String {
     let mut csv = String::from(
         "kind,period,runtime,tier,price_id,\
@@ -185,8 +258,8 @@ pub fn statement_csv(lines: &[StatementLine]) -> String {
             l.kind.as_str(),
             l.period,
             l.runtime,
-            l.tier,
-            l.price_id,
+            quoted(&l.tier),
+            quoted(&l.price_id),
             l.cpu_micros_per_vcpu_second,
             l.memory_micros_per_gib_second,
             l.gpu_micros_per_gpu_second,
@@ -204,14 +277,25 @@ pub fn statement_csv(lines: &[StatementLine]) -> String {
     csv
 }
 
+fn quoted(field: &str) -> Cow<'_, str> {
+    if field.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", field.replace('"', "\"\"")).into()
+    } else {
+        field.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::meter::DAY_MS;
 
     fn line(kind: LineKind, period: &str, price: &str, ms: i64, amount: i64) -> StatementLine {
         StatementLine {
             kind,
-            period: period.into(),
+            period: period.parse().unwrap(),
             runtime: Runtime::Container,
             tier: "*/*/*/*".into(),
             price_id: price.into(),
@@ -244,7 +328,7 @@ mod tests {
         let now = vec![line(LineKind::Usage, "2026-11", "base", 7_000, 280)];
         let made = adjustments(nov, &now, &billed);
         assert_eq!(made.len(), 2);
-        assert!(made.iter().all(|l| l.kind == LineKind::Adjustment && l.period == "2026-11"));
+        assert!(made.iter().all(|l| l.kind == LineKind::Adjustment && l.period == nov));
         assert_eq!(total_micros(&made), -200);
         assert_eq!(
             (made[0].price_id.as_str(), made[0].billed_ms, made[0].amount_micros),
@@ -281,5 +365,78 @@ mod tests {
             "adjustment,2026-10,container,*/*/*/*,base,40,5,0,-1000,-1000000,0,0,-40,0,0,-40"
         );
         assert_eq!(total_micros(&lines), 2_400);
+    }
+
+    #[test]
+    fn a_csv_field_that_needs_quotes_gets_them() {
+        assert_eq!(quoted("plain"), "plain");
+        assert_eq!(quoted("a,b"), "\"a,b\"");
+        assert_eq!(quoted("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn a_draft_turns_final_when_its_month_and_grace_period_are_over_and_stays_final() {
+        let nov: Period = "2026-11".parse().unwrap();
+        let grace = 3 * DAY_MS;
+        let december = nov.window().to_ms();
+        assert_eq!(InvoiceState::Draft.settle(nov, grace, nov.window().from_ms()), InvoiceState::Draft);
+        assert_eq!(InvoiceState::Draft.settle(nov, grace, december + grace - 1), InvoiceState::Draft);
+        assert_eq!(InvoiceState::Draft.settle(nov, grace, december + grace), InvoiceState::Final);
+        assert_eq!(InvoiceState::Draft.settle(nov, 0, december), InvoiceState::Final);
+        assert_eq!(InvoiceState::Final.settle(nov, grace, nov.window().from_ms()), InvoiceState::Final);
+        assert_eq!(InvoiceState::Draft.settle(nov, i64::MAX, i64::MAX - 1), InvoiceState::Draft);
+        assert_eq!((InvoiceState::Draft.as_str(), InvoiceState::Final.as_str()), ("draft", "final"));
+        assert_eq!(serde_json::to_string(&InvoiceState::Final).unwrap(), "\"final\"");
+    }
+
+    fn spelled_as_serde_spells_it<W: Word + Serialize>() {
+        for w in W::ALL {
+            assert_eq!(serde_json::to_string(w).unwrap(), format!("\"{}\"", w.as_str()), "a {}", W::KIND);
+        }
+    }
+
+    #[test]
+    fn invoice_words_are_listed_in_order_and_spelled_as_the_json_spells_them() {
+        spelled_as_serde_spells_it::<LineKind>();
+        spelled_as_serde_spells_it::<InvoiceState>();
+        assert_eq!(
+            <LineKind as Word>::ALL.iter().map(Word::as_str).collect::<Vec<_>>(),
+            ["usage", "adjustment"]
+        );
+        assert_eq!(
+            <InvoiceState as Word>::ALL.iter().map(Word::as_str).collect::<Vec<_>>(),
+            ["draft", "final"]
+        );
+        for kind in <LineKind as Word>::ALL {
+            assert_eq!(serde_json::from_str::<LineKind>(&format!("\"{}\"", kind.as_str())).unwrap(), *kind);
+        }
+    }
+
+    fn a_period() -> impl Strategy<Value = Period> {
+        (1i32..=9999, 1u32..=12).prop_map(|(year, month)| Period::new(year, month).unwrap())
+    }
+
+    fn a_state() -> impl Strategy<Value = InvoiceState> {
+        prop_oneof![Just(InvoiceState::Draft), Just(InvoiceState::Final)]
+    }
+
+    proptest! {
+        #[test]
+        fn an_invoice_is_final_exactly_from_the_end_of_its_grace_period_and_never_reopens(
+            period in a_period(),
+            state in a_state(),
+            grace in prop_oneof![Just(0i64), 0i64..40 * DAY_MS],
+            now in -40 * DAY_MS..80 * DAY_MS,
+            later in 0i64..80 * DAY_MS,
+        ) {
+            let now = period.window().from_ms() + now;
+            let settled = state.settle(period, grace, now);
+            let due = now >= period.window().to_ms() + grace;
+            prop_assert_eq!(settled == InvoiceState::Final, due || state == InvoiceState::Final);
+            prop_assert_eq!(settled.settle(period, grace, now), settled);
+            if InvoiceState::Draft.settle(period, grace, now) == InvoiceState::Final {
+                prop_assert_eq!(InvoiceState::Draft.settle(period, grace, now + later), InvoiceState::Final);
+            }
+        }
     }
 }

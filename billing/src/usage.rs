@@ -18,13 +18,16 @@ use crate::rating::{Piece, Rater, RatingError, Totals, date};
 /// `runtime` or `day`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum GroupBy {
+    /// By batch: what a batch task cost is what its customer asks first.
     Batch,
     /// By the value of one label. Instances without the label fall in the group with key `""`,
     /// together with those whose value is empty.
     Label(String),
     /// By `region/province/city`.
     Area,
+    /// By carrier, since prices may differ per carrier.
     Carrier,
+    /// By runtime, since each runtime has its own prices.
     Runtime,
     /// By UTC day, `YYYY-MM-DD`. An instance running over midnight counts in both days.
     Day,
@@ -33,8 +36,10 @@ pub enum GroupBy {
 /// Why a grouping could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GroupByError {
+    /// Only the groupings above can be added up; anything else is a typing mistake to point out.
     #[error("`{0}` is not a grouping; expected one of: batch, label:<key>, area, carrier, runtime, day")]
     Unknown(String),
+    /// `label:` alone names no label to group by.
     #[error("`label:` needs a label key, as in `label:team`")]
     EmptyLabelKey,
 }
@@ -77,18 +82,23 @@ impl fmt::Display for GroupBy {
 /// One group's usage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageGroup {
+    /// The group as the API prints it: a batch id, a label value, `region/province/city`, a carrier,
+    /// a runtime or `YYYY-MM-DD`.
     pub key: String,
     /// Distinct instances with at least one charge in the group.
     pub instances: u64,
+    /// What the group's charges add up to.
     pub totals: Totals,
 }
 
 /// Usage in a window: the groups, sorted by key (none when not grouped), and the overall total.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Usage {
+    /// The breakdown asked for, by key so that it reads the same every time.
     pub groups: Vec<UsageGroup>,
     /// Distinct instances with at least one charge in the window.
     pub instances: u64,
+    /// The overall total, which the groups add up to exactly.
     pub total: Totals,
 }
 

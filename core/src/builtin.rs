@@ -36,6 +36,7 @@ const SERVER: Resources = Resources { cpu: MilliCpu(32_000), memory: MiB(128 * 1
 pub struct SplitMix(pub u64);
 
 impl SplitMix {
+    /// The next number of the sequence; the same seed always gives the same sequence.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

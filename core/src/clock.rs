@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 
 /// A source of "now".
 pub trait Clock: std::fmt::Debug + Send + Sync + 'static {
+    /// The current moment, in UTC.
     fn now(&self) -> DateTime<Utc>;
 }
 
@@ -25,10 +26,12 @@ impl Clock for SystemClock {
 pub struct ManualClock(Mutex<DateTime<Utc>>);
 
 impl ManualClock {
+    /// A clock that reads `start` until it is advanced.
     pub fn new(start: DateTime<Utc>) -> Self {
         ManualClock(Mutex::new(start))
     }
 
+    /// Moves the clock on by `by`, as if that much time had passed (backwards when `by` is negative).
     pub fn advance(&self, by: Duration) {
         *self.0.lock().expect("clock lock poisoned") += by;
     }

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::units::{MiB, MilliCpu, Resources};
+pub use crate::words::UnknownWord;
+use crate::words::word_enum;
 
 /// Opaque IDC identifier; customers see it on an instance but never choose it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -22,12 +23,16 @@ impl fmt::Display for IdcId {
 /// Where an IDC stands: region > province > city, each a lowercase pinyin code unique across levels.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Area {
+    /// The broadest level, such as `south-china`.
     pub region: String,
+    /// The province within the region, such as `guangdong`.
     pub province: String,
+    /// The city within the province, such as `shenzhen`: the finest level customers see or ask for.
     pub city: String,
 }
 
 impl Area {
+    /// An area from its region, province and city codes; [`Idc::validate`] checks the codes, not this.
     pub fn new(region: &str, province: &str, city: &str) -> Self {
         Area { region: region.into(), province: province.into(), city: city.into() }
     }
@@ -38,131 +43,91 @@ impl Area {
     }
 }
 
-/// The ISPs an IDC is connected to; `bgp` is a multi-line IDC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Carrier {
-    Telecom,
-    Unicom,
-    Mobile,
-    Bgp,
-}
-
-impl Carrier {
-    pub const ALL: [Carrier; 4] = [Carrier::Telecom, Carrier::Unicom, Carrier::Mobile, Carrier::Bgp];
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Carrier::Telecom => "telecom",
-            Carrier::Unicom => "unicom",
-            Carrier::Mobile => "mobile",
-            Carrier::Bgp => "bgp",
-        }
+word_enum!(
+    /// The ISPs an IDC is connected to; `bgp` is a multi-line IDC.
+    Carrier, "carrier", {
+        /// China Telecom.
+        Telecom => "telecom",
+        /// China Unicom.
+        Unicom => "unicom",
+        /// China Mobile.
+        Mobile => "mobile",
+        /// A multi-line (BGP) IDC, reached equally well from every carrier's network.
+        Bgp => "bgp",
     }
-}
+);
 
-/// How an instance runs: a plain container, a rich container (Kata) or a KubeVirt VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Runtime {
-    #[default]
-    Container,
-    Rich,
-    Vm,
-}
+word_enum!(
+    /// How an instance runs: a plain container, a rich container (Kata) or a KubeVirt VM.
+    #[derive(Default)]
+    Runtime, "runtime", {
+        /// A plain container, one Pod running the customer's image; every IDC runs these.
+        #[default]
+        Container => "container",
+        /// A rich container: the platform's systemd base image in a Kata sandbox, logged into over ssh.
+        Rich => "rich",
+        /// A KubeVirt virtual machine booted from the customer's image as its container disk, logged
+        /// into over ssh.
+        Vm => "vm",
+    }
+);
 
 impl Runtime {
-    pub const ALL: [Runtime; 3] = [Runtime::Container, Runtime::Rich, Runtime::Vm];
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Runtime::Container => "container",
-            Runtime::Rich => "rich",
-            Runtime::Vm => "vm",
-        }
-    }
-
     /// Rich containers and VMs are logged into by their owners, so they need ssh keys.
     pub fn needs_ssh(&self) -> bool {
         matches!(self, Runtime::Rich | Runtime::Vm)
     }
 }
 
-/// Whether new work may land in an IDC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IdcStatus {
-    #[default]
-    Active,
-    /// Keeps what runs there, takes nothing new: the IDC is being emptied for decommissioning.
-    Draining,
-    /// The link to its cluster is down; its instances keep running but nothing new goes there.
-    Disconnected,
-}
-
-/// Why a product word could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{value}` is not a valid {kind}; expected one of: {expected}")]
-pub struct UnknownWord {
-    pub kind: &'static str,
-    pub value: String,
-    pub expected: &'static str,
-}
-
-macro_rules! from_str_by_name {
-    ($ty:ty, $kind:literal, $expected:literal, [$($variant:expr),+]) => {
-        impl FromStr for $ty {
-            type Err = UnknownWord;
-            fn from_str(s: &str) -> Result<Self, UnknownWord> {
-                [$($variant),+]
-                    .into_iter()
-                    .find(|v| v.as_str() == s)
-                    .ok_or_else(|| UnknownWord { kind: $kind, value: s.to_string(), expected: $expected })
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-from_str_by_name!(
-    Carrier,
-    "carrier",
-    "telecom, unicom, mobile, bgp",
-    [Carrier::Telecom, Carrier::Unicom, Carrier::Mobile, Carrier::Bgp]
-);
-from_str_by_name!(
-    Runtime,
-    "runtime",
-    "container, rich, vm",
-    [Runtime::Container, Runtime::Rich, Runtime::Vm]
-);
-from_str_by_name!(
-    IdcStatus,
-    "IDC status",
-    "active, draining, disconnected",
-    [IdcStatus::Active, IdcStatus::Draining, IdcStatus::Disconnected]
+word_enum!(
+    /// Whether new work may land in an IDC.
+    #[derive(Default)]
+    IdcStatus, "IDC status", {
+        /// Takes new batches and reservations.
+        #[default]
+        Active => "active",
+        /// Keeps what runs there, takes nothing new: the IDC is being emptied for decommissioning.
+        Draining => "draining",
+        /// The link to its cluster is down; its instances keep running but nothing new goes there.
+        Disconnected => "disconnected",
+    }
 );
 
 impl IdcStatus {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            IdcStatus::Active => "active",
-            IdcStatus::Draining => "draining",
-            IdcStatus::Disconnected => "disconnected",
+    /// The one rule for what news of an IDC's link does to its status: a lost link turns an active
+    /// IDC `disconnected`, a restored one turns it `active` again; an IDC an admin is draining stays
+    /// draining either way. `None` when the status does not change.
+    pub fn on_link(self, link: LinkNews) -> Option<IdcStatus> {
+        match (self, link) {
+            (IdcStatus::Active, LinkNews::Lost) => Some(IdcStatus::Disconnected),
+            (IdcStatus::Disconnected, LinkNews::Restored) => Some(IdcStatus::Active),
+            _ => None,
         }
     }
+
+    /// Every status that `link` moves, and where to: what the store applies conditionally.
+    pub fn moved_by(link: LinkNews) -> Vec<(IdcStatus, IdcStatus)> {
+        IdcStatus::ALL.into_iter().filter_map(|from| from.on_link(link).map(|to| (from, to))).collect()
+    }
+}
+
+/// What the instance manager learnt about the link to an IDC's cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkNews {
+    /// The cluster stopped answering.
+    Lost,
+    /// The cluster answers again.
+    Restored,
 }
 
 /// One edge data centre: a Kubernetes cluster somewhere, with the capacity the platform may use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Idc {
+    /// Its stable identifier: the key of its ledger line and what instances record.
     pub id: IdcId,
     /// Shown to operators only.
     pub name: String,
+    /// Where it stands; what a request's area codes are matched against.
     pub area: Area,
     /// Never empty: an IDC without a carrier serves nobody.
     pub carriers: Vec<Carrier>,
@@ -170,6 +135,7 @@ pub struct Idc {
     pub capacity: Resources,
     /// Always contains `container`.
     pub runtimes: Vec<Runtime>,
+    /// Whether new work may land here; the planner uses only `active` IDCs.
     pub status: IdcStatus,
     /// The kubeconfig context naming this IDC's cluster.
     pub kube_context: Option<String>,
@@ -181,6 +147,7 @@ pub struct Idc {
 }
 
 impl Idc {
+    /// True when this IDC's cluster can run instances of `runtime`.
     pub fn supports(&self, runtime: Runtime) -> bool {
         self.runtimes.contains(&runtime)
     }
@@ -241,18 +208,34 @@ pub fn is_area_code(code: &str) -> bool {
 /// Why a fleet could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
+    /// The text is not YAML, or not a fleet file's shape (an unknown field, carrier or runtime).
     #[error("fleet file is not valid YAML for a fleet")]
     Parse(#[source] serde_yaml::Error),
+    /// One IDC breaks a rule of [`Idc::validate`].
     #[error("IDC `{id}` is invalid: {why}")]
-    InvalidIdc { id: String, why: String },
+    InvalidIdc {
+        /// The IDC's id as written.
+        id: String,
+        /// The rule it breaks, in words for the operator.
+        why: String,
+    },
+    /// Two IDCs share the id this holds.
     #[error("IDC id `{0}` appears twice")]
     DuplicateId(String),
+    /// One area code names two places (two levels, or two parents), so a request for it would be ambiguous.
     #[error("area code `{code}` is used at two levels or under two parents")]
-    AmbiguousArea { code: String },
+    AmbiguousArea {
+        /// The code used twice.
+        code: String,
+    },
+    /// An IDC's `cpu` or `memory` is not a quantity the platform can count.
     #[error("capacity `{value}` of IDC `{id}` is invalid: {source}")]
     Quantity {
+        /// The IDC whose capacity is written wrong.
         id: String,
+        /// The quantity as written in the file.
         value: String,
+        /// Why the quantity was refused.
         #[source]
         source: crate::units::QuantityError,
     },
@@ -261,6 +244,7 @@ pub enum FleetError {
 /// The whole set of IDCs the planner may use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fleet {
+    /// Every IDC, whatever its status; ids are unique.
     pub idcs: Vec<Idc>,
 }
 

@@ -13,6 +13,7 @@ use crate::units::Resources;
 /// One IDC's line in the ledger. Invariant: `reserved + allocated <= total` in every dimension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct IdcLedger {
+    /// Everything the IDC may give out: its capacity in the fleet.
     pub total: Resources,
     /// Held for reservations and not yet drawn on; used for everyone but the reservation's owner.
     pub reserved: Resources,
@@ -21,6 +22,7 @@ pub struct IdcLedger {
 }
 
 impl IdcLedger {
+    /// The line of an IDC of capacity `total`, with nothing reserved or allocated yet.
     pub fn new(total: Resources) -> Self {
         IdcLedger { total, ..Default::default() }
     }
@@ -35,24 +37,27 @@ impl IdcLedger {
 /// Why a ledger change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
+    /// The change names an IDC the ledger has no line for.
     #[error("IDC `{0}` is not in the ledger")]
     UnknownIdc(IdcId),
+    /// The IDC's free room does not cover what the change takes.
     #[error("IDC `{0}` has not enough free capacity")]
     OverCommit(IdcId),
-    #[error("IDC `{0}` gives back more than it holds")]
-    Underflow(IdcId),
 }
 
 /// The ledger of the whole fleet.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ledger {
+    /// One line per IDC, keyed and ordered by id.
     pub idcs: BTreeMap<IdcId, IdcLedger>,
 }
 
 /// Which column of a ledger line a change touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Column {
+    /// Capacity held for reservations and not yet drawn on.
     Reserved,
+    /// Capacity taken by live instances.
     Allocated,
 }
 
@@ -62,6 +67,7 @@ impl Ledger {
         Ledger { idcs: fleet.idcs.iter().map(|i| (i.id.clone(), IdcLedger::new(i.capacity))).collect() }
     }
 
+    /// What `idc` has free; nothing when the ledger does not know it.
     pub fn free(&self, idc: &IdcId) -> Resources {
         self.idcs.get(idc).map(IdcLedger::free).unwrap_or(Resources::ZERO)
     }
@@ -80,31 +86,6 @@ impl Ledger {
             }
         }
         self.idcs = next;
-        Ok(())
-    }
-
-    /// Gives `amount` held in `column` back to free capacity.
-    pub fn give_back(&mut self, column: Column, idc: &IdcId, amount: Resources) -> Result<(), LedgerError> {
-        let line = self.idcs.get_mut(idc).ok_or_else(|| LedgerError::UnknownIdc(idc.clone()))?;
-        let held = match column {
-            Column::Reserved => &mut line.reserved,
-            Column::Allocated => &mut line.allocated,
-        };
-        if !held.covers(&amount) {
-            return Err(LedgerError::Underflow(idc.clone()));
-        }
-        *held = *held - amount;
-        Ok(())
-    }
-
-    /// Moves `amount` from a reservation into allocation: the owner's batch draws on what it reserved.
-    pub fn draw_reserved(&mut self, idc: &IdcId, amount: Resources) -> Result<(), LedgerError> {
-        let line = self.idcs.get_mut(idc).ok_or_else(|| LedgerError::UnknownIdc(idc.clone()))?;
-        if !line.reserved.covers(&amount) {
-            return Err(LedgerError::Underflow(idc.clone()));
-        }
-        line.reserved = line.reserved - amount;
-        line.allocated = line.allocated + amount;
         Ok(())
     }
 }
@@ -229,60 +210,6 @@ mod tests {
             prop_assert!(after.take(column, &amounts).is_err());
             prop_assert_eq!(after, ledger);
         }
-
-        #[test]
-        fn taking_then_giving_back_restores_the_ledger((ledger, amounts) in a_ledger_and_amounts(), column in a_column()) {
-            let mut after = ledger.clone();
-            if after.take(column, &amounts).is_err() {
-                prop_assert_eq!(&after, &ledger);
-                return Ok(());
-            }
-            for (idc, amount) in amounts.iter().rev() {
-                prop_assert_eq!(after.give_back(column, idc, *amount), Ok(()));
-            }
-            prop_assert_eq!(after, ledger);
-        }
-
-        #[test]
-        fn giving_back_more_than_is_held_is_refused_and_changes_nothing(ledger in a_ledger(), column in a_column(), at in any::<prop::sample::Index>(), dim in 0usize..3) {
-            let (idc, line) = ledger.idcs.iter().nth(at.index(ledger.idcs.len())).unwrap();
-            let held = match column {
-                Column::Reserved => line.reserved,
-                Column::Allocated => line.allocated,
-            };
-            let extra = [res(1, 0, 0), res(0, 1, 0), res(0, 0, 1)][dim];
-            let mut after = ledger.clone();
-            prop_assert_eq!(after.give_back(column, idc, held + extra), Err(LedgerError::Underflow(idc.clone())));
-            prop_assert_eq!(after.give_back(column, &IdcId("nowhere".into()), Resources::ZERO), Err(LedgerError::UnknownIdc(IdcId("nowhere".into()))));
-            prop_assert_eq!(&after, &ledger);
-            prop_assert_eq!(after.give_back(column, idc, held), Ok(()));
-            let line = after.idcs[idc];
-            prop_assert_eq!(match column { Column::Reserved => line.reserved, Column::Allocated => line.allocated }, Resources::ZERO);
-        }
-
-        #[test]
-        fn drawing_on_a_reservation_keeps_reserved_plus_allocated_constant(ledger in a_ledger(), at in any::<prop::sample::Index>(), pct in prop::array::uniform3(0u64..=120)) {
-            let (idc, line) = ledger.idcs.iter().nth(at.index(ledger.idcs.len())).unwrap();
-            let r = line.reserved;
-            let amount = res(r.cpu.0 * pct[0] / 100, r.memory.0 * pct[1] / 100, (u64::from(r.gpu) * pct[2] / 100) as u32);
-            let mut after = ledger.clone();
-            let result = after.draw_reserved(idc, amount);
-            if r.covers(&amount) {
-                prop_assert_eq!(result, Ok(()));
-                prop_assert_eq!(used(&after.idcs[idc]), used(line));
-                prop_assert_eq!(after.idcs[idc].reserved, r - amount);
-                prop_assert_eq!(after.idcs[idc].allocated, line.allocated + amount);
-                prop_assert_eq!(after.free(idc), ledger.free(idc));
-            } else {
-                prop_assert_eq!(result, Err(LedgerError::Underflow(idc.clone())));
-                prop_assert_eq!(&after, &ledger);
-            }
-            for (other, line) in &after.idcs {
-                if other != idc {
-                    prop_assert_eq!(line, &ledger.idcs[other]);
-                }
-            }
-        }
     }
 
     #[test]
@@ -318,8 +245,6 @@ mod tests {
             ledger.take(Column::Allocated, &[(id(1), res(1, 1, 0))]),
             Err(LedgerError::OverCommit(id(1)))
         );
-        assert_eq!(ledger.give_back(Column::Allocated, &id(1), res(2000, 512, 0)), Ok(()));
-        assert_eq!(ledger.free(&id(1)), res(1000, 1024, 0));
     }
 
     #[test]

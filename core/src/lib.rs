@@ -5,12 +5,17 @@
 //! - [`fleet`]: IDCs, areas, carriers, runtimes; fleet files. [`builtin`]: the embedded default fleet.
 //! - [`ledger`]: total / reserved / allocated capacity per IDC.
 //! - [`placement`]: the planner that spreads or packs a request over the fleet.
+//! - [`allocation`]: a batch's whole allocation (reservation, pool, quota) over one [`Snapshot`].
 //! - [`lifecycle`]: instance, batch and reservation state machines.
+//! - [`words`]: the enums of product words (carriers, runtimes, states), each spelled once.
 //! - [`clock`]: where "now" comes from, so tests can move it.
 //!
 //! Architecture invariant: this crate does no I/O, no async, and knows nothing of HTTP, SQL or
 //! Kubernetes. Everything here is a plain function over plain data.
 
+#![warn(missing_docs)]
+
+pub mod allocation;
 pub mod availability;
 pub mod builtin;
 pub mod clock;
@@ -20,7 +25,9 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod placement;
 pub mod units;
+pub mod words;
 
+pub use allocation::{Allocation, AllocationError, Snapshot, allocate};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use fleet::{Area, Carrier, Fleet, Idc, IdcId, IdcStatus, Runtime};
 pub use ids::{BatchId, InstanceId, KeyId, ReservationId, TenantId};

@@ -10,30 +10,37 @@ use serde::{Deserialize, Serialize};
 use crate::fleet::{Carrier, Fleet, Idc, IdcId, IdcStatus, Runtime};
 use crate::ledger::Ledger;
 use crate::units::Resources;
+use crate::words::word_enum;
 
-/// How instances are distributed over the IDCs that match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// Every IDC takes its share in proportion to its free capacity (water-filling): no IDC ends
-    /// up fuller than the others by more than one instance's rounding.
-    #[default]
-    Spread,
-    /// Fill the biggest IDCs first, touching as few IDCs as possible.
-    Pack,
-}
+word_enum!(
+    /// How instances are distributed over the IDCs that match.
+    #[derive(Default)]
+    Strategy, "placement strategy", {
+        /// Every IDC takes its share in proportion to its free capacity (water-filling): no IDC
+        /// ends up fuller than the others by more than one instance's rounding.
+        #[default]
+        Spread => "spread",
+        /// Fill the biggest IDCs first, touching as few IDCs as possible.
+        Pack => "pack",
+    }
+);
 
 /// What the customer asked for, in the planner's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlacementRequest {
+    /// How many instances to place.
     pub count: u64,
+    /// The size of each instance.
     pub spec: Resources,
     /// Area codes at any level; empty or containing `*` means anywhere.
     pub areas: Vec<String>,
     /// Empty means any carrier.
     pub carriers: Vec<Carrier>,
+    /// How the instances run; only IDCs that support it match.
     pub runtime: Runtime,
+    /// Whether to spread over the matching IDCs or pack into the fewest.
     pub strategy: Strategy,
+    /// The most instances any one IDC may take; unlimited when `None`.
     pub max_per_idc: Option<u64>,
     /// When false, place what fits and report how many.
     pub all_or_nothing: bool,
@@ -81,8 +88,11 @@ impl PlacementRequest {
 /// Instances assigned to one IDC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
+    /// The IDC that runs them.
     pub idc: IdcId,
+    /// The carrier they are reached through there.
     pub carrier: Carrier,
+    /// How many instances.
     pub count: u64,
 }
 
@@ -90,10 +100,12 @@ pub struct Placement {
 /// request allowed a partial placement.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Plan {
+    /// One entry per IDC that takes instances, in IDC id order, none with a zero count.
     pub placements: Vec<Placement>,
 }
 
 impl Plan {
+    /// How many instances the plan places in all.
     pub fn placed(&self) -> u64 {
         self.placements.iter().map(|p| p.count).sum()
     }
@@ -102,19 +114,36 @@ impl Plan {
 /// Why nothing (or not enough) could be placed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
+    /// No active IDC passes the request's area, carrier and runtime filters, whatever its room.
     #[error("no active IDC matches the requested areas, carriers and runtime")]
     NoMatchingIdc,
+    /// The matching IDCs have room for fewer instances than asked for, and the request may not be
+    /// placed in part (or nothing fits at all).
     #[error("only {placeable} of {requested} instances fit in the matching IDCs right now")]
-    InsufficientCapacity { requested: u64, placeable: u64 },
+    InsufficientCapacity {
+        /// How many instances were asked for.
+        requested: u64,
+        /// How many fit (and the quota allows).
+        placeable: u64,
+    },
+    /// The tenant's quota allows fewer instances than asked for, and is the tighter bound.
     #[error("the tenant's quota allows {placeable} more of {requested} instances")]
-    QuotaExceeded { requested: u64, placeable: u64 },
+    QuotaExceeded {
+        /// How many instances were asked for.
+        requested: u64,
+        /// How many more instances the quota allows.
+        placeable: u64,
+    },
 }
 
 /// A place the planner may put instances, with room for `slots` more of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
+    /// The IDC with room.
     pub idc: IdcId,
+    /// The carrier instances there are reached through.
     pub carrier: Carrier,
+    /// How many more instances of the request's size fit there.
     pub slots: u64,
 }
 

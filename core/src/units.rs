@@ -19,27 +19,37 @@ pub struct MiB(pub u64);
 /// A bundle of the three dimensions the ledger tracks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Resources {
+    /// CPU, in milli-vCPU.
     pub cpu: MilliCpu,
+    /// Memory, in MiB.
     pub memory: MiB,
+    /// GPUs, in whole devices: an instance never shares one.
     pub gpu: u32,
 }
 
 /// Why a quantity string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantityError {
+    /// Nothing was given, or only spaces.
     #[error("quantity is empty")]
     Empty,
+    /// Not a number with a suffix of this dimension (`2Gi` for CPU, `4GB` for memory, `abc`).
     #[error("`{0}` is not a Kubernetes quantity")]
     Malformed(String),
+    /// Smaller than the unit the ledger counts in (1m of CPU, or 1Mi for a binary memory suffix), so
+    /// it cannot be granted exactly.
     #[error("`{0}` is finer than the platform's unit (1m of CPU, 1Mi of memory)")]
     TooFine(String),
+    /// Beyond what the ledger's integers can count.
     #[error("`{0}` is too large")]
     TooLarge(String),
 }
 
 impl Resources {
+    /// No CPU, memory or GPU: the start of a sum, and the free room of an IDC the ledger does not know.
     pub const ZERO: Resources = Resources { cpu: MilliCpu(0), memory: MiB(0), gpu: 0 };
 
+    /// A bundle from its three dimensions; `const` so that fixed sizes can be constants.
     pub const fn new(cpu: MilliCpu, memory: MiB, gpu: u32) -> Self {
         Resources { cpu, memory, gpu }
     }

@@ -1,13 +1,14 @@
 //! The clusters of the fleet and the instance manager's reconcilers over them: in the embedded
 //! default, one in-process edge-sim cluster per IDC; in production, the kubeconfig context each IDC
-//! names. Either way the reconcilers reach them through the same `kube` client code.
+//! names. Either way the reconcilers reach them through the instance manager's `ClusterClient`.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use eci_core::{Fleet, Idc};
 use eci_edge_sim::{EngineConfig, NodeSpec, SimCluster, SimConfig};
-use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig, cluster_client};
+use eci_instance_manager::cluster::ClientError;
+use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
 use eci_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -44,6 +45,7 @@ impl FleetClusters {
     pub async fn simulated(
         fleet: &Fleet,
         store: &Store,
+        queue: &WorkQueue,
         manager: &ManagerConfig,
         boot_delay: Duration,
         shutdown: &watch::Receiver<bool>,
@@ -53,8 +55,8 @@ impl FleetClusters {
             let sim = SimCluster::start(sim_config(index, idc, boot_delay))
                 .await
                 .with_context(|| format!("cannot start the simulated cluster of {}", idc.id))?;
-            let client = cluster_client(kube::Config::new(sim.url().parse()?))?;
-            clusters.spawn(idc, client, store, manager, shutdown);
+            let client = ClusterClient::for_url(&sim.url())?;
+            clusters.spawn(idc, client, store, queue, manager, shutdown);
             clusters.simulated.push(sim);
         }
         Ok(clusters)
@@ -65,6 +67,7 @@ impl FleetClusters {
     pub async fn from_kubeconfig(
         fleet: &Fleet,
         store: &Store,
+        queue: &WorkQueue,
         manager: &ManagerConfig,
         shutdown: &watch::Receiver<bool>,
     ) -> FleetClusters {
@@ -75,20 +78,18 @@ impl FleetClusters {
                 continue;
             };
             // One IDC that cannot be reached must not keep the control plane from serving the rest.
-            let options =
-                kube::config::KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
-            let client = match kube::Config::from_kubeconfig(&options).await.map(cluster_client) {
-                Ok(Ok(client)) => client,
-                Ok(Err(error)) => {
-                    tracing::error!(idc.id = %idc.id, context, error = %error, "cannot build a client; its instances stay pending");
-                    continue;
-                }
-                Err(error) => {
+            let client = match ClusterClient::from_kubeconfig_context(context).await {
+                Ok(client) => client,
+                Err(error @ ClientError::LoadKubeconfigFailed(_)) => {
                     tracing::error!(idc.id = %idc.id, context, error = %error, "kubeconfig context unusable; its instances stay pending");
                     continue;
                 }
+                Err(error) => {
+                    tracing::error!(idc.id = %idc.id, context, error = %error, "cannot build a client; its instances stay pending");
+                    continue;
+                }
             };
-            clusters.spawn(idc, client, store, manager, shutdown);
+            clusters.spawn(idc, client, store, queue, manager, shutdown);
         }
         clusters
     }
@@ -96,12 +97,14 @@ impl FleetClusters {
     fn spawn(
         &mut self,
         idc: &Idc,
-        client: kube::Client,
+        client: ClusterClient,
         store: &Store,
+        queue: &WorkQueue,
         manager: &ManagerConfig,
         shutdown: &watch::Receiver<bool>,
     ) {
-        let reconciler = IdcReconciler::start(idc.id.clone(), client, store.clone(), manager.for_idc(idc));
+        let reconciler =
+            IdcReconciler::start(idc.id.clone(), client, store.clone(), queue, manager.for_idc(idc));
         self.reconcilers.push(tokio::spawn(reconciler.run(shutdown.clone())));
     }
 

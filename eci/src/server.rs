@@ -9,7 +9,7 @@ use anyhow::Context;
 use eci_api::{ApiConfig, AppState};
 use eci_billing::Metering;
 use eci_core::{Clock, Fleet, Quota, SystemClock};
-use eci_instance_manager::reconciler::ManagerConfig;
+use eci_instance_manager::{ManagerConfig, WorkQueue};
 use eci_store::billing::BillingPolicy;
 use eci_store::coordination::RateWindows;
 use eci_store::{Store, StoreConfig};
@@ -179,7 +179,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clusters = if args.no_instance_manager {
         Clusters::None
     } else {
-        Clusters::Kubeconfig { fleet: store.snapshot().await?.0 }
+        Clusters::Kubeconfig { fleet: store.snapshot().await?.fleet }
     };
     let state = AppState::new(store, rate, clock, api_config(&args.tuning));
     serve_until_shutdown(state, args.listen, &args.tuning, clusters).await
@@ -208,11 +208,16 @@ fn api_config(tuning: &Tuning) -> ApiConfig {
 
 /// Serves the API and runs the expiry pass until Ctrl-C or SIGTERM, then drains both.
 async fn serve_until_shutdown(
-    state: AppState,
+    mut state: AppState,
     listen: SocketAddr,
     tuning: &Tuning,
     clusters: Clusters,
 ) -> anyhow::Result<()> {
+    // The writes of every request reach this process's reconcilers at once through the queue.
+    let queue = WorkQueue::default();
+    if !matches!(clusters, Clusters::None) {
+        state.store = state.store.clone().reporting_work_to(Arc::new(queue.clone()));
+    }
     // Listen for the signals before the API answers anything: a SIGTERM that comes as soon as
     // `/healthz` says ready must drain, not kill the process.
     let shutdown = shutdown_signal();
@@ -227,11 +232,11 @@ async fn serve_until_shutdown(
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let manager = ManagerConfig { clock: state.clock.clone(), ..ManagerConfig::default() };
     let reconcilers = match &clusters {
-        Clusters::Simulated { fleet, boot_delay } => {
-            Some(FleetClusters::simulated(fleet, &state.store, &manager, *boot_delay, &stopped).await?)
-        }
+        Clusters::Simulated { fleet, boot_delay } => Some(
+            FleetClusters::simulated(fleet, &state.store, &queue, &manager, *boot_delay, &stopped).await?,
+        ),
         Clusters::Kubeconfig { fleet } => {
-            Some(FleetClusters::from_kubeconfig(fleet, &state.store, &manager, &stopped).await)
+            Some(FleetClusters::from_kubeconfig(fleet, &state.store, &queue, &manager, &stopped).await)
         }
         Clusters::None => None,
     };

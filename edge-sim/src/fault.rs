@@ -59,6 +59,7 @@ impl Default for FaultSwitch {
 }
 
 impl FaultSwitch {
+    /// Sets the fault every request meets from now on; a flapping link starts its first period up.
     pub fn set(&self, fault: Fault) {
         *self.0.write().expect("fault lock poisoned") = Setting { fault, since: Instant::now() };
         self.1.send_replace(fault);
@@ -69,6 +70,7 @@ impl FaultSwitch {
         self.1.subscribe()
     }
 
+    /// The fault as set: a flapping link reads as flapping, not as the half it is in.
     pub fn get(&self) -> Fault {
         self.0.read().expect("fault lock poisoned").fault
     }
@@ -108,6 +110,8 @@ pub struct LinkListener {
 }
 
 impl LinkListener {
+    /// Wraps the API server's bound socket, so that a cut link closes it and binds its address
+    /// again when the link returns.
     pub fn new(socket: TcpListener, switch: FaultSwitch) -> io::Result<Self> {
         Ok(LinkListener {
             addr: socket.local_addr()?,

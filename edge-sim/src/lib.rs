@@ -28,6 +28,8 @@
 //! **Invariant:** every object and every list carries a non-empty `metadata.resourceVersion`, and every
 //! change gets a higher one than the last (kube's watcher relists in a tight loop otherwise).
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod cluster;
 pub mod control;

@@ -254,12 +254,6 @@ fn random_suffix() -> String {
     (0..5).map(|i| ALPHABET[((bits >> (i * 8)) % ALPHABET.len() as u128) as usize] as char).collect()
 }
 
-impl Default for Store {
-    fn default() -> Self {
-        Store::new(StoreConfig::default())
-    }
-}
-
 impl Store {
     /// An empty store (no namespaces either; `SimCluster` creates the usual ones).
     pub fn new(config: StoreConfig) -> Store {
@@ -267,11 +261,6 @@ impl Store {
         let inner =
             Inner { resource_version: 0, objects: BTreeMap::new(), history: VecDeque::new(), compacted: 0 };
         Store { config, inner: Mutex::new(inner), changes }
-    }
-
-    /// The store's tunables.
-    pub fn config(&self) -> &StoreConfig {
-        &self.config
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -282,11 +271,6 @@ impl Store {
     /// The last resourceVersion handed out.
     pub fn resource_version(&self) -> u64 {
         self.lock().resource_version
-    }
-
-    /// The oldest resourceVersion a watch can still resume after.
-    pub fn oldest_resumable(&self) -> u64 {
-        self.lock().compacted
     }
 
     fn key(resource: Resource, namespace: Option<&str>, name: &str) -> Key {
@@ -747,7 +731,7 @@ mod tests {
     use super::*;
 
     fn store() -> Store {
-        let store = Store::default();
+        let store = Store::new(StoreConfig::default());
         store.create(Resource::Namespaces, None, json!({"metadata": {"name": "default"}})).unwrap();
         store
     }

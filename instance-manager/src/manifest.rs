@@ -18,11 +18,18 @@ use crate::kubevirt::{
     VirtualMachineInstance, VmiSpec, Volume as VmiVolume,
 };
 
-/// Every object the platform makes carries these, so the reconciler can find its own and nothing else.
+// Every object the platform makes carries these labels, so the reconciler can find its own and
+// nothing else.
+
+/// The instance an object belongs to: how a pass matches objects to instances.
 pub const LABEL_INSTANCE: &str = "eci.io/instance";
+/// The batch of the object's instance, so operators can select a batch's objects.
 pub const LABEL_BATCH: &str = "eci.io/batch";
+/// The tenant of the object's instance, so operators can select a tenant's objects.
 pub const LABEL_TENANT: &str = "eci.io/tenant";
+/// The well-known label naming what manages an object; the reflectors watch only objects with it.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The platform's value of [`LABEL_MANAGED_BY`].
 pub const MANAGED_BY: &str = "eci";
 
 /// The name of the GPU resource in requests and limits.

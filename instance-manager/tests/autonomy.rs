@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::settle;
 use eci_core::{IdcId, IdcStatus, InstanceState, PlacementError};
 use eci_edge_sim::{EngineConfig, Fault, NodeSpec, SimCluster, SimConfig};
-use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig, cluster_client};
+use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
 use eci_store::testing::{self, each_backend};
 use eci_store::{Error, Store};
 use k8s_openapi::api::core::v1::Pod;
@@ -55,7 +55,13 @@ async fn an_unreachable_idc_keeps_its_instances_and_reconciles_when_the_link_ret
             let (sim, kube) = start_sim().await;
             let request = shenzhen(3);
             store.create_batch(&tenant, &request, None, testing::t0()).await.expect("batch");
-            let reconciler = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config());
+            let reconciler = IdcReconciler::start(
+                IdcId(IDC.into()),
+                cluster(&sim),
+                store.clone(),
+                &WorkQueue::default(),
+                config(),
+            );
             settle_all(&reconciler, &store, &tenant, InstanceState::Running).await;
             let allocated = testing::ledger(&store).await[&IdcId(IDC.into())].allocated;
 
@@ -136,10 +142,16 @@ async fn a_flapping_link_never_fails_or_duplicates_instances() {
     each_backend(|store| async move {
         let seeded = testing::seed(&store).await;
         let tenant = seeded.tenant_id().clone();
-        let (sim, kube) = start_sim().await;
+        let (sim, _) = start_sim().await;
         store.create_batch(&tenant, &shenzhen(12), None, testing::t0()).await.expect("batch");
         let config = ManagerConfig { request_retries: 1, ..config() };
-        let reconciler = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config);
+        let reconciler = IdcReconciler::start(
+            IdcId(IDC.into()),
+            cluster(&sim),
+            store.clone(),
+            &WorkQueue::default(),
+            config,
+        );
         sim.set_fault(Fault::Flapping(Duration::from_millis(150)));
         let mut first_uids = None;
         let mut seen_unknown = false;
@@ -178,9 +190,15 @@ async fn a_slow_link_is_a_partition_only_beyond_the_probe_timeout() {
     each_backend(|store| async move {
         let seeded = testing::seed(&store).await;
         let tenant = seeded.tenant_id().clone();
-        let (sim, kube) = start_sim().await;
+        let (sim, _) = start_sim().await;
         store.create_batch(&tenant, &shenzhen(4), None, testing::t0()).await.expect("batch");
-        let reconciler = IdcReconciler::start(IdcId(IDC.into()), kube.clone(), store.clone(), config());
+        let reconciler = IdcReconciler::start(
+            IdcId(IDC.into()),
+            cluster(&sim),
+            store.clone(),
+            &WorkQueue::default(),
+            config(),
+        );
         reconciler.ready().await;
 
         sim.set_fault(Fault::Slow(Duration::from_millis(60)));
@@ -200,7 +218,8 @@ async fn a_slow_link_is_a_partition_only_beyond_the_probe_timeout() {
     .await;
 }
 
-/// One simulated IDC whose Pods run as soon as they are scheduled, and a client for it.
+/// One simulated IDC whose Pods run as soon as they are scheduled, and a client for the test to look
+/// at it with.
 async fn start_sim() -> (SimCluster, kube::Client) {
     let sim = SimCluster::start(
         SimConfig::default()
@@ -210,8 +229,13 @@ async fn start_sim() -> (SimCluster, kube::Client) {
     )
     .await
     .expect("start sim");
-    let kube = cluster_client(kube::Config::new(sim.url().parse().unwrap())).unwrap();
+    let kube = kube::Client::try_from(kube::Config::new(sim.url().parse().unwrap())).unwrap();
     (sim, kube)
+}
+
+/// The reconciler's client for the simulated IDC.
+fn cluster(sim: &SimCluster) -> ClusterClient {
+    ClusterClient::for_url(&sim.url()).expect("cluster client")
 }
 
 /// `count` small instances in the test IDC.

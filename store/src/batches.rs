@@ -3,23 +3,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
-use eci_core::placement::{Slot, plan_slots};
 use eci_core::{
-    Batch, BatchId, BatchRequest, BatchState, Fleet, IdcId, Instance, InstanceId, InstanceState, PlacedArea,
-    PlacementError, Plan, Reservation, ReservationState, TenantId,
+    Allocation, Batch, BatchId, BatchRequest, BatchState, Column, Fleet, IdcId, Instance, InstanceId,
+    InstanceState, Snapshot, TenantId,
 };
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::ledger::{self, Ended, LostRace, Tx};
+use crate::instances::{Scope, release_instances};
+use crate::ledger::{self, LostRace, Tx};
+use crate::paging::{Keyset, Page};
 use crate::sql::{
     bulk_placeholders, int, json, millis, new_id, opt_time, placeholders, time, to_json, uint, word,
 };
 use crate::{Backend, Error, Result, Store};
-
-/// How often a batch is re-planned after losing a race for capacity before giving up.
-const PLACEMENT_ATTEMPTS: usize = 8;
 
 /// Rows per multi-row INSERT; well under both backends' parameter limits.
 const INSERT_CHUNK: usize = 400;
@@ -27,38 +25,26 @@ const INSERT_CHUNK: usize = 400;
 /// What listing batches may filter on.
 #[derive(Debug, Clone, Default)]
 pub struct BatchFilter {
+    /// Only batches in this state.
     pub state: Option<BatchState>,
+    /// Only batches with this label (`key`, `value`).
     pub label: Option<(String, String)>,
-}
-
-/// A page of a listing and where the next one starts.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
 }
 
 /// The outcome of creating a batch: new, or the one an earlier request with the same key made.
 #[derive(Debug, Clone)]
 pub struct Created {
+    /// The batch, as stored.
     pub batch: Batch,
+    /// True when an earlier request with the same idempotency key made it.
     pub replayed: bool,
 }
 
-/// Where each part of a batch goes, and whether it draws on the batch's reservation.
-struct Allocation {
-    from_reservation: Plan,
-    from_pool: Plan,
-}
-
-impl Allocation {
-    fn placed(&self) -> u64 {
-        self.from_reservation.placed() + self.from_pool.placed()
-    }
-}
-
+/// What an idempotency key is stored with: the version of the request's canonical form and the
+/// SHA-256 of it, so that a key is compared on what was asked, never on how a struct serialises.
 fn request_hash(request: &BatchRequest) -> String {
-    hex::encode(Sha256::digest(to_json(request).as_bytes()))
+    let digest = hex::encode(Sha256::digest(request.canonical_form().as_bytes()));
+    format!("{}:{digest}", BatchRequest::CANONICAL_VERSION)
 }
 
 const BATCH_COLUMNS: &str =
@@ -79,27 +65,6 @@ fn batch_from_row(row: &AnyRow, counts: BTreeMap<InstanceState, u64>) -> Result<
     })
 }
 
-/// Sums a plan by city and carrier, the only placement detail customers see.
-fn placed_areas(fleet: &Fleet, plans: &[&Plan]) -> Vec<PlacedArea> {
-    let mut sums: BTreeMap<(String, String, String, eci_core::Carrier), u64> = BTreeMap::new();
-    for p in plans.iter().flat_map(|p| p.placements.iter()) {
-        if let Some(idc) = fleet.idcs.iter().find(|i| i.id == p.idc) {
-            let a = &idc.area;
-            *sums.entry((a.region.clone(), a.province.clone(), a.city.clone(), p.carrier)).or_default() +=
-                p.count;
-        }
-    }
-    sums.into_iter()
-        .map(|((region, province, city, carrier), count)| PlacedArea {
-            region,
-            province,
-            city,
-            carrier,
-            count,
-        })
-        .collect()
-}
-
 impl Store {
     /// Places and stores a batch with all its instances in `pending`, allocating their capacity in
     /// the same transaction. With an idempotency key, a repeat of the same request returns the batch
@@ -116,26 +81,58 @@ impl Store {
         if let Some(created) = self.replay(tenant, idempotency_key, &hash).await? {
             return Ok(created);
         }
-        for attempt in 0..PLACEMENT_ATTEMPTS {
-            let (fleet, allocation) = self.plan_batch(tenant, request, now).await?;
-            match self.insert_batch(tenant, request, idempotency_key, &hash, &fleet, &allocation, now).await {
-                Ok(Ok((batch, instances))) => {
-                    self.signals.hand_over(instances, request);
-                    return Ok(Created { batch, replayed: false });
-                }
-                Ok(Err(LostRace)) => {
-                    tracing::debug!(attempt, "lost a race for capacity; planning again");
-                }
-                Err(Error::Conflict { constraint, .. }) if constraint.contains("idempotency") => {
-                    if let Some(created) = self.replay(tenant, idempotency_key, &hash).await? {
-                        return Ok(created);
-                    }
-                    return Err(Error::Conflict { what: "batch", constraint });
-                }
-                Err(e) => return Err(e),
+
+        let hash = hash.as_str();
+        let created = self
+            .replanning(move || async move {
+                let (snapshot, allocation) = self.allocate_batch(tenant, request, now).await?;
+                self.insert_batch(tenant, request, idempotency_key, hash, &snapshot.fleet, &allocation, now)
+                    .await
+            })
+            .await;
+        match created {
+            Ok((batch, instances)) => {
+                self.report_new_instances(instances, request);
+                Ok(Created { batch, replayed: false })
             }
+            Err(Error::Conflict { constraint, .. }) if constraint.contains("idempotency") => {
+                match self.replay(tenant, idempotency_key, hash).await? {
+                    Some(created) => Ok(created),
+                    None => Err(Error::Conflict { what: "batch", constraint }),
+                }
+            }
+            Err(e) => Err(e),
         }
-        Err(Error::Contention)
+    }
+
+    /// Rewrites fingerprints stored before they carried a version (the SHA-256 of the request's
+    /// JSON) as fingerprints of the current canonical form, computed from the request the batch
+    /// stored; keys already used keep matching the same requests. Returns how many it rewrote.
+    pub(crate) async fn upgrade_request_hashes(&self) -> Result<u64> {
+        let prefix = format!("{}:%", BatchRequest::CANONICAL_VERSION);
+        let rows = sqlx::query(
+            "SELECT id, request FROM batches WHERE idempotency_key IS NOT NULL AND request_hash NOT LIKE $1",
+        )
+        .bind(&prefix)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut upgraded = 0;
+        for row in rows {
+            let request: BatchRequest = json("batch request", &row.try_get::<String, _>("request")?)?;
+            upgraded += sqlx::query(
+                "UPDATE batches SET request_hash = $1 WHERE id = $2 AND request_hash NOT LIKE $3",
+            )
+            .bind(request_hash(&request))
+            .bind(row.try_get::<String, _>("id")?)
+            .bind(&prefix)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        if upgraded > 0 {
+            tracing::info!(upgraded, "idempotency fingerprints upgraded to the versioned canonical form");
+        }
+        Ok(upgraded)
     }
 
     /// The batch an earlier request with this idempotency key made, if there is a key and one was
@@ -159,69 +156,22 @@ impl Store {
         Ok(Some(Created { batch, replayed: true }))
     }
 
-    /// Plans against the current snapshot: first the batch's reservation, then the open pool.
-    async fn plan_batch(
+    /// Reads one snapshot (fleet and ledger, the tenant, the batch's reservation) and lets core
+    /// decide the allocation over it.
+    async fn allocate_batch(
         &self,
         tenant: &TenantId,
         request: &BatchRequest,
         now: DateTime<Utc>,
-    ) -> Result<(Fleet, Allocation)> {
-        let quota_left = self.get_tenant(tenant).await?.instances_left(&request.spec);
-        let (fleet, ledger) = self.snapshot().await?;
-        // Room left in the batch's reservation, whatever the quota says.
-        let mut reservation_room = 0;
-        let from_reservation = match &request.reservation_id {
-            None => Plan::default(),
-            Some(id) => {
-                let reservation = self.get_reservation(tenant, id).await?;
-                check_reservation_serves(&reservation, request, now)?;
-                let slots: Vec<Slot> = reservation
-                    .slots
-                    .iter()
-                    .filter(|s| s.used < s.count)
-                    .map(|s| Slot { idc: s.idc.clone(), carrier: s.carrier, slots: s.count - s.used })
-                    .collect();
-                reservation_room = slots.iter().map(|s| s.slots).sum();
-                let mut partial = request.placement_request(request.count, quota_left);
-                partial.all_or_nothing = false;
-                partial.max_per_idc = None;
-                match plan_slots(slots, &partial) {
-                    Ok(plan) => plan,
-                    Err(PlacementError::InsufficientCapacity { .. }) => Plan::default(),
-                    Err(e) => return Err(e.into()),
-                }
-            }
+    ) -> Result<(Snapshot, Allocation)> {
+        let owner = self.get_tenant(tenant).await?;
+        let snapshot = self.snapshot().await?;
+        let reservation = match &request.reservation_id {
+            Some(id) => Some(self.get_reservation(tenant, id).await?),
+            None => None,
         };
-        let drawn = from_reservation.placed();
-        let remaining = request.count - drawn;
-        let from_pool = if remaining == 0 {
-            Plan::default()
-        } else {
-            let pool_request =
-                request.placement_request(remaining, quota_left.map(|q| q.saturating_sub(drawn)));
-            match eci_core::plan(&fleet, &ledger, &pool_request) {
-                Ok(plan) => plan,
-                Err(_) if drawn > 0 && !request.placement.all_or_nothing => Plan::default(),
-                Err(e) if request.reservation_id.is_none() => return Err(e.into()),
-                Err(PlacementError::NoMatchingIdc) if reservation_room == 0 => {
-                    return Err(PlacementError::NoMatchingIdc.into());
-                }
-                Err(_) => {
-                    // Name the bound that stops the whole batch, reservation and pool together, by
-                    // the planner's rule: the quota when it is tighter than the room, else the room.
-                    let room = reservation_room.saturating_add(pool_room(&fleet, &ledger, &pool_request));
-                    let quota = quota_left.unwrap_or(u64::MAX);
-                    let requested = request.count;
-                    return Err(if quota < requested.min(room) {
-                        PlacementError::QuotaExceeded { requested, placeable: quota }
-                    } else {
-                        PlacementError::InsufficientCapacity { requested, placeable: room.min(quota) }
-                    }
-                    .into());
-                }
-            }
-        };
-        Ok((fleet, Allocation { from_reservation, from_pool }))
+        let allocation = eci_core::allocate(&snapshot, &owner, reservation.as_ref(), request, now)?;
+        Ok((snapshot, allocation))
     }
 
     #[allow(clippy::too_many_arguments)] // One call site; a struct would only rename the list.
@@ -244,37 +194,33 @@ impl Store {
         {
             return Ok(Err(lost));
         }
-        let drawing = request.reservation_id.as_ref().filter(|_| allocation.from_reservation.placed() > 0);
-        if let Some(reservation) = drawing {
+        if let Some((reservation, draws)) = allocation.reservation_draws() {
             if !ledger::lock_active_reservation(&mut tx, reservation, now_ms).await? {
                 return Ok(Err(LostRace));
             }
-            if let Err(lost) = draw_slots(&mut tx, reservation, &allocation.from_reservation).await? {
+            if let Err(lost) = draw_slots(&mut tx, reservation, &draws).await? {
                 return Ok(Err(lost));
             }
         }
         // Every IDC row is touched once, in id order, as everywhere else: locking them in another
         // order (the reservation's IDCs, then the pool's) deadlocks against concurrent batches.
-        let mut lines: BTreeMap<&IdcId, (u64, u64)> = BTreeMap::new();
-        for p in &allocation.from_reservation.placements {
-            lines.entry(&p.idc).or_default().0 += p.count;
-        }
-        for p in &allocation.from_pool.placements {
-            lines.entry(&p.idc).or_default().1 += p.count;
-        }
-        for (idc, (drawn, fresh)) in lines {
-            if drawn > 0
-                && ledger::shift(&mut tx, idc, &(spec * drawn), "reserved", "allocated").await?.is_err()
+        for (idc, share) in allocation.shares() {
+            if share.drawn > 0
+                && ledger::shift(&mut tx, idc, &(spec * share.drawn), Column::Reserved, Column::Allocated)
+                    .await?
+                    .is_err()
             {
                 return Ok(Err(LostRace));
             }
-            if fresh > 0 && ledger::take_free(&mut tx, idc, &(spec * fresh), "allocated").await?.is_err() {
+            if share.fresh > 0
+                && ledger::take_free(&mut tx, idc, &(spec * share.fresh), Column::Allocated).await?.is_err()
+            {
                 return Ok(Err(LostRace));
             }
         }
 
         let id = BatchId(new_id(BatchId::PREFIX));
-        let placement = placed_areas(fleet, &[&allocation.from_reservation, &allocation.from_pool]);
+        let placement = allocation.placed_areas(fleet);
         let expires_at =
             request.ttl_seconds.map(|s| now + Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)));
         sqlx::query(
@@ -308,7 +254,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let instances = new_instances(&id, tenant, request, fleet, allocation, now)?;
+        // As stored: to the millisecond.
+        let created_at = time(now_ms)?;
+        let instances = allocation
+            .instances(&id, tenant, request, fleet, created_at, || InstanceId(new_id(InstanceId::PREFIX)))
+            .map_err(|idc| Error::NotFound { what: "IDC", id: idc.0 })?;
         insert_instances(&mut tx, self.backend, &instances).await?;
         tx.commit().await?;
 
@@ -328,6 +278,7 @@ impl Store {
         Ok(Ok((batch, instances)))
     }
 
+    /// One of the tenant's batches, with its instances counted by state.
     pub async fn get_batch(&self, tenant: &TenantId, id: &BatchId) -> Result<Batch> {
         let row =
             sqlx::query(&format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = $1 AND tenant_id = $2"))
@@ -347,6 +298,7 @@ impl Store {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<Batch>> {
+        let keyset = Keyset::new(cursor, limit);
         let mut sql = format!("SELECT {BATCH_COLUMNS} FROM batches WHERE tenant_id = $1 AND id > $2");
         let mut n = 2;
         if filter.state.is_some() {
@@ -362,16 +314,14 @@ impl Store {
             n += 2;
         }
         sql.push_str(&format!(" ORDER BY id LIMIT ${}", n + 1));
-        let mut query = sqlx::query(&sql).bind(&tenant.0).bind(cursor.unwrap_or(""));
+        let mut query = sqlx::query(&sql).bind(&tenant.0).bind(keyset.after);
         if let Some(state) = filter.state {
             query = query.bind(state.as_str());
         }
         if let Some((key, value)) = &filter.label {
             query = query.bind(key).bind(value);
         }
-        let rows = query.bind(i64::from(limit) + 1).fetch_all(&self.pool).await?;
-        let more = rows.len() > limit as usize;
-        let rows = &rows[..rows.len().min(limit as usize)];
+        let (rows, more) = keyset.split(query.bind(keyset.fetch()).fetch_all(&self.pool).await?);
         let ids: Vec<BatchId> =
             rows.iter().map(|r| r.try_get("id").map(BatchId)).collect::<Result<_, _>>()?;
         let mut counts = self.instance_counts(&ids.iter().collect::<Vec<_>>()).await?;
@@ -380,8 +330,7 @@ impl Store {
             .zip(&ids)
             .map(|(row, id)| batch_from_row(row, counts.remove(id).unwrap_or_default()))
             .collect::<Result<Vec<_>>>()?;
-        let next_cursor = if more { ids.last().map(|id| id.0.clone()) } else { None };
-        Ok(Page { items, next_cursor })
+        Ok(keyset.finish(items, more, |b| &b.id.0))
     }
 
     /// How many instances of each batch are in each state.
@@ -409,7 +358,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Ends a batch and releases every live instance in it (see [`release_instances`]). Releasing a
+    /// Ends a batch and releases every live instance in it (see [`Store::release_instance`]). Releasing a
     /// batch that already ended returns it unchanged.
     #[tracing::instrument(skip_all, fields(tenant.id = %tenant, batch.id = %id, to = %to))]
     pub async fn release_batch(
@@ -433,10 +382,10 @@ impl Store {
         .await?;
         let mut stopping = BTreeSet::new();
         if done.rows_affected() == 1 {
-            stopping = release_instances(&mut tx, "batch_id = $3", &id.0, now_ms).await?;
+            stopping = release_instances(&mut tx, Scope::Batch(id), now_ms).await?;
         }
         tx.commit().await?;
-        self.signals.raise(&stopping);
+        self.report_stopping(&stopping);
         self.get_batch(tenant, id).await
     }
 
@@ -463,66 +412,20 @@ impl Store {
     }
 }
 
-/// How many instances of the request's kind the open pool has room for, quota aside.
-fn pool_room(fleet: &Fleet, ledger: &eci_core::Ledger, request: &eci_core::PlacementRequest) -> u64 {
-    let unbounded = eci_core::PlacementRequest {
-        count: u64::MAX,
-        all_or_nothing: true,
-        quota_left: None,
-        ..request.clone()
-    };
-    match eci_core::plan(fleet, ledger, &unbounded) {
-        Err(PlacementError::InsufficientCapacity { placeable, .. }) => placeable,
-        Err(_) => 0,
-        Ok(plan) => plan.placed(),
-    }
-}
-
-/// A reservation serves batches of its owner with the same size and runtime while it is active.
-fn check_reservation_serves(
-    reservation: &Reservation,
-    request: &BatchRequest,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    if reservation.state != ReservationState::Active || reservation.request.ends_at <= now {
-        return Err(Error::ReservationMismatch(format!(
-            "reservation `{}` is no longer active",
-            reservation.id
-        )));
-    }
-    if reservation.request.spec != request.spec || reservation.request.runtime != request.runtime {
-        return Err(Error::ReservationMismatch(format!(
-            "reservation `{}` holds {} vCPU / {} / {} GPU `{}` instances; the batch asks for {} / {} / {} `{}`",
-            reservation.id,
-            reservation.request.spec.cpu,
-            reservation.request.spec.memory,
-            reservation.request.spec.gpu,
-            reservation.request.runtime,
-            request.spec.cpu,
-            request.spec.memory,
-            request.spec.gpu,
-            request.runtime,
-        )));
-    }
-    Ok(())
-}
-
 /// Marks the planned part of a reservation as used, slot by slot in IDC order. The capacity itself
 /// moves from reserved to allocated with the rest of the batch's ledger changes.
 async fn draw_slots(
     tx: &mut Tx<'_>,
     reservation: &eci_core::ReservationId,
-    plan: &Plan,
+    draws: &[(&IdcId, u64)],
 ) -> Result<Result<(), LostRace>> {
-    let mut placements: Vec<_> = plan.placements.iter().collect();
-    placements.sort_by(|a, b| a.idc.cmp(&b.idc));
-    for p in placements {
+    for (idc, count) in draws {
         let done = sqlx::query(
             "UPDATE reservation_slots SET used = used + $1 WHERE reservation_id = $2 AND idc_id = $3 AND used + $1 <= count",
         )
-        .bind(int(p.count))
+        .bind(int(*count))
         .bind(&reservation.0)
-        .bind(&p.idc.0)
+        .bind(&idc.0)
         .execute(&mut **tx)
         .await?;
         if done.rows_affected() != 1 {
@@ -533,52 +436,6 @@ async fn draw_slots(
 }
 
 /// Writes the batch's instances in multi-row INSERTs.
-#[allow(clippy::too_many_arguments)] // One call site; a struct would only rename the list.
-/// The batch's instances as placed, all `pending`.
-fn new_instances(
-    batch: &BatchId,
-    tenant: &TenantId,
-    request: &BatchRequest,
-    fleet: &Fleet,
-    allocation: &Allocation,
-    now: DateTime<Utc>,
-) -> Result<Vec<Instance>> {
-    // As stored: to the millisecond.
-    let now = time(millis(now))?;
-    let areas: BTreeMap<&IdcId, &eci_core::Area> = fleet.idcs.iter().map(|i| (&i.id, &i.area)).collect();
-    let mut instances = Vec::with_capacity(usize::try_from(allocation.placed()).unwrap_or_default());
-    for (plan, reservation) in
-        [(&allocation.from_reservation, request.reservation_id.as_ref()), (&allocation.from_pool, None)]
-    {
-        for p in &plan.placements {
-            let area =
-                areas.get(&p.idc).ok_or_else(|| Error::NotFound { what: "IDC", id: p.idc.0.clone() })?;
-            for _ in 0..p.count {
-                instances.push(Instance {
-                    id: InstanceId(new_id(InstanceId::PREFIX)),
-                    batch_id: batch.clone(),
-                    tenant_id: tenant.clone(),
-                    state: InstanceState::Pending,
-                    spec: request.spec,
-                    runtime: request.runtime,
-                    idc: p.idc.clone(),
-                    area: (*area).clone(),
-                    carrier: p.carrier,
-                    reservation_id: reservation.cloned(),
-                    ip: None,
-                    ssh: None,
-                    failure_reason: None,
-                    created_at: now,
-                    updated_at: now,
-                    started_at: None,
-                    ended_at: None,
-                });
-            }
-        }
-    }
-    Ok(instances)
-}
-
 async fn insert_instances(tx: &mut Tx<'_>, backend: Backend, instances: &[Instance]) -> Result<()> {
     const COLUMNS: usize = 16;
     for chunk in instances.chunks(INSERT_CHUNK) {
@@ -614,82 +471,4 @@ async fn insert_instances(tx: &mut Tx<'_>, backend: Backend, instances: &[Instan
         query.execute(&mut **tx).await?;
     }
     Ok(())
-}
-
-/// Releases the live instances matching `condition` (written against `$3`, bound to `value`). Those
-/// with nothing in the cluster yet (`pending`) end at once and give their capacity back; those with a
-/// Pod or VMI turn `stopping` and keep their capacity until the instance manager has seen the object
-/// gone. Returns the IDCs with instances to stop.
-pub(crate) async fn release_instances(
-    tx: &mut Tx<'_>,
-    condition: &str,
-    value: &str,
-    now_ms: i64,
-) -> Result<BTreeSet<IdcId>> {
-    let stopping = sqlx::query(&format!(
-        "UPDATE instances SET state = $1, updated_at = $2 \
-         WHERE {condition} AND state IN ('creating', 'running', 'unknown') RETURNING idc_id"
-    ))
-    .bind(InstanceState::Stopping.as_str())
-    .bind(now_ms)
-    .bind(value)
-    .fetch_all(&mut **tx)
-    .await?;
-    end_instances(tx, &format!("{condition} AND state = 'pending'"), value, Ending::Terminated, now_ms)
-        .await?;
-    stopping.iter().map(|row| Ok(IdcId(row.try_get("idc_id")?))).collect()
-}
-
-/// How live instances end: released (`terminated`) or lost (`failed`, with the reason).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Ending<'a> {
-    Terminated,
-    /// Failed for this reason, having stopped at this moment (UTC ms), which may be before now.
-    FailedAt(&'a str, i64),
-}
-
-/// Ends the live instances matching `condition` (written against `$3`, bound to `value`) and gives
-/// their capacity back. Writes first, so it is safe as the first statement of a transaction.
-pub(crate) async fn end_instances(
-    tx: &mut Tx<'_>,
-    condition: &str,
-    value: &str,
-    ending: Ending<'_>,
-    now_ms: i64,
-) -> Result<Vec<InstanceId>> {
-    let (state, reason, ended_ms) = match ending {
-        Ending::Terminated => (InstanceState::Terminated, None, now_ms),
-        Ending::FailedAt(reason, ended_ms) => (InstanceState::Failed, Some(reason), ended_ms),
-    };
-    let sql = format!(
-        "UPDATE instances SET state = $1, ended_at = $5, updated_at = $2, \
-             failure_reason = COALESCE($4, failure_reason) \
-         WHERE {condition} AND state NOT IN ('terminated', 'failed') \
-         RETURNING id, tenant_id, idc_id, cpu, memory, gpu, reservation_id"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(state.as_str())
-        .bind(now_ms)
-        .bind(value)
-        .bind(reason)
-        .bind(ended_ms)
-        .fetch_all(&mut **tx)
-        .await?;
-    let mut ended = Vec::with_capacity(rows.len());
-    let mut ids = Vec::with_capacity(rows.len());
-    for row in &rows {
-        ids.push(InstanceId(row.try_get("id")?));
-        ended.push(Ended {
-            tenant: TenantId(row.try_get("tenant_id")?),
-            idc: IdcId(row.try_get("idc_id")?),
-            spec: eci_core::Resources::new(
-                eci_core::MilliCpu(uint("cpu", row.try_get("cpu")?)?),
-                eci_core::MiB(uint("memory", row.try_get("memory")?)?),
-                u32::try_from(uint("gpu", row.try_get("gpu")?)?).unwrap_or(u32::MAX),
-            ),
-            reservation: row.try_get::<Option<String>, _>("reservation_id")?.map(eci_core::ReservationId),
-        });
-    }
-    ledger::release_ended(tx, &ended, now_ms).await?;
-    Ok(ids)
 }

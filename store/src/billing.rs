@@ -1,6 +1,7 @@
 //! Billing's records: the price catalogue, what a tenant's instances ran (read as
 //! [`MeteredInstance`]s for the rating in `eci-billing`), and final invoices, which are written once
-//! and never rewritten.
+//! and never rewritten. When a month's draft becomes final is billing's rule
+//! ([`InvoiceState::settle`]); this module applies it to the invoices it keeps.
 //!
 //! Metering reads the instances' own lifecycle times (`started_at`, when an instance first ran, and
 //! `ended_at`, when it was terminated or failed), so nothing is counted from events: a lifecycle
@@ -11,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use eci_billing::{
-    Catalogue, GroupBy, MeteredInstance, Metering, Period, Price, PriceTier, StatementLine, Totals, Usage,
-    Window, adjustments, invoice_lines, total_micros,
+    Catalogue, GroupBy, InvoiceState, MeteredInstance, Metering, Period, Price, PriceTier, StatementLine,
+    Totals, Usage, Window, adjustments, invoice_lines, total_micros,
 };
 use eci_core::{Area, BatchId, Carrier, InstanceId, MiB, MilliCpu, Resources, Runtime, TenantId};
 use serde::Serialize;
@@ -25,6 +26,7 @@ use crate::{Error, Result, Store};
 /// How running time is billed and when a month's invoice becomes final.
 #[derive(Debug, Clone, Copy)]
 pub struct BillingPolicy {
+    /// How running time turns into billed time; each deployment sets its own minimum charge.
     pub metering: Metering,
     /// How long after its month a draft invoice still takes corrections before it is final.
     pub grace: Duration,
@@ -36,36 +38,44 @@ impl Default for BillingPolicy {
     }
 }
 
-/// Whether an invoice can still change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InvoiceState {
-    /// The month or its grace period is not over: the figures are as of now.
-    Draft,
-    /// Written once, never rewritten; later corrections go onto a later invoice.
-    Final,
-}
-
-impl InvoiceState {
-    /// The word the API uses, as serde spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InvoiceState::Draft => "draft",
-            InvoiceState::Final => "final",
-        }
-    }
-}
-
 /// One tenant's invoice for one month.
 #[derive(Debug, Clone, Serialize)]
 pub struct Invoice {
+    /// Whose invoice it is: invoices are per tenant.
     pub tenant_id: TenantId,
-    pub period: String,
+    /// The month it bills; its adjustment lines may correct earlier ones.
+    pub period: Period,
+    /// Whether its figures may still change.
     pub state: InvoiceState,
     /// When a draft was worked out, or when the invoice became final.
     pub as_of: DateTime<Utc>,
+    /// What the customer checks the total against: usage per price, then adjustments.
     pub lines: Vec<StatementLine>,
+    /// The exact sum of the lines, kept so that a listing needs no lines.
     pub total_micros: i64,
+}
+
+/// Which of a tenant's final invoices to read, by their month against a given one.
+#[derive(Debug, Clone, Copy)]
+enum Through {
+    /// The months before it: those whose corrections a later invoice carries.
+    Before,
+    /// It and the months before it: those settled together, oldest first.
+    UpTo,
+    /// That month alone: the one another replica made final first.
+    Exactly,
+}
+
+impl Through {
+    /// How the `period` column compares to the month asked for. Periods are `YYYY-MM`, so they sort
+    /// as text.
+    fn sql(self) -> &'static str {
+        match self {
+            Through::Before => "<",
+            Through::UpTo => "<=",
+            Through::Exactly => "=",
+        }
+    }
 }
 
 /// A tenant's months up to some month, with the final invoices among them.
@@ -79,16 +89,22 @@ struct Settled {
 /// One instance's cost so far.
 #[derive(Debug, Clone)]
 pub struct InstanceCost {
+    /// The instance as metered, for its id and its start and end.
     pub instance: MeteredInstance,
+    /// What it has cost so far.
     pub totals: Totals,
 }
 
 /// A batch's cost so far.
 #[derive(Debug, Clone)]
 pub struct BatchCost {
+    /// The batch asked about.
     pub batch_id: BatchId,
+    /// Instances still running are costed up to this moment.
     pub as_of: DateTime<Utc>,
+    /// The exact sum of the instances' costs.
     pub total: Totals,
+    /// Each instance's cost, in id order, for callers that list them.
     pub instances: Vec<InstanceCost>,
 }
 
@@ -422,8 +438,9 @@ impl Store {
         Ok(made)
     }
 
-    /// Makes the tenant's due invoices up to `through` final, oldest first (a final invoice carries
-    /// the corrections of those before it), with one read of those already final.
+    /// Makes the tenant's invoices up to `through` that [`InvoiceState::settle`] says are due final,
+    /// oldest first (a final invoice carries the corrections of those before it), with one read of
+    /// those already final.
     async fn settle(
         &self,
         tenant: &TenantId,
@@ -433,13 +450,17 @@ impl Store {
     ) -> Result<Settled> {
         let mut periods = self.invoice_periods(tenant, now).await?;
         periods.retain(|p| *p <= through);
-        let mut finals = BTreeMap::new();
-        for invoice in self.final_invoices(tenant, "<=", through).await? {
-            finals.insert(invoice.period.parse::<Period>()?, invoice);
-        }
+        let mut finals: BTreeMap<Period, Invoice> = self
+            .final_invoices(tenant, Through::UpTo, through)
+            .await?
+            .into_iter()
+            .map(|invoice| (invoice.period, invoice))
+            .collect();
+        let (grace_ms, now_ms) = (policy.grace.num_milliseconds(), millis(now));
         let mut made = 0;
         for period in &periods {
-            if !finals.contains_key(period) && due(*period, policy, now) {
+            let kept = if finals.contains_key(period) { InvoiceState::Final } else { InvoiceState::Draft };
+            if kept.settle(*period, grace_ms, now_ms) != kept {
                 finals.insert(*period, self.finalize(tenant, *period, policy, now).await?);
                 made += 1;
             }
@@ -457,7 +478,7 @@ impl Store {
         let lines = self.invoice_lines_now(tenant, period, policy, now).await?;
         Ok(Invoice {
             tenant_id: tenant.clone(),
-            period: period.to_string(),
+            period,
             state: InvoiceState::Draft,
             as_of: now,
             total_micros: total_micros(&lines),
@@ -490,7 +511,7 @@ impl Store {
                 tracing::info!(tenant.id = %tenant, %period, total_micros = total, "invoice final");
                 Ok(Invoice {
                     tenant_id: tenant.clone(),
-                    period: period.to_string(),
+                    period,
                     state: InvoiceState::Final,
                     as_of: time(millis(now))?,
                     lines,
@@ -499,7 +520,7 @@ impl Store {
             }
             // Another replica made it final first; theirs is the one.
             Err(Error::Conflict { .. }) => self
-                .final_invoices(tenant, "=", period)
+                .final_invoices(tenant, Through::Exactly, period)
                 .await?
                 .pop()
                 .ok_or_else(|| Error::NotFound { what: "invoice", id: period.to_string() }),
@@ -523,16 +544,16 @@ impl Store {
             Ok(lines.iter().map(|line| StatementLine::usage(month, line)).collect())
         };
         let mut lines = usage_lines(&self.metered_instances(tenant, period.window(), false).await?, period)?;
-        let finals = self.final_invoices(tenant, "<", period).await?;
+        let finals = self.final_invoices(tenant, Through::Before, period).await?;
         for (index, earlier) in finals.iter().enumerate() {
-            let month: Period = earlier.period.parse()?;
+            let month = earlier.period;
             if !self.changed_since(tenant, month, earlier.as_of).await? {
                 continue;
             }
             // What was billed for that month: its own lines and the adjustments made of it since.
             let billed: Vec<StatementLine> = finals[index..]
                 .iter()
-                .flat_map(|invoice| invoice.lines.iter().filter(|l| l.period == earlier.period).cloned())
+                .flat_map(|invoice| invoice.lines.iter().filter(|l| l.period == month).cloned())
                 .collect();
             let now_lines =
                 usage_lines(&self.metered_instances(tenant, month.window(), false).await?, month)?;
@@ -541,23 +562,23 @@ impl Store {
         Ok(lines)
     }
 
-    /// The tenant's final invoices whose period compares to `period` by `bound` (`<`, `<=`, `=`), oldest
-    /// first. Periods are `YYYY-MM`, so they sort as text.
+    /// The tenant's final invoices of the months `through` picks against `period`, oldest first.
     async fn final_invoices(
         &self,
         tenant: &TenantId,
-        bound: &'static str,
+        through: Through,
         period: Period,
     ) -> Result<Vec<Invoice>> {
         let rows = sqlx::query(&format!(
             "SELECT period, finalized_at, total_micros, lines FROM invoices \
-             WHERE tenant_id = $1 AND period {bound} $2 ORDER BY period"
+             WHERE tenant_id = $1 AND period {} $2 ORDER BY period",
+            through.sql()
         ))
         .bind(&tenant.0)
         .bind(period.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|row| final_invoice_from_row(tenant, row.try_get("period")?, row)).collect()
+        rows.iter().map(|row| final_invoice_from_row(tenant, row)).collect()
     }
 
     /// Whether any instance that may have run in `month` changed at or after `since`. Only such a change
@@ -576,18 +597,13 @@ impl Store {
     }
 }
 
-fn final_invoice_from_row(tenant: &TenantId, period: String, row: &AnyRow) -> Result<Invoice> {
+fn final_invoice_from_row(tenant: &TenantId, row: &AnyRow) -> Result<Invoice> {
     Ok(Invoice {
         tenant_id: tenant.clone(),
-        period,
+        period: row.try_get::<String, _>("period")?.parse()?,
         state: InvoiceState::Final,
         as_of: time(row.try_get("finalized_at")?)?,
         total_micros: row.try_get("total_micros")?,
         lines: json("invoice lines", &row.try_get::<String, _>("lines")?)?,
     })
-}
-
-/// Whether `period`'s month and grace period are over at `now`.
-fn due(period: Period, policy: &BillingPolicy, now: DateTime<Utc>) -> bool {
-    period.window().to_ms() + policy.grace.num_milliseconds() <= millis(now)
 }

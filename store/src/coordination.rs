@@ -11,9 +11,11 @@ use crate::{Error, Result};
 /// The verdict on one request against a rate window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateVerdict {
+    /// Within the limit.
     Allowed,
     /// Over the limit; the window reopens after this long.
     Limited {
+        /// How long until the next window opens.
         retry_after: Duration,
     },
 }
@@ -21,7 +23,9 @@ pub enum RateVerdict {
 /// Counts hits in fixed windows of `window`, keyed by e.g. a tenant id.
 #[derive(Clone)]
 pub enum RateWindows {
+    /// Counted in this process: the embedded default, or a single replica.
     InProcess(std::sync::Arc<InProcessWindows>),
+    /// Counted in Redis, so that every replica sees the same windows.
     Redis(redis::aio::ConnectionManager),
 }
 
@@ -41,6 +45,7 @@ impl std::fmt::Debug for RateWindows {
 }
 
 impl RateWindows {
+    /// Windows kept in this process.
     pub fn in_process() -> Self {
         RateWindows::InProcess(Default::default())
     }

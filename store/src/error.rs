@@ -1,43 +1,84 @@
-use eci_core::{IllegalTransition, PlacementError};
+use eci_core::{AllocationError, IllegalTransition, PlacementError};
 
 /// Why a store operation failed. Variants name what went wrong in product terms so that the API can
 /// map each to one HTTP answer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The database named in the configuration could not be reached or opened.
     #[error("cannot connect to the database")]
     Connect(#[source] sqlx::Error),
+    /// The schema could not be brought up to date.
     #[error("database migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A statement failed for a reason that is not a constraint (those are [`Error::Conflict`]).
     #[error("database query failed")]
     Query(#[source] sqlx::Error),
+    /// A stored value could not be read back as the type it was written from.
     #[error("a stored {what} could not be read: {why}")]
-    Corrupt { what: &'static str, why: String },
+    Corrupt {
+        /// What kind of value it was.
+        what: &'static str,
+        /// Why it could not be read.
+        why: String,
+    },
+    /// The record asked for does not exist, or belongs to another tenant.
     #[error("{what} `{id}` not found")]
-    NotFound { what: &'static str, id: String },
+    NotFound {
+        /// What kind of record (`batch`, `instance`, `IDC`...).
+        what: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// A unique or foreign-key constraint refused the write.
     #[error("{what} conflicts with an existing one (constraint `{constraint}`)")]
-    Conflict { what: &'static str, constraint: String },
+    Conflict {
+        /// What kind of record was being written.
+        what: &'static str,
+        /// The constraint that refused it, or the database's message when it names none.
+        constraint: String,
+    },
+    /// An idempotency key came back with a different request than the one it was first used with.
     #[error("idempotency key `{0}` was already used with a different request")]
     IdempotencyMismatch(String),
+    /// The fleet, the ledger or the quota leaves too little room for the request.
     #[error(transparent)]
     Placement(#[from] PlacementError),
+    /// The reservation a batch names cannot serve it (ended, or another size or runtime).
     #[error("the reservation cannot serve this batch: {0}")]
     ReservationMismatch(String),
+    /// A state change that the lifecycle rules refuse was asked for.
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
+    /// Concurrent requests kept taking the capacity a plan was made for; the caller may retry.
     #[error("the ledger kept changing under concurrent requests; try again")]
     Contention,
+    /// A price for the catalogue was refused.
     #[error("{0}")]
     InvalidPrice(String),
+    /// Rating an instance's time against the catalogue failed.
     #[error(transparent)]
     Rating(#[from] eci_billing::RatingError),
+    /// A usage window was not a valid span of time.
     #[error("invalid time window: {0}")]
     Window(#[from] eci_billing::WindowError),
+    /// An invoice month was not a valid period.
     #[error("invalid period: {0}")]
     Period(#[from] eci_billing::PeriodError),
+    /// Redis, which shares rate windows between replicas, could not be reached.
     #[error("cannot reach the coordination store")]
     Coordination(#[source] redis::RedisError),
 }
 
+impl From<AllocationError> for Error {
+    fn from(e: AllocationError) -> Self {
+        match e {
+            AllocationError::Placement(p) => Error::Placement(p),
+            mismatch => Error::ReservationMismatch(mismatch.to_string()),
+        }
+    }
+}
+
+/// The store's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<sqlx::Error> for Error {

@@ -1,11 +1,15 @@
 //! IDCs and their lines of the capacity ledger.
 
 use chrono::{DateTime, Utc};
-use eci_core::{Area, Fleet, Idc, IdcId, IdcLedger, IdcStatus, Ledger, MiB, MilliCpu, Resources};
+use eci_core::fleet::LinkNews;
+use eci_core::{
+    Area, Fleet, Idc, IdcId, IdcLedger, IdcStatus, InstanceState, MiB, MilliCpu, Resources, Snapshot,
+};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::sql::{int, millis, uint, word, words};
+use crate::ledger::Tx;
+use crate::sql::{int, millis, state_in, uint, word, words};
 use crate::{Error, Result, Store};
 
 const IDC_COLUMNS: &str = "id, name, region, province, city, carriers, runtimes, status, kube_context, \
@@ -49,6 +53,9 @@ fn idc_from_row(row: &AnyRow) -> Result<(Idc, IdcLedger)> {
     Ok((idc, line))
 }
 
+/// How stale the cached area codes may be after another replica changed an IDC.
+pub const AREA_CODES_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn joined<T: std::fmt::Display>(items: &[T]) -> String {
     items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
@@ -81,7 +88,26 @@ impl Store {
         .bind(&idc.ssh_ingress_host)
         .execute(&self.pool)
         .await?;
+        self.area_codes.invalidate(&());
         Ok(())
+    }
+
+    /// Every region, province and city code of the fleet, for validating area selectors without a
+    /// read of every IDC per request.
+    pub async fn area_codes(&self) -> Result<std::sync::Arc<std::collections::BTreeSet<String>>> {
+        if let Some(codes) = self.area_codes.get(&()) {
+            return Ok(codes);
+        }
+        let rows = sqlx::query("SELECT region, province, city FROM idcs").fetch_all(&self.pool).await?;
+        let mut codes = std::collections::BTreeSet::new();
+        for row in rows {
+            for level in ["region", "province", "city"] {
+                codes.insert(row.try_get::<String, _>(level)?);
+            }
+        }
+        let codes = std::sync::Arc::new(codes);
+        self.area_codes.insert((), codes.clone());
+        Ok(codes)
     }
 
     /// Loads a fleet file into the store: new IDCs are added, known ones updated. IDCs that the file
@@ -101,6 +127,7 @@ impl Store {
         rows.iter().map(idc_from_row).collect()
     }
 
+    /// One IDC with its ledger line.
     pub async fn get_idc(&self, id: &IdcId) -> Result<(Idc, IdcLedger)> {
         let row = sqlx::query(&format!("SELECT {IDC_COLUMNS} FROM idcs WHERE id = $1"))
             .bind(&id.0)
@@ -125,14 +152,13 @@ impl Store {
     }
 
     /// The fleet and its ledger as they stand, for the planner.
-    pub async fn snapshot(&self) -> Result<(Fleet, Ledger)> {
-        let mut fleet = Fleet::default();
-        let mut ledger = Ledger::default();
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        let mut snapshot = Snapshot::default();
         for (idc, line) in self.list_idcs().await? {
-            ledger.idcs.insert(idc.id.clone(), line);
-            fleet.idcs.push(idc);
+            snapshot.ledger.idcs.insert(idc.id.clone(), line);
+            snapshot.fleet.idcs.push(idc);
         }
-        Ok((fleet, ledger))
+        Ok(snapshot)
     }
 }
 
@@ -143,17 +169,12 @@ impl Store {
     /// still has to reach the cluster. Returns how many instances turned unknown.
     pub async fn mark_idc_disconnected(&self, id: &IdcId, now: DateTime<Utc>) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE idcs SET status = 'disconnected', updated_at = $1 WHERE id = $2 AND status = 'active'",
-        )
-        .bind(millis(now))
-        .bind(&id.0)
-        .execute(&mut *tx)
-        .await?;
-        let done = sqlx::query(
-            "UPDATE instances SET state = 'unknown', updated_at = $1 \
-             WHERE idc_id = $2 AND state IN ('creating', 'running')",
-        )
+        apply_link_news(&mut tx, id, LinkNews::Lost, now).await?;
+        let done = sqlx::query(&format!(
+            "UPDATE instances SET state = $1, updated_at = $2 WHERE idc_id = $3 AND {}",
+            state_in(InstanceState::UNKNOWN_FROM)
+        ))
+        .bind(InstanceState::Unknown.as_str())
         .bind(millis(now))
         .bind(&id.0)
         .execute(&mut *tx)
@@ -165,13 +186,24 @@ impl Store {
     /// The IDC's cluster answers again: a `disconnected` IDC turns `active`. Its `unknown` instances
     /// stay so until the instance manager has looked at the cluster again.
     pub async fn mark_idc_reconnected(&self, id: &IdcId, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
-            "UPDATE idcs SET status = 'active', updated_at = $1 WHERE id = $2 AND status = 'disconnected'",
-        )
-        .bind(millis(now))
-        .bind(&id.0)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        apply_link_news(&mut tx, id, LinkNews::Restored, now).await?;
+        tx.commit().await?;
         Ok(())
     }
+}
+
+/// Moves the IDC's status as [`IdcStatus::on_link`] decides for `news`, on the condition that it is
+/// still in the status the move is from.
+async fn apply_link_news(tx: &mut Tx<'_>, id: &IdcId, news: LinkNews, now: DateTime<Utc>) -> Result<()> {
+    for (from, to) in IdcStatus::moved_by(news) {
+        sqlx::query("UPDATE idcs SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
+            .bind(to.as_str())
+            .bind(millis(now))
+            .bind(&id.0)
+            .bind(from.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }

@@ -1,6 +1,9 @@
 //! Instances: reads, listing, and ending one.
 
 use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
+
+use eci_core::lifecycle::{Change, Release};
 use eci_core::{
     Area, BatchId, Carrier, IdcId, Instance, InstanceId, InstanceState, MiB, MilliCpu, Resources,
     SshEndpoint, TenantId,
@@ -8,17 +11,21 @@ use eci_core::{
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::batches::{Ending, Page, end_instances, release_instances};
-use crate::sql::{millis, opt_time, time, uint, word};
+use crate::ledger::{self, Ended, Tx};
+use crate::paging::{Keyset, Page};
+use crate::sql::{millis, opt_time, state_in, time, uint, word};
 use crate::{Error, Result, Store};
 
 /// What listing instances may filter on.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceFilter {
+    /// Only the instances of this batch.
     pub batch_id: Option<BatchId>,
+    /// Only instances in this state.
     pub state: Option<InstanceState>,
     /// An area code at any level.
     pub area: Option<String>,
+    /// Only instances reached through this carrier.
     pub carrier: Option<Carrier>,
 }
 
@@ -67,6 +74,7 @@ fn instance_from_row(row: &AnyRow) -> Result<Instance> {
 }
 
 impl Store {
+    /// One of the tenant's instances.
     pub async fn get_instance(&self, tenant: &TenantId, id: &InstanceId) -> Result<Instance> {
         let row = sqlx::query(&format!(
             "SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = $1 AND tenant_id = $2"
@@ -87,6 +95,7 @@ impl Store {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<Instance>> {
+        let keyset = Keyset::new(cursor, limit);
         let mut sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE tenant_id = $1 AND id > $2");
         let mut binds: Vec<String> = Vec::new();
         let mut next = |sql: &mut String, clause: &str, value: String| {
@@ -106,15 +115,13 @@ impl Store {
             next(&mut sql, " AND carrier = ?", c.as_str().into());
         }
         sql.push_str(&format!(" ORDER BY id LIMIT ${}", binds.len() + 3));
-        let mut query = sqlx::query(&sql).bind(&tenant.0).bind(cursor.unwrap_or(""));
+        let mut query = sqlx::query(&sql).bind(&tenant.0).bind(keyset.after);
         for b in &binds {
             query = query.bind(b);
         }
-        let rows = query.bind(i64::from(limit) + 1).fetch_all(&self.pool).await?;
-        let more = rows.len() > limit as usize;
-        let items = rows.iter().take(limit as usize).map(instance_from_row).collect::<Result<Vec<_>>>()?;
-        let next_cursor = if more { items.last().map(|i| i.id.0.clone()) } else { None };
-        Ok(Page { items, next_cursor })
+        let (rows, more) = keyset.split(query.bind(keyset.fetch()).fetch_all(&self.pool).await?);
+        let items = rows.iter().map(instance_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(keyset.finish(items, more, |i| &i.id.0))
     }
 
     /// Releases one instance: it ends at once if nothing of it exists in the cluster yet, otherwise
@@ -129,9 +136,9 @@ impl Store {
     ) -> Result<Instance> {
         self.get_instance(tenant, id).await?;
         let mut tx = self.pool.begin().await?;
-        let stopping = release_instances(&mut tx, "id = $3", &id.0, millis(now)).await?;
+        let stopping = release_instances(&mut tx, Scope::Instance(id), millis(now)).await?;
         tx.commit().await?;
-        self.signals.raise(&stopping);
+        self.report_stopping(&stopping);
         self.get_instance(tenant, id).await
     }
 }
@@ -139,30 +146,13 @@ impl Store {
 /// An instance the instance manager must make real, with the request its objects are built from.
 #[derive(Debug, Clone)]
 pub struct Desired {
+    /// The instance, `pending`.
     pub instance: Instance,
-    pub request: eci_core::BatchRequest,
+    /// Shared by every instance of the batch: a 10,000-instance batch holds one copy.
+    pub request: std::sync::Arc<eci_core::BatchRequest>,
 }
 
-/// What a cluster says about an instance's Pod or VMI.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Observed {
-    /// The object exists and is starting.
-    Creating,
-    Running {
-        ip: Option<String>,
-        ssh: Option<SshEndpoint>,
-    },
-    /// The object failed for good (image pull error, crash loop, unschedulable for too long...).
-    Failed {
-        reason: String,
-        /// When the cluster says it stopped, if it says: an IDC that was cut off reports the true
-        /// end of what died meanwhile, and billing stops there rather than when the news arrived.
-        ended_at: Option<DateTime<Utc>>,
-    },
-    /// The object is gone. For a `stopping` instance that is the end it waited for (`terminated`);
-    /// for any other live instance someone or something removed it (`failed`).
-    Gone,
-}
+pub use eci_core::lifecycle::Observed;
 
 impl Store {
     /// Up to `limit` pending instances of one IDC, oldest first, with their batches' requests.
@@ -191,7 +181,7 @@ impl Store {
             for row in query.fetch_all(&self.pool).await? {
                 let request: eci_core::BatchRequest =
                     crate::sql::json("batch request", &row.try_get::<String, _>("request")?)?;
-                requests.insert(BatchId(row.try_get("id")?), request);
+                requests.insert(BatchId(row.try_get("id")?), std::sync::Arc::new(request));
             }
         }
         instances
@@ -242,64 +232,56 @@ impl Store {
             .await?
             .ok_or_else(|| Error::NotFound { what: "instance", id: id.0.clone() })?;
         let current = instance_from_row(&row)?;
-        if current.state.is_ended() {
+        let Some(change) = current.state.observe(current.started_at, observed, now) else {
             return Ok(None);
-        }
+        };
         let now_ms = millis(now);
-        if current.state == InstanceState::Stopping {
-            // Only the object's removal moves a stopping instance; what it did meanwhile is moot.
-            if *observed != Observed::Gone {
-                return Ok(None);
+        let from = [current.state];
+        let changed = match &change {
+            Change::Creating => {
+                sqlx::query("UPDATE instances SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
+                    .bind(change.to().as_str())
+                    .bind(now_ms)
+                    .bind(&id.0)
+                    .bind(current.state.as_str())
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected()
+                    == 1
             }
-            let mut tx = self.pool.begin().await?;
-            let ended =
-                end_instances(&mut tx, "id = $3 AND state = 'stopping'", &id.0, Ending::Terminated, now_ms)
-                    .await?;
-            tx.commit().await?;
-            return Ok((!ended.is_empty()).then_some(InstanceState::Terminated));
-        }
-        match observed {
-            Observed::Creating => {
-                if current.state != InstanceState::Pending && current.state != InstanceState::Unknown {
-                    return Ok(None);
+            Change::Running { ip, ssh } => {
+                self.record_running(&[(id.clone(), ip.clone(), ssh.clone())], now).await? == 1
+            }
+            Change::Terminated => {
+                let mut tx = self.pool.begin().await?;
+                let ended =
+                    end_instances(&mut tx, Scope::Instance(id), &from, Ending::Terminated, now_ms).await?;
+                tx.commit().await?;
+                !ended.is_empty()
+            }
+            Change::Failed { reason, ended_at } => {
+                let mut tx = self.pool.begin().await?;
+                let ending = Ending::FailedAt(reason, millis(*ended_at));
+                let ended = end_instances(&mut tx, Scope::Instance(id), &from, ending, now_ms).await?;
+                tx.commit().await?;
+                if !ended.is_empty() {
+                    tracing::info!(reason, "instance failed");
                 }
-                current.state.transition(InstanceState::Creating)?;
-                let done = sqlx::query(
-                    "UPDATE instances SET state = 'creating', updated_at = $1 WHERE id = $2 AND state = $3",
-                )
-                .bind(now_ms)
-                .bind(&id.0)
-                .bind(current.state.as_str())
-                .execute(&self.pool)
-                .await?;
-                Ok((done.rows_affected() == 1).then_some(InstanceState::Creating))
+                !ended.is_empty()
             }
-            Observed::Running { ip, ssh } => {
-                let changed = self.record_running(&[(id.clone(), ip.clone(), ssh.clone())], now).await?;
-                Ok((changed == 1).then_some(InstanceState::Running))
-            }
-            Observed::Failed { reason, ended_at } => {
-                // Never before it started running, never after now.
-                let started_ms = current.started_at.map(millis);
-                let ended_ms = ended_at.map(millis).map(|e| e.max(started_ms.unwrap_or(e)).min(now_ms));
-                self.fail(id, reason, ended_ms.unwrap_or(now_ms), now_ms).await
-            }
-            Observed::Gone => {
-                self.fail(id, "its Pod or VMI disappeared from the cluster", now_ms, now_ms).await
-            }
-        }
+        };
+        Ok(changed.then(|| change.to()))
     }
 
     /// Records that the objects of these pending (or unknown) instances now exist in their cluster:
     /// they turn `creating`, in one statement per 500. Returns how many changed.
     pub async fn record_created(&self, ids: &[InstanceId], now: DateTime<Utc>) -> Result<u64> {
-        InstanceState::Pending.transition(InstanceState::Creating)?;
         let mut changed = 0;
         for chunk in ids.chunks(500) {
             let sql = format!(
-                "UPDATE instances SET state = 'creating', updated_at = {} \
-                 WHERE state IN ('pending', 'unknown') AND id IN ({})",
+                "UPDATE instances SET state = 'creating', updated_at = {} WHERE {} AND id IN ({})",
                 crate::sql::bulk_placeholders(self.backend, 1, 1),
+                state_in(InstanceState::CREATES_FROM),
                 crate::sql::bulk_placeholders(self.backend, 2, chunk.len()),
             );
             let mut query = sqlx::query(&sql).bind(millis(now));
@@ -319,48 +301,139 @@ impl Store {
         running: &[(InstanceId, Option<String>, Option<SshEndpoint>)],
         now: DateTime<Utc>,
     ) -> Result<u64> {
-        // A manager that restarted may see a Pod running before it recorded `creating`.
-        InstanceState::Pending.transition(InstanceState::Creating)?;
-        for from in [InstanceState::Creating, InstanceState::Unknown] {
-            from.transition(InstanceState::Running)?;
-        }
         let now_ms = millis(now);
         let mut changed = 0;
+        let sql = format!(
+            "UPDATE instances SET state = 'running', ip = $1, ssh_host = $2, ssh_port = $3, ssh_user = $4, \
+                 started_at = COALESCE(started_at, $5), updated_at = $5 \
+             WHERE id = $6 AND {}",
+            state_in(InstanceState::RUNS_FROM),
+        );
         let mut tx = self.pool.begin().await?;
         for (id, ip, ssh) in running {
-            changed += sqlx::query(
-                "UPDATE instances SET state = 'running', ip = $1, ssh_host = $2, ssh_port = $3, ssh_user = $4, \
-                     started_at = COALESCE(started_at, $5), updated_at = $5 \
-                 WHERE id = $6 AND state IN ('pending', 'creating', 'unknown')",
-            )
-            .bind(ip.clone())
-            .bind(ssh.as_ref().map(|s| s.host.clone()))
-            .bind(ssh.as_ref().map(|s| i64::from(s.port)))
-            .bind(ssh.as_ref().map(|s| s.user.clone()))
-            .bind(now_ms)
-            .bind(&id.0)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            changed += sqlx::query(&sql)
+                .bind(ip.clone())
+                .bind(ssh.as_ref().map(|s| s.host.clone()))
+                .bind(ssh.as_ref().map(|s| i64::from(s.port)))
+                .bind(ssh.as_ref().map(|s| s.user.clone()))
+                .bind(now_ms)
+                .bind(&id.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         }
         tx.commit().await?;
         Ok(changed)
     }
+}
 
-    async fn fail(
-        &self,
-        id: &InstanceId,
-        reason: &str,
-        ended_ms: i64,
-        now_ms: i64,
-    ) -> Result<Option<InstanceState>> {
-        let mut tx = self.pool.begin().await?;
-        let ended =
-            end_instances(&mut tx, "id = $3", &id.0, Ending::FailedAt(reason, ended_ms), now_ms).await?;
-        tx.commit().await?;
-        if !ended.is_empty() {
-            tracing::info!(reason, "instance failed");
+/// Which instances a release or an ending applies to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scope<'a> {
+    Instance(&'a InstanceId),
+    Batch(&'a BatchId),
+}
+
+impl Scope<'_> {
+    /// The condition on `instances`, against parameter `$3`, and the value bound to it.
+    fn condition(&self) -> (&'static str, &str) {
+        match self {
+            Scope::Instance(id) => ("id = $3", &id.0),
+            Scope::Batch(id) => ("batch_id = $3", &id.0),
         }
-        Ok((!ended.is_empty()).then_some(InstanceState::Failed))
     }
+}
+
+/// Releases the live instances in `scope` as [`InstanceState::on_release`] decides: those with
+/// nothing in the cluster yet end at once and give their capacity back; those with a Pod or VMI
+/// turn `stopping` and keep their capacity until the instance manager has seen the object gone.
+/// Returns the IDCs with instances to stop.
+pub(crate) async fn release_instances(
+    tx: &mut Tx<'_>,
+    scope: Scope<'_>,
+    now_ms: i64,
+) -> Result<BTreeSet<IdcId>> {
+    let (condition, value) = scope.condition();
+    let stopping = sqlx::query(&format!(
+        "UPDATE instances SET state = $1, updated_at = $2 WHERE {condition} AND {} RETURNING idc_id",
+        state_in(&InstanceState::released_as(Release::Stop)),
+    ))
+    .bind(InstanceState::Stopping.as_str())
+    .bind(now_ms)
+    .bind(value)
+    .fetch_all(&mut **tx)
+    .await?;
+    end_instances(tx, scope, &InstanceState::released_as(Release::EndNow), Ending::Terminated, now_ms)
+        .await?;
+    stopping.iter().map(|row| Ok(IdcId(row.try_get("idc_id")?))).collect()
+}
+
+/// How live instances end: released (`terminated`) or lost (`failed`, with the reason).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ending<'a> {
+    Terminated,
+    /// Failed for this reason, having stopped at this moment (UTC ms), which may be before now.
+    FailedAt(&'a str, i64),
+}
+
+/// Ends the instances in `scope` that are in one of the states `from` and gives their capacity
+/// back. Writes first, so it is safe as the first statement of a transaction.
+pub(crate) async fn end_instances(
+    tx: &mut Tx<'_>,
+    scope: Scope<'_>,
+    from: &[InstanceState],
+    ending: Ending<'_>,
+    now_ms: i64,
+) -> Result<Vec<InstanceId>> {
+    let (ids, ended) = mark_ended(tx, scope, from, ending, now_ms).await?;
+    ledger::release_ended(tx, &ended, now_ms).await?;
+    Ok(ids)
+}
+
+/// The state change of [`end_instances`] without the ledger's: the ended instances and what each
+/// held, for a caller that gives back the capacity of many at once.
+pub(crate) async fn mark_ended(
+    tx: &mut Tx<'_>,
+    scope: Scope<'_>,
+    from: &[InstanceState],
+    ending: Ending<'_>,
+    now_ms: i64,
+) -> Result<(Vec<InstanceId>, Vec<Ended>)> {
+    debug_assert!(from.iter().all(|s| !s.is_ended()));
+    let (state, reason, ended_ms) = match ending {
+        Ending::Terminated => (InstanceState::Terminated, None, now_ms),
+        Ending::FailedAt(reason, ended_ms) => (InstanceState::Failed, Some(reason), ended_ms),
+    };
+    let (condition, value) = scope.condition();
+    let sql = format!(
+        "UPDATE instances SET state = $1, ended_at = $5, updated_at = $2, \
+             failure_reason = COALESCE($4, failure_reason) \
+         WHERE {condition} AND {} \
+         RETURNING id, tenant_id, idc_id, cpu, memory, gpu, reservation_id",
+        state_in(from),
+    );
+    let rows = sqlx::query(&sql)
+        .bind(state.as_str())
+        .bind(now_ms)
+        .bind(value)
+        .bind(reason)
+        .bind(ended_ms)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut ended = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in &rows {
+        ids.push(InstanceId(row.try_get("id")?));
+        ended.push(Ended {
+            tenant: TenantId(row.try_get("tenant_id")?),
+            idc: IdcId(row.try_get("idc_id")?),
+            spec: Resources::new(
+                MilliCpu(uint("cpu", row.try_get("cpu")?)?),
+                MiB(uint("memory", row.try_get("memory")?)?),
+                u32::try_from(uint("gpu", row.try_get("gpu")?)?).unwrap_or(u32::MAX),
+            ),
+            reservation: row.try_get::<Option<String>, _>("reservation_id")?.map(eci_core::ReservationId),
+        });
+    }
+    Ok((ids, ended))
 }

@@ -3,17 +3,46 @@
 
 use std::collections::BTreeMap;
 
-use eci_core::{IdcId, ReservationId, Resources, TenantId};
+use eci_core::{Column, IdcId, ReservationId, Resources, TenantId};
 use sqlx::{Any, Transaction};
 
-use crate::Result;
 use crate::sql::int;
+use crate::{Error, Result, Store};
 
 /// Something the transaction meant to change was no longer as planned; re-plan and try again.
 #[derive(Debug)]
 pub struct LostRace;
 
 pub type Tx<'c> = Transaction<'c, Any>;
+
+/// How often an allocation is planned again after losing a race for capacity before giving up.
+const PLANNING_ATTEMPTS: usize = 8;
+
+impl Store {
+    /// Runs `attempt` (read a snapshot, let core decide, apply the decision in one transaction)
+    /// until it does not lose a race to a concurrent request, at most [`PLANNING_ATTEMPTS`] times.
+    /// The one retry loop of every allocation, so batches and reservations re-plan alike.
+    pub(crate) async fn replanning<T, Attempt>(&self, mut attempt: impl FnMut() -> Attempt) -> Result<T>
+    where
+        Attempt: Future<Output = Result<Result<T, LostRace>>>,
+    {
+        for n in 0..PLANNING_ATTEMPTS {
+            match attempt().await? {
+                Ok(done) => return Ok(done),
+                Err(LostRace) => tracing::debug!(attempt = n, "lost a race for capacity; planning again"),
+            }
+        }
+        Err(Error::Contention)
+    }
+}
+
+/// The columns of `idcs` a ledger column is kept in: `{prefix}_cpu`, `{prefix}_memory`, `{prefix}_gpu`.
+fn prefix(column: Column) -> &'static str {
+    match column {
+        Column::Reserved => "reserved",
+        Column::Allocated => "allocated",
+    }
+}
 
 fn binds(r: &Resources) -> [i64; 3] {
     [int(r.cpu.0), int(r.memory.0), i64::from(r.gpu)]
@@ -24,9 +53,10 @@ pub async fn take_free(
     tx: &mut Tx<'_>,
     idc: &IdcId,
     amount: &Resources,
-    column: &str,
+    column: Column,
 ) -> Result<Result<(), LostRace>> {
     let [cpu, memory, gpu] = binds(amount);
+    let column = prefix(column);
     let sql = format!(
         "UPDATE idcs SET {column}_cpu = {column}_cpu + $1, {column}_memory = {column}_memory + $2, \
              {column}_gpu = {column}_gpu + $3 \
@@ -44,10 +74,11 @@ pub async fn shift(
     tx: &mut Tx<'_>,
     idc: &IdcId,
     amount: &Resources,
-    from: &str,
-    to: &str,
+    from: Column,
+    to: Column,
 ) -> Result<Result<(), LostRace>> {
     let [cpu, memory, gpu] = binds(amount);
+    let (from, to) = (prefix(from), prefix(to));
     let sql = format!(
         "UPDATE idcs SET {from}_cpu = {from}_cpu - $1, {from}_memory = {from}_memory - $2, {from}_gpu = {from}_gpu - $3, \
              {to}_cpu = {to}_cpu + $1, {to}_memory = {to}_memory + $2, {to}_gpu = {to}_gpu + $3 \
@@ -58,8 +89,9 @@ pub async fn shift(
 }
 
 /// Gives `amount` held in `column` back to the IDC's free capacity.
-pub async fn give_back(tx: &mut Tx<'_>, idc: &IdcId, amount: &Resources, column: &str) -> Result<()> {
+pub async fn give_back(tx: &mut Tx<'_>, idc: &IdcId, amount: &Resources, column: Column) -> Result<()> {
     let [cpu, memory, gpu] = binds(amount);
+    let column = prefix(column);
     let sql = format!(
         "UPDATE idcs SET {column}_cpu = {column}_cpu - $1, {column}_memory = {column}_memory - $2, \
              {column}_gpu = {column}_gpu - $3 WHERE id = $4"
@@ -167,10 +199,10 @@ pub async fn release_ended(tx: &mut Tx<'_>, ended: &[Ended], now_ms: i64) -> Res
     for idc in idcs {
         if let Some(amount) = to_reservation.get(idc) {
             // Shifting back what was drawn cannot fail: it is exactly what the instances hold.
-            let _ = shift(tx, idc, amount, "allocated", "reserved").await?;
+            let _ = shift(tx, idc, amount, Column::Allocated, Column::Reserved).await?;
         }
         if let Some(amount) = to_pool.get(idc) {
-            give_back(tx, idc, amount, "allocated").await?;
+            give_back(tx, idc, amount, Column::Allocated).await?;
         }
     }
     Ok(())

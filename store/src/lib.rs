@@ -3,9 +3,10 @@
 //!
 //! - [`Store`]: the connection pool, migrations, and the repository functions grouped by resource:
 //!   [`fleet`] (IDCs and their ledger lines), [`tenants`] (tenants, API keys, quotas), [`batches`],
-//!   [`instances`], [`reservations`], [`billing`] (prices, metered instances, invoices).
+//!   [`instances`], [`reservations`], [`billing`] (prices, metered instances, invoices); [`paging`]
+//!   (keyset pages by id, for every listing).
 //! - [`coordination`]: request-rate windows, in-process by default and in Redis in production.
-//! - [`signals`]: per-IDC wake-ups for the instance manager when a write gives an IDC work.
+//! - [`work`]: the port through which writes report the work they give IDC clusters.
 //! - `testing` (feature `testing`): fresh SQLite / PostgreSQL stores, seed data and ledger checks
 //!   for this crate's tests and for those of the crates built on it.
 //!
@@ -17,6 +18,8 @@
 //! Statements inside a transaction write before they read, which keeps SQLite's single writer from
 //! refusing a transaction that started as a reader.
 
+#![warn(missing_docs)]
+
 pub mod batches;
 pub mod billing;
 pub mod coordination;
@@ -24,12 +27,13 @@ mod error;
 pub mod fleet;
 pub mod instances;
 mod ledger;
+pub mod paging;
 pub mod reservations;
-pub mod signals;
 mod sql;
 pub mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod work;
 
 use std::time::Duration;
 
@@ -41,7 +45,9 @@ pub use error::{Error, Result};
 /// Which database the store talks to; a few statements differ between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// The embedded default: one file, one writer.
     Sqlite,
+    /// Production: several replicas on one database.
     Postgres,
 }
 
@@ -50,16 +56,19 @@ pub enum Backend {
 pub struct StoreConfig {
     /// `sqlite://path/to/file.db` or `postgres://user@host/db`.
     pub url: String,
+    /// The pool's size: how many statements may run at once.
     pub max_connections: u32,
     /// How long a request waits for a free connection before failing.
     pub acquire_timeout: Duration,
 }
 
 impl StoreConfig {
+    /// A configuration for `url` with the defaults: 16 connections, a 10 s wait for one.
     pub fn new(url: impl Into<String>) -> Self {
         StoreConfig { url: url.into(), max_connections: 16, acquire_timeout: Duration::from_secs(10) }
     }
 
+    /// Sets the pool's size.
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n;
         self
@@ -71,7 +80,12 @@ impl StoreConfig {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    signals: std::sync::Arc<signals::IdcSignals>,
+    /// Who hears of new work for IDC clusters, if anyone (see [`work`]).
+    work: Option<std::sync::Arc<dyn work::WorkSink>>,
+    /// The fleet's area codes, which every batch and reservation is validated against; refreshed
+    /// when this store changes an IDC and at least every [`fleet::AREA_CODES_TTL`] for changes made
+    /// by other replicas.
+    area_codes: moka::sync::Cache<(), std::sync::Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl Store {
@@ -108,16 +122,16 @@ impl Store {
         }
         let pool = options.connect(&config.url).await.map_err(Error::Connect)?;
         sqlx::migrate!("./migrations").run(&pool).await.map_err(Error::Migrate)?;
-        Ok(Store { pool, backend, signals: Default::default() })
+        let area_codes =
+            moka::sync::Cache::builder().max_capacity(1).time_to_live(fleet::AREA_CODES_TTL).build();
+        let store = Store { pool, backend, work: None, area_codes };
+        store.upgrade_request_hashes().await?;
+        Ok(store)
     }
 
+    /// Which database this store talks to, for the few statements that differ.
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// The signal raised when this store gives the IDC's cluster work (see [`signals`]).
-    pub fn idc_signal(&self, idc: &eci_core::IdcId) -> std::sync::Arc<signals::IdcWork> {
-        self.signals.of(idc)
     }
 
     /// Closes every connection; waits for those in use to be returned.

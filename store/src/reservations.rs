@@ -4,18 +4,16 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use eci_core::{
-    Area, IdcId, PlacementRequest, Reservation, ReservationId, ReservationRequest, ReservationSlot,
-    ReservationState, TenantId,
+    Area, Column, IdcId, Reservation, ReservationId, ReservationRequest, ReservationSlot, ReservationState,
+    TenantId,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::batches::Page;
-use crate::ledger::{self, LostRace};
+use crate::ledger;
+use crate::paging::{Keyset, Page};
 use crate::sql::{int, json, millis, new_id, opt_time, time, to_json, uint, word};
 use crate::{Error, Result, Store};
-
-const PLACEMENT_ATTEMPTS: usize = 8;
 
 const RESERVATION_COLUMNS: &str = "id, tenant_id, state, request, created_at, ended_at";
 
@@ -28,67 +26,55 @@ impl Store {
         request: &ReservationRequest,
         now: DateTime<Utc>,
     ) -> Result<Reservation> {
-        let placement = PlacementRequest {
-            count: request.count,
-            spec: request.spec,
-            areas: request.placement.areas.clone(),
-            carriers: request.placement.carriers.clone(),
-            runtime: request.runtime,
-            strategy: request.placement.strategy,
-            max_per_idc: request.placement.max_per_idc,
-            all_or_nothing: true,
-            quota_left: None,
-        };
-        for _ in 0..PLACEMENT_ATTEMPTS {
-            let (fleet, ledger_now) = self.snapshot().await?;
-            let plan = eci_core::plan(&fleet, &ledger_now, &placement)?;
-            let mut placements = plan.placements.clone();
-            placements.sort_by(|a, b| a.idc.cmp(&b.idc));
-            let mut tx = self.pool.begin().await?;
-            let mut lost = false;
-            for p in &placements {
-                if let Err(LostRace) =
-                    ledger::take_free(&mut tx, &p.idc, &(request.spec * p.count), "reserved").await?
-                {
-                    lost = true;
-                    break;
+        let id = self
+            .replanning(move || async move {
+                let plan = eci_core::allocation::place_reservation(&self.snapshot().await?, request)?;
+                let mut placements = plan.placements;
+                placements.sort_by(|a, b| a.idc.cmp(&b.idc));
+                let mut tx = self.pool.begin().await?;
+                for p in &placements {
+                    if let Err(lost) =
+                        ledger::take_free(&mut tx, &p.idc, &(request.spec * p.count), Column::Reserved).await?
+                    {
+                        return Ok(Err(lost));
+                    }
                 }
-            }
-            if lost {
-                continue;
-            }
-            let id = ReservationId(new_id(ReservationId::PREFIX));
-            sqlx::query(
-                "INSERT INTO reservations (id, tenant_id, state, count, cpu, memory, gpu, runtime, request, created_at, \
-                     ends_at, updated_at) VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9, $10, $9)",
-            )
-            .bind(&id.0)
-            .bind(&tenant.0)
-            .bind(int(request.count))
-            .bind(int(request.spec.cpu.0))
-            .bind(int(request.spec.memory.0))
-            .bind(i64::from(request.spec.gpu))
-            .bind(request.runtime.as_str())
-            .bind(to_json(request))
-            .bind(millis(now))
-            .bind(millis(request.ends_at))
-            .execute(&mut *tx)
-            .await?;
-            for p in &placements {
-                sqlx::query("INSERT INTO reservation_slots (reservation_id, idc_id, carrier, count) VALUES ($1, $2, $3, $4)")
+                let id = ReservationId(new_id(ReservationId::PREFIX));
+                sqlx::query(
+                    "INSERT INTO reservations (id, tenant_id, state, count, cpu, memory, gpu, runtime, request, \
+                         created_at, ends_at, updated_at) VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9, $10, $9)",
+                )
+                .bind(&id.0)
+                .bind(&tenant.0)
+                .bind(int(request.count))
+                .bind(int(request.spec.cpu.0))
+                .bind(int(request.spec.memory.0))
+                .bind(i64::from(request.spec.gpu))
+                .bind(request.runtime.as_str())
+                .bind(to_json(request))
+                .bind(millis(now))
+                .bind(millis(request.ends_at))
+                .execute(&mut *tx)
+                .await?;
+                for p in &placements {
+                    sqlx::query(
+                        "INSERT INTO reservation_slots (reservation_id, idc_id, carrier, count) VALUES ($1, $2, $3, $4)",
+                    )
                     .bind(&id.0)
                     .bind(&p.idc.0)
                     .bind(p.carrier.as_str())
                     .bind(int(p.count))
                     .execute(&mut *tx)
                     .await?;
-            }
-            tx.commit().await?;
-            return self.get_reservation(tenant, &id).await;
-        }
-        Err(Error::Contention)
+                }
+                tx.commit().await?;
+                Ok(Ok(id))
+            })
+            .await?;
+        self.get_reservation(tenant, &id).await
     }
 
+    /// One of the tenant's reservations, with its slots.
     pub async fn get_reservation(&self, tenant: &TenantId, id: &ReservationId) -> Result<Reservation> {
         let row = sqlx::query(&format!(
             "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1 AND tenant_id = $2"
@@ -109,16 +95,16 @@ impl Store {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<Reservation>> {
+        let keyset = Keyset::new(cursor, limit);
         let rows = sqlx::query(&format!(
             "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
         ))
         .bind(&tenant.0)
-        .bind(cursor.unwrap_or(""))
-        .bind(i64::from(limit) + 1)
+        .bind(keyset.after)
+        .bind(keyset.fetch())
         .fetch_all(&self.pool)
         .await?;
-        let more = rows.len() > limit as usize;
-        let rows = &rows[..rows.len().min(limit as usize)];
+        let (rows, more) = keyset.split(rows);
         let ids: Vec<ReservationId> =
             rows.iter().map(|r| r.try_get("id").map(ReservationId)).collect::<Result<_, _>>()?;
         let mut slots = self.reservation_slots(&ids.iter().collect::<Vec<_>>()).await?;
@@ -127,8 +113,7 @@ impl Store {
             .zip(&ids)
             .map(|(row, id)| reservation_from_row(row, slots.remove(id).unwrap_or_default()))
             .collect::<Result<Vec<_>>>()?;
-        let next_cursor = if more { ids.last().map(|id| id.0.clone()) } else { None };
-        Ok(Page { items, next_cursor })
+        Ok(keyset.finish(items, more, |r| &r.id.0))
     }
 
     async fn reservation_slots(
@@ -200,7 +185,7 @@ impl Store {
                 let unused = uint("slot", row.try_get::<i64, _>("count")? - row.try_get::<i64, _>("used")?)?;
                 if unused > 0 {
                     let idc = IdcId(row.try_get("idc_id")?);
-                    ledger::give_back(&mut tx, &idc, &(reservation.request.spec * unused), "reserved")
+                    ledger::give_back(&mut tx, &idc, &(reservation.request.spec * unused), Column::Reserved)
                         .await?;
                 }
             }

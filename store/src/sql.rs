@@ -65,3 +65,9 @@ pub fn bulk_placeholders(backend: crate::Backend, first: usize, n: usize) -> Str
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::now_v7().simple())
 }
+
+/// `state IN (...)` over instance states named by core; the words are the enum's own, never input.
+pub fn state_in(states: &[eci_core::InstanceState]) -> String {
+    let words: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    format!("state IN ({})", words.join(", "))
+}

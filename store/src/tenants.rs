@@ -12,20 +12,28 @@ use crate::{Error, Result, Store};
 /// An API key as listed to admins; the secret itself is never stored, only its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
+    /// The key's public id, shown in listings.
     pub id: KeyId,
     /// `None` for an admin key that belongs to no tenant.
     pub tenant_id: Option<TenantId>,
+    /// Admin keys may call `/v1/admin/...`.
     pub admin: bool,
+    /// What the key is for, as its creator named it.
     pub name: String,
+    /// When the key was made.
     pub created_at: DateTime<Utc>,
+    /// When the key was revoked; a revoked key authenticates nothing.
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// Who a request comes from, once its key checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The key the request came with.
     pub key_id: KeyId,
+    /// The key is an admin key.
     pub admin: bool,
+    /// The tenant the key acts for; `None` for an admin key of no tenant.
     pub tenant: Option<Tenant>,
 }
 
@@ -67,6 +75,7 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKey> {
 }
 
 impl Store {
+    /// Adds a tenant with its quota; names are unique.
     pub async fn create_tenant(&self, name: &str, quota: Quota, now: DateTime<Utc>) -> Result<Tenant> {
         let id = TenantId(new_id(TenantId::PREFIX));
         sqlx::query(
@@ -88,6 +97,7 @@ impl Store {
         self.get_tenant(&id).await
     }
 
+    /// One tenant, with what its live instances use.
     pub async fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
         let row = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"))
             .bind(&id.0)
@@ -97,6 +107,7 @@ impl Store {
         tenant_from_row(&row)
     }
 
+    /// The tenant of this name, if there is one.
     pub async fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
         let row = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE name = $1"))
             .bind(name)
@@ -105,6 +116,7 @@ impl Store {
         row.as_ref().map(tenant_from_row).transpose()
     }
 
+    /// Every tenant, in id order.
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
         let rows = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"))
             .fetch_all(&self.pool)
@@ -163,6 +175,7 @@ impl Store {
         })
     }
 
+    /// The keys of one tenant, or every key when `tenant` is `None`, revoked ones included.
     pub async fn list_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>> {
         let rows = match tenant {
             Some(t) => {

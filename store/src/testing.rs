@@ -1,12 +1,13 @@
 //! Test harness for the store and for the crates built on it (enabled by the `testing` feature).
 //!
 //! - [`sqlite_store`]: a fresh SQLite file in a temp dir that is deleted on drop.
-//! - [`postgres_store`] / [`postgres_database`]: a fresh PostgreSQL database on the server named by
+//! - [`postgres_database`]: a fresh PostgreSQL database on the server named by
 //!   `ECI_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
 //! - [`redis_url`]: the Redis named by `ECI_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
 //! - [`each_backend`]: runs one test body on SQLite, then on PostgreSQL, labelling failures.
 //! - [`seed`], [`fleet`], [`batch_request`]: a small deterministic fleet and a tenant with a quota.
 //! - [`assert_ledger_consistent`]: recomputes the ledger from instances and reservations.
+//! - [`record_gone_at`], [`vacuum_analyze`]: seeding months of history fast, for benchmarks.
 //!
 //! When PostgreSQL or Redis is not reachable, the helpers print a loud `SKIPPED` line to stderr and
 //! return `None`, unless the environment variable `CI` is `true` (or `1`): then they panic, so that a
@@ -51,7 +52,7 @@ pub const DEFAULT_TEST_CONNECTIONS: u32 = 4;
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// True when running under CI, where a missing test server is a failure rather than a skip.
-pub fn in_ci() -> bool {
+fn in_ci() -> bool {
     std::env::var("CI").map(|v| v.eq_ignore_ascii_case("true") || v == "1").unwrap_or(false)
 }
 
@@ -117,6 +118,7 @@ impl TempDirGuard {
         Ok(TempDirGuard { path })
     }
 
+    /// Where the directory is.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -177,9 +179,11 @@ fn with_database(url: &str, db: &str) -> String {
 /// A fresh PostgreSQL database made for one test, and the store connected to it.
 #[derive(Debug)]
 pub struct TestDatabase {
+    /// The store connected to this database.
     pub store: Store,
     /// The URL of this database, for anything that must connect on its own.
     pub url: String,
+    /// The database's name on the server.
     pub name: String,
     admin_url: String,
 }
@@ -200,18 +204,6 @@ impl TestDatabase {
             let _ = admin.close().await;
         }
     }
-}
-
-/// A store on a fresh PostgreSQL database, or `None` (after a loud SKIPPED line) when the server is
-/// not reachable outside CI. The database stays until a later test run removes it; prefer
-/// [`each_backend`] or [`postgres_database`] + [`TestDatabase::cleanup`] to drop it at once.
-pub async fn postgres_store() -> Option<Store> {
-    postgres_database(DEFAULT_TEST_CONNECTIONS).await.map(|db| db.store)
-}
-
-/// [`postgres_store`] with a given pool size.
-pub async fn postgres_store_with(max_connections: u32) -> Option<Store> {
-    postgres_database(max_connections).await.map(|db| db.store)
 }
 
 /// Creates `eci_test_<pid>_<n>_<random>` on the test server and connects a store to it.
@@ -492,12 +484,14 @@ pub fn seed_quota() -> Quota {
 /// What [`seed`] made.
 #[derive(Debug, Clone)]
 pub struct Seeded {
+    /// The fleet seeded ([`fleet`]).
     pub fleet: Fleet,
     /// `acme`, with [`seed_quota`].
     pub tenant: Tenant,
 }
 
 impl Seeded {
+    /// The seeded tenant's id.
     pub fn tenant_id(&self) -> &TenantId {
         &self.tenant.id
     }
@@ -620,6 +614,58 @@ pub async fn assert_ledger_consistent(store: &Store) {
     }
     assert!(allocated.is_empty(), "[{backend}] instances in IDCs the ledger does not know: {allocated:?}");
     assert!(reserved.is_empty(), "[{backend}] reservations in IDCs the ledger does not know: {reserved:?}");
+}
+
+/// Gives a batch's idempotency key the fingerprint stores wrote before fingerprints had a version
+/// (the SHA-256 of the request's JSON), as a database from then holds it.
+pub async fn write_unversioned_fingerprint(store: &Store, batch: &eci_core::BatchId) {
+    use sha2::Digest;
+    let request: String = sqlx::query_scalar("SELECT request FROM batches WHERE id = $1")
+        .bind(&batch.0)
+        .fetch_one(&store.pool)
+        .await
+        .expect("the batch's request");
+    sqlx::query("UPDATE batches SET request_hash = $1 WHERE id = $2")
+        .bind(hex::encode(sha2::Sha256::digest(request.as_bytes())))
+        .bind(&batch.0)
+        .execute(&store.pool)
+        .await
+        .expect("an unversioned fingerprint");
+}
+
+/// What [`Store::connect`] does to the fingerprints of an older database; returns how many changed.
+pub async fn upgrade_fingerprints(store: &Store) -> u64 {
+    store.upgrade_request_hashes().await.expect("fingerprints upgraded")
+}
+
+/// Records that these `stopping` instances' objects are gone, each at its own moment, as
+/// [`Store::record_observation`] with `Observed::Gone` does one at a time, but in one transaction
+/// with one ledger update for them all: seeding months of history this way takes seconds, not the
+/// minutes of a transaction (and a wait for the disk) per instance.
+pub async fn record_gone_at(store: &Store, gone: &[(eci_core::InstanceId, DateTime<Utc>)]) {
+    use crate::instances::{Ending, Scope, mark_ended};
+    let mut tx = store.pool.begin().await.expect("a transaction");
+    let mut ended = Vec::with_capacity(gone.len());
+    let mut last_ms = 0;
+    for (id, at) in gone {
+        let at_ms = at.timestamp_millis();
+        let stopping = [eci_core::InstanceState::Stopping];
+        let (_, mut these) = mark_ended(&mut tx, Scope::Instance(id), &stopping, Ending::Terminated, at_ms)
+            .await
+            .expect("instance ended");
+        ended.append(&mut these);
+        last_ms = last_ms.max(at_ms);
+    }
+    crate::ledger::release_ended(&mut tx, &ended, last_ms).await.expect("capacity given back");
+    tx.commit().await.expect("committed");
+}
+
+/// Leaves a PostgreSQL database's tables as autovacuum would within minutes of a big load
+/// (vacuumed, statistics fresh), so that it does not do so in the middle of a measurement.
+pub async fn vacuum_analyze(store: &Store) {
+    if store.backend() == Backend::Postgres {
+        sqlx::query("VACUUM ANALYZE").execute(&store.pool).await.expect("VACUUM ANALYZE");
+    }
 }
 
 #[cfg(test)]

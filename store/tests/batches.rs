@@ -2,20 +2,21 @@
 //! placement, release and expiry.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use chrono::Duration;
 use eci_core::{
-    BatchId, BatchState, Carrier, InstanceId, InstanceState, MilliCpu, PlacementError, Quota, Resources,
-    TenantId,
+    BatchId, BatchRequest, BatchState, Carrier, IdcId, Instance, InstanceId, InstanceState, MilliCpu,
+    PlacementError, Quota, Resources, TenantId,
 };
 use eci_store::batches::BatchFilter;
 use eci_store::instances::{InstanceFilter, Observed};
 use eci_store::testing::{
-    FLEET_ROOM, all_instances, assert_ledger_consistent, batch_request, each_backend, fleet, label,
-    resources, seed, seed_tenant, small, t0, total_allocated,
+    FLEET_ROOM, all_instances, assert_ledger_consistent, batch_request, each_backend, label, resources, seed,
+    seed_tenant, small, t0, total_allocated,
 };
-use eci_store::{Error, Store};
-use futures::FutureExt;
+use eci_store::work::WorkSink;
+use eci_store::{Error, Store, testing};
 
 fn is_not_found(r: &Result<impl std::fmt::Debug, Error>) -> bool {
     matches!(r, Err(Error::NotFound { .. }))
@@ -309,6 +310,27 @@ async fn repeating_a_request_with_its_idempotency_key_replays_the_first_batch() 
     .await;
 }
 
+#[tokio::test]
+async fn keys_stored_before_fingerprints_had_a_version_still_replay_their_batch() {
+    each_backend(|store| async move {
+        let b = label(&store);
+        let seeded = seed(&store).await;
+        let tenant = seeded.tenant_id();
+        let first = store.create_batch(tenant, &batch_request(3), Some("old-key"), t0()).await.unwrap();
+        testing::write_unversioned_fingerprint(&store, &first.batch.id).await;
+        assert_eq!(testing::upgrade_fingerprints(&store).await, 1, "[{b}]");
+        assert_eq!(testing::upgrade_fingerprints(&store).await, 0, "[{b}] once is enough");
+
+        let again = store.create_batch(tenant, &batch_request(3), Some("old-key"), t0()).await.unwrap();
+        assert!(again.replayed, "[{b}]");
+        assert_eq!(again.batch.id, first.batch.id, "[{b}]");
+        let different = store.create_batch(tenant, &batch_request(4), Some("old-key"), t0()).await;
+        assert!(matches!(different, Err(Error::IdempotencyMismatch(_))), "[{b}] {different:?}");
+        assert_eq!(live_count(&store, tenant).await, 3, "[{b}]");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_with_one_idempotency_key_make_one_batch() {
     each_backend(|store| async move {
@@ -543,38 +565,51 @@ async fn releasing_one_instance_frees_its_capacity_and_the_batch_release_does_no
     .await;
 }
 
+/// Records what the store reports, as the instance manager's work queue would hear it.
+#[derive(Debug, Default)]
+struct Heard {
+    new: Mutex<Vec<(Instance, Arc<BatchRequest>)>>,
+    raised: Mutex<BTreeSet<IdcId>>,
+}
+
+impl WorkSink for Heard {
+    fn new_instances(&self, instances: Vec<Instance>, request: Arc<BatchRequest>) {
+        let mut raised = self.raised.lock().unwrap();
+        let mut new = self.new.lock().unwrap();
+        for instance in instances {
+            raised.insert(instance.idc.clone());
+            new.push((instance, request.clone()));
+        }
+    }
+
+    fn stopping(&self, idcs: &BTreeSet<IdcId>) {
+        self.raised.lock().unwrap().extend(idcs.iter().cloned());
+    }
+}
+
 #[tokio::test]
 async fn a_started_instance_stops_holding_its_capacity_until_its_object_is_gone() {
     each_backend(|store| async move {
         let b = label(&store);
         let seeded = seed(&store).await;
         let tenant = seeded.tenant_id();
-        // The instance manager's wake-up: raised for the IDCs a write gives work, and only those.
-        let signals: BTreeMap<_, _> =
-            fleet().idcs.iter().map(|i| (i.id.clone(), store.idc_signal(&i.id))).collect();
-        let raised = || {
-            signals
-                .iter()
-                .filter(|(_, s)| s.notified().now_or_never().is_some())
-                .map(|(id, _)| id.clone())
-                .collect::<BTreeSet<_>>()
-        };
+        // What the instance manager hears: the IDCs a write gives work, and only those.
+        let heard = Arc::new(Heard::default());
+        let store = store.reporting_work_to(heard.clone());
+        let raised = || std::mem::take(&mut *heard.raised.lock().unwrap());
         let batch = store.create_batch(tenant, &batch_request(3), None, t0()).await.unwrap().batch;
         let instances = all_instances(&store, tenant, &InstanceFilter::default()).await;
         let placed: BTreeSet<_> = instances.iter().map(|i| i.idc.clone()).collect();
         assert_eq!(raised(), placed, "[{b}]");
-        assert!(raised().is_empty(), "[{b}] a signal wakes once");
-        // The new instances come with the signal, exactly as stored, each once.
-        let mut handed: Vec<_> = signals.values().flat_map(|s| s.take_new()).collect();
-        handed.sort_by(|x, y| x.instance.id.cmp(&y.instance.id));
+        assert!(raised().is_empty(), "[{b}] a report is heard once");
+        // The new instances come with the report, exactly as stored, each once.
+        let mut handed = std::mem::take(&mut *heard.new.lock().unwrap());
+        handed.sort_by(|x, y| x.0.id.cmp(&y.0.id));
         let stored: Vec<_> = instances.iter().map(|i| (i.id.clone(), i.idc.clone(), i.created_at)).collect();
-        let as_handed: Vec<_> = handed
-            .iter()
-            .map(|d| (d.instance.id.clone(), d.instance.idc.clone(), d.instance.created_at))
-            .collect();
+        let as_handed: Vec<_> =
+            handed.iter().map(|(i, _)| (i.id.clone(), i.idc.clone(), i.created_at)).collect();
         assert_eq!(as_handed, stored, "[{b}]");
-        assert!(handed.iter().all(|d| d.request == batch_request(3)), "[{b}]");
-        assert!(signals.values().all(|s| s.take_new().is_empty()), "[{b}]");
+        assert!(handed.iter().all(|(_, r)| **r == batch_request(3)), "[{b}]");
         let at = |s: i64| t0() + Duration::seconds(s);
         let running = Observed::Running { ip: Some("10.0.0.1".into()), ssh: None };
         for i in &instances[..2] {

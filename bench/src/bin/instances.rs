@@ -23,7 +23,7 @@ use eci_core::{
 };
 use eci_edge_sim::store::{EventType, WatchFrom};
 use eci_edge_sim::{EngineConfig, NodeSpec, Resource, SimCluster, SimConfig};
-use eci_instance_manager::reconciler::{IdcReconciler, ManagerConfig, cluster_client};
+use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
 use eci_store::Store;
 use eci_store::testing;
 use tokio::sync::watch;
@@ -143,13 +143,14 @@ async fn reconcilers(
     fleet: &Fleet,
     urls: &[String],
     store: &Store,
+    queue: &WorkQueue,
     stopped: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut handles = Vec::new();
     for (idc, url) in fleet.idcs.iter().zip(urls) {
-        let client = cluster_client(kube::Config::new(url.parse()?))?;
+        let client = ClusterClient::for_url(url)?;
         let reconciler =
-            IdcReconciler::start(idc.id.clone(), client, store.clone(), ManagerConfig::default());
+            IdcReconciler::start(idc.id.clone(), client, store.clone(), queue, ManagerConfig::default());
         reconciler.ready().await;
         handles.push(tokio::spawn(reconciler.run(stopped.clone())));
     }
@@ -187,6 +188,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn throughput() -> anyhow::Result<()> {
     let load = THROUGHPUT;
     let (store, _dir) = testing::sqlite_store_with(8).await;
+    let queue = WorkQueue::default();
+    let store = store.reporting_work_to(Arc::new(queue.clone()));
     let fleet = fleet();
     store.sync_fleet(&fleet, chrono::Utc::now()).await?;
     let tenant = store.create_tenant("bench", Quota::default(), chrono::Utc::now()).await?;
@@ -212,7 +215,7 @@ async fn throughput() -> anyhow::Result<()> {
     }
     let urls: Vec<String> = sims.iter().map(SimCluster::url).collect();
     let (stop, stopped) = watch::channel(false);
-    let handles = reconcilers(&fleet, &urls, &store, &stopped).await?;
+    let handles = reconcilers(&fleet, &urls, &store, &queue, &stopped).await?;
 
     // All at once: the end-to-end rate.
     let started = Instant::now();
@@ -285,11 +288,13 @@ async fn control_plane_rss() -> anyhow::Result<()> {
     anyhow::ensure!(urls.len() == IDCS, "the clusters' process started {} clusters", urls.len());
 
     let (store, _dir) = testing::sqlite_store_with(8).await;
+    let queue = WorkQueue::default();
+    let store = store.reporting_work_to(Arc::new(queue.clone()));
     let fleet = fleet();
     store.sync_fleet(&fleet, chrono::Utc::now()).await?;
     let tenant = store.create_tenant("bench", Quota::default(), chrono::Utc::now()).await?;
     let (stop, stopped) = watch::channel(false);
-    let handles = reconcilers(&fleet, &urls, &store, &stopped).await?;
+    let handles = reconcilers(&fleet, &urls, &store, &queue, &stopped).await?;
     let started = Instant::now();
     let accepted = accept(&store, &tenant.id, &load, Duration::ZERO).await?;
     let batches: Vec<BatchId> = accepted.keys().cloned().collect();

@@ -34,8 +34,6 @@ use eci_store::Store;
 use eci_store::billing::BillingPolicy;
 use eci_store::instances::{InstanceFilter, Observed};
 use eci_store::testing;
-use sqlx::Connection;
-use sqlx::postgres::PgConnection;
 use tokio::task::JoinSet;
 
 const PER_BATCH: u64 = 1_000;
@@ -142,8 +140,8 @@ fn plan(month: Window, now_ms: i64) -> Vec<Planned> {
     planned
 }
 
-/// The built-in fleet made fifty times bigger: released instances' capacity is never given back
-/// here (see [`pods_gone`]), and every batch of the seed must still fit.
+/// The built-in fleet made fifty times bigger: every batch of the seed is created before any is
+/// released (see [`seed`]), so all of them must fit at once.
 fn roomy_fleet() -> eci_core::Fleet {
     let mut fleet = builtin_fleet();
     for idc in &mut fleet.idcs {
@@ -181,26 +179,18 @@ async fn seed_prices(store: &Store, month: Window) -> anyhow::Result<()> {
 }
 
 /// The live instances of a released batch have turned `stopping`; this records their Pods gone, a
-/// few seconds apart, as `record_observation(Observed::Gone)` does one instance at a time, with a
-/// transaction and a wait for the disk each: minutes for every 100,000 ends of the seed. Their
-/// capacity stays allocated in the ledger, which nothing here reads.
+/// few seconds apart, in one transaction for the batch.
 async fn pods_gone(
-    conn: &mut PgConnection,
+    store: &Store,
     rng: &mut SplitMix,
     ids: &[InstanceId],
     released_ms: i64,
 ) -> anyhow::Result<()> {
-    let ended: Vec<i64> = ids.iter().map(|_| released_ms + between(rng, SECOND_MS, 10 * SECOND_MS)).collect();
-    let ids: Vec<&str> = ids.iter().map(|i| i.0.as_str()).collect();
-    sqlx::query(
-        "UPDATE instances SET state = 'terminated', ended_at = gone.at, updated_at = gone.at \
-         FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS gone (id, at) \
-         WHERE instances.id = gone.id AND instances.state = 'stopping'",
-    )
-    .bind(&ids)
-    .bind(&ended)
-    .execute(conn)
-    .await?;
+    let gone = ids
+        .iter()
+        .map(|id| Ok((id.clone(), at(released_ms + between(rng, SECOND_MS, 10 * SECOND_MS))?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    testing::record_gone_at(store, &gone).await;
     Ok(())
 }
 
@@ -233,7 +223,6 @@ async fn create_batches(
 /// its release if it has one.
 async fn live(
     store: &Store,
-    conn: &mut PgConnection,
     rng: &mut SplitMix,
     tenant: &TenantId,
     planned: &Planned,
@@ -281,7 +270,7 @@ async fn live(
     }
     if let Some(released_ms) = planned.released_ms {
         store.release_batch(tenant, &created.batch, BatchState::Released, at(released_ms)?).await?;
-        pods_gone(conn, rng, ids, released_ms).await?;
+        pods_gone(store, rng, ids, released_ms).await?;
     }
     Ok(())
 }
@@ -290,36 +279,26 @@ async fn live(
 /// [`SEEDERS`] at a time (each with a generator of its own, so the outcome does not depend on which
 /// goes first), then leaves the table as autovacuum would within minutes of such a load (vacuumed
 /// and analysed), so that it does not do so in the middle of a measurement.
-async fn seed(
-    store: &Store,
-    url: &str,
-    tenants: &[TenantId],
-    planned: Vec<Planned>,
-    now_ms: i64,
-) -> anyhow::Result<()> {
+async fn seed(store: &Store, tenants: &[TenantId], planned: Vec<Planned>, now_ms: i64) -> anyhow::Result<()> {
     let created: Arc<[Created]> = create_batches(store, tenants, &planned).await?.into();
     let planned: Arc<[Planned]> = planned.into();
     let mut seeders = JoinSet::new();
     for first in 0..SEEDERS {
-        let (store, url, tenants) = (store.clone(), url.to_owned(), tenants.to_vec());
+        let (store, tenants) = (store.clone(), tenants.to_vec());
         let (planned, created) = (planned.clone(), created.clone());
         seeders.spawn(async move {
-            let mut conn = PgConnection::connect(&url).await?;
             for n in (first..planned.len()).step_by(SEEDERS) {
                 let mut rng = SplitMix(0x0EC1_5EED ^ n as u64);
                 let tenant = &tenants[planned[n].tenant];
-                live(&store, &mut conn, &mut rng, tenant, &planned[n], &created[n], now_ms).await?;
+                live(&store, &mut rng, tenant, &planned[n], &created[n], now_ms).await?;
             }
-            conn.close().await?;
             anyhow::Ok(())
         });
     }
     while let Some(seeder) = seeders.join_next().await {
         seeder??;
     }
-    let mut conn = PgConnection::connect(url).await?;
-    sqlx::query("VACUUM ANALYZE").execute(&mut conn).await?;
-    conn.close().await?;
+    testing::vacuum_analyze(store).await;
     Ok(())
 }
 
@@ -371,7 +350,7 @@ async fn main() -> anyhow::Result<()> {
     seed_prices(&store, month).await?;
     let planned = plan(month, now_ms);
     let batches = planned.len();
-    seed(&store, &db.url, &tenants, planned, now_ms).await?;
+    seed(&store, &tenants, planned, now_ms).await?;
     println!(
         "seeded {} instances of {} tenants in {} batches in {:.0} s (not in any figure below)",
         batches as u64 * PER_BATCH,

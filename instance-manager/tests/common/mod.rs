@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use eci_instance_manager::reconciler::IdcReconciler;
+use eci_instance_manager::IdcReconciler;
 
 /// Runs passes until `done` holds, for at most 300 rounds: the reflectors see a change a moment
 /// after it is made. Bounded by rounds, not by time.
