@@ -6,6 +6,7 @@
 //! - [`auth`]: API keys to tenants or admins, and per-tenant request rates.
 //! - [`wire`]: the JSON shapes and their validation; [`error`]: the one mapping of failures to HTTP.
 //! - [`expiry`]: the background pass that releases expired batches and reservations.
+//! - `testing` (feature `testing`): the harness of the API's tests and of the end-to-end tests.
 //!
 //! Architecture invariant: only this crate knows HTTP and JSON wire shapes; it holds no state of
 //! its own beyond [`AppState`], so any number of replicas can serve the same database.
@@ -24,6 +25,8 @@ pub mod instances;
 pub mod metrics;
 pub mod openapi;
 pub mod reservations;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wire;
 
 use std::sync::Arc;

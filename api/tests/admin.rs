@@ -1,10 +1,8 @@
 //! Tenants and API keys as admins manage them through the router, and keys made that way used by
 //! the tenant they belong to.
 
-mod common;
-
 use axum::http::StatusCode;
-use common::*;
+use eci_api::testing::*;
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -1,12 +1,10 @@
 //! Batches and instances end to end through the router: creation, reads, listings with their
 //! filters and cursors, release of a batch or one instance, and TTL expiry.
 
-mod common;
-
 use std::collections::BTreeSet;
 
 use axum::http::StatusCode;
-use common::*;
+use eci_api::testing::*;
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -2,11 +2,9 @@
 //! splits an instance's time, a true end time reported late, and invoices that become final and carry
 //! later corrections as adjustment lines, never rewritten.
 
-mod common;
-
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use common::*;
+use eci_api::testing::*;
 use eci_core::InstanceId;
 use eci_store::instances::Observed;
 use serde_json::{Value, json};

@@ -1,12 +1,10 @@
 //! Many tenants asking for the same small slice of the fleet at once, through the router on a
 //! multi-thread runtime: the ledger never promises more than the IDCs have.
 
-mod common;
-
 use std::collections::BTreeMap;
 
 use axum::http::{Method, StatusCode};
-use common::*;
+use eci_api::testing::*;
 use eci_core::Resources;
 use serde_json::json;
 

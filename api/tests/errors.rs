@@ -2,10 +2,8 @@
 //! keys (401), the wrong kind of key (403), unknown things (404), what cannot be placed (422), and too
 //! many requests (429). Every failure answers `{"error": {"code", "message", "details"}}`.
 
-mod common;
-
 use axum::http::{Method, StatusCode};
-use common::*;
+use eci_api::testing::*;
 use eci_core::Quota;
 use serde_json::{Value, json};
 

@@ -1,10 +1,8 @@
 //! What customers can learn about the fleet (the OpenAPI document, the area tree, capacity by size,
 //! area and carrier), and how admins change it: adding, changing and draining IDCs.
 
-mod common;
-
 use axum::http::{Method, StatusCode};
-use common::*;
+use eci_api::testing::*;
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -1,10 +1,8 @@
 //! Reservations through the router: held capacity is gone for everyone else, its owner's batches draw
 //! on it, and it comes back when the reservation is deleted or runs out.
 
-mod common;
-
 use axum::http::StatusCode;
-use common::*;
+use eci_api::testing::*;
 use serde_json::{Value, json};
 
 /// A reservation of `count` small instances in shenzhen (two IDCs, 32 small instances of room),

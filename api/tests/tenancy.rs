@@ -1,10 +1,8 @@
 //! What keeps tenants apart and honest, through the router: idempotent retries, isolation of every
 //! tenant's batches, instances and reservations, and quotas on instances and vCPU.
 
-mod common;
-
 use axum::http::StatusCode;
-use common::*;
+use eci_api::testing::*;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -94,7 +92,7 @@ async fn a_tenant_cannot_see_or_touch_another_tenants_batches_instances_or_reser
         ] {
             assert_error(&app.delete(&path, &globex.token).await, StatusCode::NOT_FOUND, "not_found");
         }
-        let borrowing = with(&common::batch(1), |b| b["reservation_id"] = json!(reservation_id));
+        let borrowing = with(&eci_api::testing::batch(1), |b| b["reservation_id"] = json!(reservation_id));
         let reply = app.post("/v1/batches", &globex.token, borrowing).await;
         assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
 

@@ -1,20 +1,19 @@
-//! Shared pieces of the API's end-to-end tests: an app over a fresh harness store (the harness's
-//! six-IDC fleet, an admin key, tenants with keys), and a tiny client that drives the real router
-//! with `tower::ServiceExt::oneshot`, no socket.
+//! Test harness for the API's tests and the end-to-end tests built on it (enabled by the `testing`
+//! feature): an app over a fresh harness store (the harness's six-IDC fleet, an admin key, tenants
+//! with keys), and a tiny client that drives the real router with `tower::ServiceExt::oneshot`, no
+//! socket.
 //!
 //! Every test body runs on SQLite and PostgreSQL through `each_backend`, which labels a failure with
 //! the backend it happened on.
 
-#![allow(dead_code)] // Each test file uses its own part of this module.
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::{ApiConfig, AppState};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use chrono::{DateTime, Duration, Utc};
-use eci_api::{ApiConfig, AppState};
 use eci_core::{ManualClock, MiB, MilliCpu, Quota, Resources};
 use eci_store::Store;
 use eci_store::coordination::RateWindows;
@@ -23,7 +22,6 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-#[allow(unused_imports)]
 pub use eci_store::testing::{FLEET_ROOM, each_backend, each_backend_with, t0};
 
 /// What the router answered: status, JSON body (`Null` when empty) and headers.
@@ -86,6 +84,7 @@ pub async fn send_raw(
 
 /// Checks a reply's status and hands back its body; on a mismatch, shows what came instead.
 pub trait Expect {
+    /// The body, after asserting the status is `want`.
     fn expect_status(self, want: StatusCode) -> Value;
 }
 
@@ -128,17 +127,25 @@ pub fn assert_invalid(reply: &Reply, field: &str) -> Value {
 /// A tenant seeded through the store, with a key whose secret the test chose.
 #[derive(Debug, Clone)]
 pub struct TestTenant {
+    /// The tenant's id (`t-...`).
     pub id: String,
+    /// The tenant's name.
     pub name: String,
+    /// The secret of its key, to send as the bearer token.
     pub token: String,
+    /// The id of that key (`k-...`).
     pub key_id: String,
 }
 
 /// The API over one fresh store, with its clock standing still at [`t0`] until told to move.
 pub struct App {
+    /// The whole API, as `eci` serves it.
     pub router: Router,
+    /// What the handlers share.
     pub state: AppState,
+    /// The clock every handler reads; tests move it.
     pub clock: Arc<ManualClock>,
+    /// The store behind the API.
     pub store: Store,
     /// The id of the admin key whose secret is [`ADMIN`].
     pub admin_key_id: String,
@@ -158,7 +165,7 @@ impl App {
         let clock = Arc::new(ManualClock::new(t0()));
         let state =
             AppState::new(store.clone(), RateWindows::in_process(), clock.clone(), ApiConfig::default());
-        App { router: eci_api::router(state.clone()), state, clock, store, admin_key_id: key.id.0 }
+        App { router: crate::router(state.clone()), state, clock, store, admin_key_id: key.id.0 }
     }
 
     /// The API as it comes back after a restart of the control plane: a new process state over
@@ -167,7 +174,7 @@ impl App {
         let state =
             AppState::new(store.clone(), RateWindows::in_process(), self.clock.clone(), ApiConfig::default());
         App {
-            router: eci_api::router(state.clone()),
+            router: crate::router(state.clone()),
             state,
             clock: self.clock.clone(),
             store,
@@ -181,6 +188,7 @@ impl App {
         self.tenant_with(name, Quota { requests_per_second: Some(1_000_000), ..Quota::default() }).await
     }
 
+    /// A new tenant with a key and `quota`.
     pub async fn tenant_with(&self, name: &str, quota: Quota) -> TestTenant {
         let tenant = testing::seed_tenant(&self.store, name, quota).await;
         let token = format!("eci_test_{name}_secret");
@@ -200,22 +208,27 @@ impl App {
         self.clock.advance(Duration::seconds(seconds));
     }
 
+    /// Sends one request through the router, with a bearer `token` and a JSON `body` if given.
     pub async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
         send(&self.router, method, path, token, body).await
     }
 
+    /// `GET path` as the holder of `token`.
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         self.send(Method::GET, path, Some(token), None).await
     }
 
+    /// `POST path` with `body` as the holder of `token`.
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
         self.send(Method::POST, path, Some(token), Some(body)).await
     }
 
+    /// `PUT path` with `body` as the holder of `token`.
     pub async fn put(&self, path: &str, token: &str, body: Value) -> Reply {
         self.send(Method::PUT, path, Some(token), Some(body)).await
     }
 
+    /// `DELETE path` as the holder of `token`.
     pub async fn delete(&self, path: &str, token: &str) -> Reply {
         self.send(Method::DELETE, path, Some(token), None).await
     }

@@ -1,7 +1,7 @@
 //! End-to-end tests of the real `eci` binary: the README's walk-through against `eci up` (embedded
 //! SQLite, built-in fleet), and `eci serve` on PostgreSQL and Redis with a fleet file.
 //!
-//! Servers and clients run as child processes of the binary Cargo built for these tests. A server
+//! Servers and clients run as child processes of the program Cargo built for these tests. A server
 //! gets a port found by binding 127.0.0.1:0, is waited for by polling `GET /v1/openapi.json` a bounded
 //! number of times, writes its output to files in the test's own temp dir, and is killed by a guard
 //! when the test ends early. Every child starts without the `ECI_*` (and `DATABASE_URL`,
@@ -20,8 +20,8 @@ use chrono::{DateTime, Utc};
 use eci_store::testing::{self, TempDirGuard};
 use serde_json::{Value, json};
 
-/// The binary under test.
-const ECI: &str = env!("CARGO_BIN_EXE_eci");
+/// The program under test: the `eci` library's program, built as this package's binary.
+const ECI: &str = env!("CARGO_BIN_EXE_eci-under-test");
 /// Pause between two polls of a starting or stopping server.
 const POLL: Duration = Duration::from_millis(50);
 /// Polls of the API before a server counts as not starting (at least 15 s in all).

@@ -9,14 +9,12 @@
 //! invoice must then equal, to the micro-unit, the billing rule worked out afresh from the instance
 //! records, and the records must say what happened.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
-use common::*;
+use eci_api::testing::*;
 use eci_core::{IdcId, InstanceId, TenantId};
 use eci_edge_sim::{EngineConfig, Fault, NodeSpec, Resource, SimCluster, SimConfig};
 use eci_instance_manager::manifest;
