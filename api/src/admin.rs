@@ -61,7 +61,9 @@ pub async fn list_tenants(State(state): State<AppState>, _admin: Admin) -> Resul
 }
 
 /// Get one tenant, with its quota and what its live instances use.
-#[utoipa::path(get, path = "/v1/admin/tenants/{id}", responses((status = 200, body = TenantView), (status = 404)))]
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}",
+    params(("id" = String, Path, description = "The tenant's id (`t-...`).")),
+    responses((status = 200, body = TenantView), (status = 404)))]
 pub async fn get_tenant(
     State(state): State<AppState>,
     _admin: Admin,
@@ -72,7 +74,8 @@ pub async fn get_tenant(
 
 /// Replace a tenant's quota; limits left out become unlimited. Lowering a limit below what the
 /// tenant uses refuses new work and ends nothing.
-#[utoipa::path(put, path = "/v1/admin/tenants/{id}/quota", request_body = QuotaBody,
+#[utoipa::path(put, path = "/v1/admin/tenants/{id}/quota",
+    params(("id" = String, Path, description = "The tenant's id (`t-...`).")), request_body = QuotaBody,
     responses((status = 200, body = TenantView), (status = 404)))]
 pub async fn set_quota(
     State(state): State<AppState>,
@@ -131,7 +134,8 @@ impl KeyView {
 }
 
 /// Create an API key for a tenant. Its secret is in this answer only and can never be shown again.
-#[utoipa::path(post, path = "/v1/admin/tenants/{id}/keys", request_body = CreateKeyBody,
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/keys",
+    params(("id" = String, Path, description = "The tenant's id (`t-...`).")), request_body = CreateKeyBody,
     responses((status = 201, body = KeyView), (status = 404)))]
 pub async fn create_key(
     State(state): State<AppState>,
@@ -146,7 +150,9 @@ pub async fn create_key(
 }
 
 /// List a tenant's API keys in id order, revoked ones included; secrets are never shown.
-#[utoipa::path(get, path = "/v1/admin/tenants/{id}/keys", responses((status = 200, body = Vec<KeyView>)))]
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}/keys",
+    params(("id" = String, Path, description = "The tenant's id (`t-...`).")),
+    responses((status = 200, body = Vec<KeyView>)))]
 pub async fn list_keys(
     State(state): State<AppState>,
     _admin: Admin,
@@ -159,7 +165,9 @@ pub async fn list_keys(
 
 /// Revoke an API key: within seconds, every request made with it is refused. An admin key cannot
 /// revoke itself (`409 self_revocation`).
-#[utoipa::path(delete, path = "/v1/admin/keys/{id}", responses((status = 204), (status = 404)))]
+#[utoipa::path(delete, path = "/v1/admin/keys/{id}",
+    params(("id" = String, Path, description = "The key's id (`k-...`).")),
+    responses((status = 204), (status = 404)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     admin: Admin,
@@ -253,7 +261,9 @@ pub async fn list_idcs(State(state): State<AppState>, _admin: Admin) -> Result<J
 }
 
 /// Get one IDC, with what is reserved, allocated and free in it.
-#[utoipa::path(get, path = "/v1/admin/idcs/{id}", responses((status = 200, body = IdcView), (status = 404)))]
+#[utoipa::path(get, path = "/v1/admin/idcs/{id}",
+    params(("id" = String, Path, description = "The IDC's id.")),
+    responses((status = 200, body = IdcView), (status = 404)))]
 pub async fn get_idc(
     State(state): State<AppState>,
     _admin: Admin,
@@ -264,7 +274,8 @@ pub async fn get_idc(
 }
 
 /// Add an IDC or change one. Its area codes must not clash with the fleet's.
-#[utoipa::path(put, path = "/v1/admin/idcs/{id}", request_body = IdcBody,
+#[utoipa::path(put, path = "/v1/admin/idcs/{id}",
+    params(("id" = String, Path, description = "The IDC's id.")), request_body = IdcBody,
     responses((status = 200, body = IdcView), (status = 400)))]
 pub async fn put_idc(
     State(state): State<AppState>,
@@ -319,7 +330,9 @@ pub async fn put_idc(
 }
 
 /// Stop placing new instances in an IDC; what runs there keeps running.
-#[utoipa::path(post, path = "/v1/admin/idcs/{id}/drain", responses((status = 200, body = IdcView), (status = 404)))]
+#[utoipa::path(post, path = "/v1/admin/idcs/{id}/drain",
+    params(("id" = String, Path, description = "The IDC's id.")),
+    responses((status = 200, body = IdcView), (status = 404)))]
 pub async fn drain_idc(
     State(state): State<AppState>,
     _admin: Admin,

@@ -114,7 +114,9 @@ pub async fn list_batches(
 }
 
 /// Get one batch, with its instances counted by state and where they were placed.
-#[utoipa::path(get, path = "/v1/batches/{id}", responses((status = 200, body = BatchView), (status = 404)))]
+#[utoipa::path(get, path = "/v1/batches/{id}",
+    params(("id" = String, Path, description = "The batch's id (`b-...`).")),
+    responses((status = 200, body = BatchView), (status = 404)))]
 pub async fn get_batch(
     State(state): State<AppState>,
     caller: Caller,
@@ -126,7 +128,9 @@ pub async fn get_batch(
 
 /// Release a batch: the batch ends at once and every live instance in it is released (instances
 /// already started turn `stopping` until their Pod or VMI is gone).
-#[utoipa::path(delete, path = "/v1/batches/{id}", responses((status = 200, body = BatchView), (status = 404)))]
+#[utoipa::path(delete, path = "/v1/batches/{id}",
+    params(("id" = String, Path, description = "The batch's id (`b-...`).")),
+    responses((status = 200, body = BatchView), (status = 404)))]
 #[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id, batch.id = %id))]
 pub async fn release_batch(
     State(state): State<AppState>,
@@ -141,7 +145,8 @@ pub async fn release_batch(
 }
 
 /// List the instances of one batch, oldest first, optionally only those in one state.
-#[utoipa::path(get, path = "/v1/batches/{id}/instances", params(InstancePageQuery),
+#[utoipa::path(get, path = "/v1/batches/{id}/instances",
+    params(("id" = String, Path, description = "The batch's id (`b-...`)."), InstancePageQuery),
     responses((status = 200, body = PageView<crate::wire::InstanceView>), (status = 404)))]
 pub async fn list_batch_instances(
     State(state): State<AppState>,

@@ -205,7 +205,9 @@ fn at(ms: Option<i64>) -> Option<DateTime<Utc>> {
 
 /// Get what a batch has cost so far, in all and, with `instances=true`, per instance; instances still
 /// running are costed as if they ended now.
-#[utoipa::path(get, path = "/v1/batches/{id}/cost", params(CostQuery), responses((status = 200, body = BatchCostView), (status = 404)))]
+#[utoipa::path(get, path = "/v1/batches/{id}/cost",
+    params(("id" = String, Path, description = "The batch's id (`b-...`)."), CostQuery),
+    responses((status = 200, body = BatchCostView), (status = 404)))]
 pub async fn batch_cost(
     State(state): State<AppState>,
     caller: Caller,
@@ -341,7 +343,8 @@ pub struct InvoiceQuery {
 
 /// Get the tenant's invoice for one month (`YYYY-MM`, UTC) with its lines, as JSON or as CSV; an
 /// invoice whose month and grace period are over is final.
-#[utoipa::path(get, path = "/v1/invoices/{period}", params(InvoiceQuery),
+#[utoipa::path(get, path = "/v1/invoices/{period}",
+    params(("period" = String, Path, description = "The month, `YYYY-MM` (UTC)."), InvoiceQuery),
     responses((status = 200, body = InvoiceView), (status = 400), (status = 404)))]
 pub async fn get_invoice(
     State(state): State<AppState>,
@@ -462,7 +465,9 @@ pub async fn add_price(
 }
 
 /// Withdraw a price version that has not taken effect yet; one already in force is history and stays.
-#[utoipa::path(delete, path = "/v1/admin/prices/{id}", responses((status = 204), (status = 404), (status = 422)))]
+#[utoipa::path(delete, path = "/v1/admin/prices/{id}",
+    params(("id" = String, Path, description = "The price's id.")),
+    responses((status = 204), (status = 404), (status = 422)))]
 pub async fn withdraw_price(
     State(state): State<AppState>,
     _admin: Admin,

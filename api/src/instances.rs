@@ -106,7 +106,9 @@ pub async fn list_instances(
 }
 
 /// Get one instance: its state, where it runs, its address and its times.
-#[utoipa::path(get, path = "/v1/instances/{id}", responses((status = 200, body = InstanceView), (status = 404)))]
+#[utoipa::path(get, path = "/v1/instances/{id}",
+    params(("id" = String, Path, description = "The instance's id (`i-...`).")),
+    responses((status = 200, body = InstanceView), (status = 404)))]
 pub async fn get_instance(
     State(state): State<AppState>,
     caller: Caller,
@@ -118,7 +120,9 @@ pub async fn get_instance(
 
 /// Release one instance. One that has not started yet ends at once; one that has turns `stopping`
 /// and ends (`terminated`, capacity given back) when its Pod or VMI is gone from the IDC.
-#[utoipa::path(delete, path = "/v1/instances/{id}", responses((status = 200, body = InstanceView), (status = 404)))]
+#[utoipa::path(delete, path = "/v1/instances/{id}",
+    params(("id" = String, Path, description = "The instance's id (`i-...`).")),
+    responses((status = 200, body = InstanceView), (status = 404)))]
 #[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id, instance.id = %id))]
 pub async fn release_instance(
     State(state): State<AppState>,

@@ -65,7 +65,9 @@ pub async fn list_reservations(
 }
 
 /// Get one reservation, with the capacity it holds and uses in each city and carrier.
-#[utoipa::path(get, path = "/v1/reservations/{id}", responses((status = 200, body = ReservationView), (status = 404)))]
+#[utoipa::path(get, path = "/v1/reservations/{id}",
+    params(("id" = String, Path, description = "The reservation's id (`r-...`).")),
+    responses((status = 200, body = ReservationView), (status = 404)))]
 pub async fn get_reservation(
     State(state): State<AppState>,
     caller: Caller,
@@ -76,7 +78,9 @@ pub async fn get_reservation(
 }
 
 /// End a reservation; what it holds unused goes back to the pool at once.
-#[utoipa::path(delete, path = "/v1/reservations/{id}", responses((status = 200, body = ReservationView), (status = 404)))]
+#[utoipa::path(delete, path = "/v1/reservations/{id}",
+    params(("id" = String, Path, description = "The reservation's id (`r-...`).")),
+    responses((status = 200, body = ReservationView), (status = 404)))]
 pub async fn release_reservation(
     State(state): State<AppState>,
     caller: Caller,

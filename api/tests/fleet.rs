@@ -66,6 +66,43 @@ async fn the_openapi_document_is_valid_json_describing_every_resource() {
     .await;
 }
 
+/// A generated client calls what the document lists, the way it lists it: every operation is
+/// routed (none falls through to the router's fallback), and every `{name}` in a path is a declared
+/// path parameter.
+#[tokio::test]
+async fn every_documented_operation_is_routed_and_declares_its_path_parameters() {
+    each_backend(|store| async move {
+        let app = App::seeded(store).await;
+        let doc = app.send(Method::GET, "/v1/openapi.json", None, None).await.expect_status(StatusCode::OK);
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut operations = 0;
+        for (path, item) in paths {
+            let names: Vec<&str> =
+                path.split('{').skip(1).map(|rest| rest.split('}').next().unwrap_or_default()).collect();
+            for (method, operation) in item.as_object().expect("a path item") {
+                operations += 1;
+                let declared: Vec<&str> = operation["parameters"]
+                    .as_array()
+                    .map(|ps| {
+                        ps.iter().filter(|p| p["in"] == "path").filter_map(|p| p["name"].as_str()).collect()
+                    })
+                    .unwrap_or_default();
+                for name in &names {
+                    assert!(declared.contains(name), "{method} {path} declares its path parameter `{name}`");
+                }
+                let concrete = names.iter().fold(path.clone(), |p, n| p.replace(&format!("{{{n}}}"), "x-0"));
+                let method: Method = method.to_uppercase().parse().expect("an HTTP method");
+                let body = matches!(method, Method::POST | Method::PUT).then(|| json!({}));
+                let (status, reply, _) = app.send(method.clone(), &concrete, Some(ADMIN), body).await;
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is routed: {reply}");
+                assert_ne!(reply["error"]["message"], "no such endpoint", "{method} {path} is routed");
+            }
+        }
+        assert!(operations >= 30, "the document lists every operation, not {operations}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_area_tree_shows_regions_provinces_and_cities_with_their_carriers() {
     each_backend(|store| async move {
