@@ -36,10 +36,17 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local address").port()
 }
 
-/// A command running the binary, without the environment's `ECI_*`, `DATABASE_URL`, `REDIS_URL` (clap
-/// reads options from them) and `KUBECONFIG`, and without stdin.
+/// The soft open-files limit most Linux desktops give a shell: every child starts under it, as a new
+/// user's `eci up` would (the program raises it to the hard limit itself).
+const DESKTOP_OPEN_FILES: u32 = 1024;
+
+/// A command running the binary under [`DESKTOP_OPEN_FILES`], without the environment's `ECI_*`,
+/// `DATABASE_URL`, `REDIS_URL` (clap reads options from them) and `KUBECONFIG`, and without stdin.
+/// Arguments added to it go to the binary.
 fn eci_command() -> Command {
-    let mut cmd = Command::new(ECI);
+    let mut cmd = Command::new("sh");
+    // `exec` keeps the process the test signals the binary itself, not a shell in front of it.
+    cmd.arg("-c").arg(format!("ulimit -Sn {DESKTOP_OPEN_FILES} 2>/dev/null; exec \"$0\" \"$@\"")).arg(ECI);
     for (key, _) in std::env::vars_os() {
         let inherited = key.to_str().is_some_and(|k| {
             k.starts_with("ECI_") || ["DATABASE_URL", "REDIS_URL", "KUBECONFIG"].contains(&k)
@@ -276,6 +283,33 @@ fn timestamp(value: &Value) -> DateTime<Utc> {
 }
 
 /// The README's walk-through, step by step, then its error cases, a graceful stop and a restart.
+/// Where even the hard limit is too low for the simulated fleet, `eci up` says so in one line with
+/// the number it needs, and exits non-zero before it starts anything.
+#[test]
+fn eci_up_under_too_low_a_hard_open_files_limit_says_how_many_it_needs() {
+    let dir = TempDirGuard::new("eci-open-files").expect("a temp dir");
+    let data = dir.path().join(".eci");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 300 && exec \"$0\" \"$@\"")
+        .arg(ECI)
+        .args(["up", "--listen", &listen, "--data-dir", data.to_str().expect("a UTF-8 path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run eci up");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "eci up started anyway:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line:\n{stderr}");
+    assert!(
+        lines[0].starts_with("error: eci up needs about 7120 open files for its 132 simulated IDCs")
+            && lines[0].contains("may open only 300"),
+        "{stderr}"
+    );
+    assert!(!data.join("eci.db").exists(), "nothing was started");
+}
+
 #[tokio::test]
 async fn the_readme_walk_through_works_on_the_embedded_default() {
     let tmp = TempDirGuard::new("eci-walkthrough").expect("temp dir");

@@ -90,17 +90,42 @@ fn read_fleet(path: &Path) -> anyhow::Result<Fleet> {
     Fleet::from_yaml(&text).with_context(|| format!("fleet file {} is invalid", path.display()))
 }
 
+/// Open files `eci up` needs per simulated IDC, measured: about 8 at rest (its API and control
+/// listeners, the reconciler's watches) and 50 after a 10,000-instance burst (both ends of every
+/// loopback connection live in this one process).
+const OPEN_FILES_PER_SIMULATED_IDC: u64 = 52;
+/// Open files the rest of the process needs: the database, the API's listener, its callers.
+const OPEN_FILES_BASE: u64 = 256;
+
+/// Raises the soft open-files limit to the hard limit, as most servers do: desktops default to a
+/// soft 1,024, far below what one process serving many clusters needs. Returns the limit now.
+fn raise_open_files_limit() -> anyhow::Result<u64> {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).context("cannot raise the open-files limit")?;
+    tracing::debug!(limit, "open-files limit");
+    Ok(limit)
+}
+
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let fleet = match &args.fleet {
+        Some(path) => read_fleet(path)?,
+        None => eci_core::builtin::builtin_fleet(),
+    };
+    let needed = OPEN_FILES_BASE + OPEN_FILES_PER_SIMULATED_IDC * fleet.idcs.len() as u64;
+    let limit = raise_open_files_limit()?;
+    if limit < needed {
+        anyhow::bail!(
+            "eci up needs about {needed} open files for its {} simulated IDCs, but this process may open only \
+             {limit} (the hard limit); raise it (`ulimit -Hn {needed}` as root, or `nofile` in \
+             /etc/security/limits.conf) or give a smaller --fleet",
+            fleet.idcs.len()
+        );
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let db = args.data_dir.join("eci.db");
     let store = Store::connect(&StoreConfig::new(sqlite_url(&args.data_dir)?))
         .await
         .context("cannot open the embedded database")?;
-    let fleet = match &args.fleet {
-        Some(path) => read_fleet(path)?,
-        None => eci_core::builtin::builtin_fleet(),
-    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     store.sync_fleet(&fleet, clock.now()).await?;
     let credentials = args.data_dir.join("credentials");
@@ -159,6 +184,7 @@ fn write_credentials(path: &Path, admin: &str, demo: &str) -> anyhow::Result<()>
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    raise_open_files_limit()?;
     let store =
         Store::connect(&StoreConfig::new(&args.database_url).max_connections(args.db_max_connections))
             .await
