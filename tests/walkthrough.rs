@@ -330,6 +330,10 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
             && printed.contains(&format!("ECI_TOKEN={token}")),
         "eci up did not print the credentials:\n{printed}"
     );
+    // It starts quietly: what it prints is the banner, and it logs nothing unless something is wrong.
+    assert!(printed.lines().count() <= 8, "a short banner:\n{printed}");
+    let logged = std::fs::read_to_string(&server.stderr).unwrap_or_default();
+    assert!(logged.trim().is_empty(), "eci up logs nothing at start:\n{logged}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -9,6 +9,7 @@ mod fleet_clusters;
 mod server;
 
 use clap::{Parser, Subcommand};
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -26,6 +27,9 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "ECI_LOG_JSON", global = true)]
     log_json: bool,
+    /// Log more: `-v` what the platform does, `-vv` every step. `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,8 +42,15 @@ enum Command {
     Client(client::ClientCommand),
 }
 
-fn init_logs(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Starts logging at `quiet` (raised one level per `-v`) unless `RUST_LOG` says otherwise.
+fn init_logs(json: bool, quiet: Level, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (level, 0) => level,
+        (Level::WARN, 1) => Level::INFO,
+        (Level::WARN | Level::INFO, _) => Level::DEBUG,
+        (level, _) => level,
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -54,12 +65,13 @@ fn init_logs(json: bool) {
 pub async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        // The embedded default is someone's terminal: warnings only, unless asked for more.
         Command::Up(args) => {
-            init_logs(cli.log_json);
+            init_logs(cli.log_json, Level::WARN, cli.verbose);
             server::up(args).await
         }
         Command::Serve(args) => {
-            init_logs(cli.log_json);
+            init_logs(cli.log_json, Level::INFO, cli.verbose);
             server::serve(args).await
         }
         Command::Client(cmd) => client::run(cli.client, cmd).await,

@@ -12,7 +12,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::api::{self, ApiState, ApiStats};
 use crate::control;
@@ -228,7 +228,7 @@ impl SimCluster {
                 .with_graceful_shutdown(stopped(signal))
                 .into_future(),
         );
-        info!(cluster = %name, %addr, %control_addr, "simulated cluster started");
+        debug!(cluster = %name, %addr, %control_addr, "simulated cluster started");
         Ok(SimCluster {
             name,
             addr,
@@ -329,7 +329,7 @@ impl SimCluster {
         }
         match server.await {
             Ok(Ok(())) => {
-                info!(%cluster, "simulated cluster stopped");
+                debug!(%cluster, "simulated cluster stopped");
                 Ok(())
             }
             Ok(Err(source)) => Err(ClusterError::ServeFailed { cluster, source }),

@@ -227,7 +227,7 @@ impl StageEngine {
 
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut live = self.resync();
-        info!("stage engine started");
+        debug!("stage engine started");
         loop {
             let next_boot = self.boots.peek().map(|Reverse((at, _))| *at);
             tokio::select! {
@@ -246,7 +246,7 @@ impl StageEngine {
                 }
             }
         }
-        info!("stage engine stopped");
+        debug!("stage engine stopped");
     }
 
     /// Look at every workload afresh (at start, or after falling behind) and return the live feed.

@@ -36,7 +36,10 @@ pub enum LinkState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkChange {
     /// The cluster answers after being down (or unproven): the IDC turns active again.
-    Reconnected,
+    Reconnected {
+        /// Whether the link was down (worth saying loudly), not merely unproven since a start.
+        was_down: bool,
+    },
     /// The IDC turns disconnected and its created instances unknown. Said again at every miss while
     /// down, so an instance recorded `creating` by a creation that raced the partition turns
     /// unknown too.
@@ -62,8 +65,11 @@ impl LinkState {
     ) -> (LinkState, Option<LinkChange>) {
         let disconnect_at = failures_before_disconnect.max(1);
         match (self, probe) {
-            (LinkState::Unproven { .. } | LinkState::Down, ProbeResult::Answered) => {
-                (LinkState::Up, Some(LinkChange::Reconnected))
+            (LinkState::Unproven { .. }, ProbeResult::Answered) => {
+                (LinkState::Up, Some(LinkChange::Reconnected { was_down: false }))
+            }
+            (LinkState::Down, ProbeResult::Answered) => {
+                (LinkState::Up, Some(LinkChange::Reconnected { was_down: true }))
             }
             (LinkState::Up | LinkState::Missing(_), ProbeResult::Answered) => (LinkState::Up, None),
             (LinkState::Unproven { misses }, ProbeResult::Missed) if misses + 1 < disconnect_at => {
@@ -103,6 +109,8 @@ mod tests {
     struct Counters {
         failures: u32,
         disconnected: bool,
+        /// Whether a disconnection was said since the last answer.
+        down: bool,
     }
 
     impl Counters {
@@ -110,13 +118,17 @@ mod tests {
             match probe {
                 ProbeResult::Answered => {
                     self.failures = 0;
-                    std::mem::replace(&mut self.disconnected, false).then_some(LinkChange::Reconnected)
+                    let was_down = std::mem::replace(&mut self.down, false);
+                    std::mem::replace(&mut self.disconnected, false)
+                        .then_some(LinkChange::Reconnected { was_down })
                 }
                 ProbeResult::Missed => {
                     self.failures += 1;
-                    (self.failures >= threshold.max(1)).then(|| LinkChange::Disconnected {
+                    let change = (self.failures >= threshold.max(1)).then(|| LinkChange::Disconnected {
                         was_up: !std::mem::replace(&mut self.disconnected, true),
-                    })
+                    });
+                    self.down |= change.is_some();
+                    change
                 }
             }
         }
@@ -133,7 +145,12 @@ mod tests {
         }
         assert_eq!(
             changes,
-            [None, None, Some(LinkChange::Disconnected { was_up: false }), Some(LinkChange::Reconnected)]
+            [
+                None,
+                None,
+                Some(LinkChange::Disconnected { was_up: false }),
+                Some(LinkChange::Reconnected { was_down: true })
+            ]
         );
         assert!(link.is_up());
     }
@@ -159,7 +176,7 @@ mod tests {
         #[test]
         fn the_link_changes_as_the_miss_counters_did(probes in probes(), threshold in 0u32..6) {
             let mut link = LinkState::default();
-            let mut counters = Counters { failures: 0, disconnected: true };
+            let mut counters = Counters { failures: 0, disconnected: true, down: false };
             for probe in probes {
                 let (next, change) = link.step(probe, threshold);
                 prop_assert_eq!(change, counters.probe(probe, threshold));

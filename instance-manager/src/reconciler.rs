@@ -284,9 +284,13 @@ impl IdcReconciler {
         let probe = self.cluster.probe(self.config.probe_timeout).await;
         let (link, change) = self.books().link().step(probe, self.config.failures_before_disconnect);
         match change {
-            Some(LinkChange::Reconnected) => {
+            Some(LinkChange::Reconnected { was_down }) => {
                 self.store.mark_idc_reconnected(&self.idc, self.now()).await?;
-                tracing::info!(idc.id = %self.idc, "cluster answers; reconciling");
+                if was_down {
+                    tracing::info!(idc.id = %self.idc, "cluster answers; reconciling");
+                } else {
+                    tracing::debug!(idc.id = %self.idc, "cluster answers");
+                }
             }
             Some(LinkChange::Disconnected { was_up }) => {
                 let unknown = self.store.mark_idc_disconnected(&self.idc, self.now()).await?;
