@@ -282,6 +282,28 @@ fn timestamp(value: &Value) -> DateTime<Utc> {
     value.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not a timestamp: {value}"))
 }
 
+/// What the real `kubectl` prints for `args`, or `None` (after a loud SKIPPED line) where it is not
+/// installed outside CI; under `CI=true` a missing kubectl fails the test.
+fn kubectl(args: &[&str]) -> Option<String> {
+    let out = match Command::new("kubectl").args(args).stdin(Stdio::null()).output() {
+        Ok(out) => out,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("kubectl is needed under CI: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: kubectl cannot run ({e}); the kubeconfig of eci up is not tried");
+            return None;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(stdout)
+}
+
 /// The README's walk-through, step by step, then its error cases, a graceful stop and a restart.
 /// Where even the hard limit is too low for the simulated fleet, `eci up` says so in one line with
 /// the number it needs, and exits non-zero before it starts anything.
@@ -423,6 +445,19 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
     assert_eq!(shown["state"], "running", "{shown}");
     assert!(shown["ip"].as_str().is_some_and(|ip| ip.split('.').count() == 4), "no IP in {shown}");
     assert!(shown["started_at"].is_string(), "{shown}");
+
+    // The real kubectl looks inside the instance's IDC through the kubeconfig eci up wrote, as an
+    // operator looks inside a real one.
+    let idc = shown["idc"].as_str().expect("the instance's IDC");
+    let kubeconfig = data.join("kubeconfig");
+    assert!(printed.contains(&format!("--kubeconfig {}", kubeconfig.display())), "{printed}");
+    let pods =
+        kubectl(&["--kubeconfig", kubeconfig.to_str().unwrap(), "--context", idc, "get", "pods", "-A"]);
+    if let Some(pods) = pods {
+        let line =
+            pods.lines().find(|l| l.contains(first)).unwrap_or_else(|| panic!("no Pod {first}:\n{pods}"));
+        assert!(line.contains("Running"), "{line}");
+    }
 
     // eci batch delete <id>: the batch is released at once; its instances stop, and once their Pods
     // are gone they end and the capacity comes back.

@@ -2,6 +2,7 @@
 //! default, one in-process edge-sim cluster per IDC; in production, the kubeconfig context each IDC
 //! names. Either way the reconcilers reach them through the instance manager's `ClusterClient`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,6 +11,7 @@ use eci_edge_sim::{EngineConfig, NodeSpec, SimCluster, SimConfig};
 use eci_instance_manager::cluster::ClientError;
 use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
 use eci_store::Store;
+use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -106,6 +108,30 @@ impl FleetClusters {
         let reconciler =
             IdcReconciler::start(idc.id.clone(), client, store.clone(), queue, manager.for_idc(idc));
         self.reconcilers.push(tokio::spawn(reconciler.run(shutdown.clone())));
+    }
+
+    /// Writes a kubeconfig with one context per simulated cluster, named after its IDC, so that the
+    /// real kubectl looks inside an IDC the way an operator looks inside a real one. The clusters
+    /// take new ports at every start, so the file is written anew each time.
+    pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
+        let named = |name: &str, key: &str, value: serde_json::Value| json!({ "name": name, key: value });
+        let clusters: Vec<_> =
+            self.simulated.iter().map(|s| named(s.name(), "cluster", json!({ "server": s.url() }))).collect();
+        let contexts: Vec<_> = self
+            .simulated
+            .iter()
+            .map(|s| named(s.name(), "context", json!({ "cluster": s.name(), "user": "eci" })))
+            .collect();
+        let config = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": clusters,
+            "contexts": contexts,
+            "users": [{ "name": "eci", "user": {} }],
+            "current-context": self.simulated.first().map(SimCluster::name),
+        });
+        let text = serde_yaml::to_string(&config).context("cannot write the kubeconfig")?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// Waits for the reconcilers to stop (after the shutdown signal), then stops the simulated clusters.

@@ -143,10 +143,20 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&credentials).with_context(|| {
         format!("cannot read {}; delete {} to start afresh", credentials.display(), args.data_dir.display())
     })?;
+    let kubeconfig = args.data_dir.join("kubeconfig");
     println!("eci up: {} IDCs, database {}, API on http://{}", fleet.idcs.len(), db.display(), args.listen);
+    if let Some(idc) = fleet.idcs.first() {
+        println!(
+            "clusters: {} (kubectl --kubeconfig {} --context {} get pods -A)",
+            kubeconfig.display(),
+            kubeconfig.display(),
+            idc.id
+        );
+    }
     println!("credentials ({}):\n{text}", credentials.display());
     let state = AppState::new(store, RateWindows::in_process(), clock, api_config(&args.tuning));
-    let clusters = Clusters::Simulated { fleet, boot_delay: Duration::from_millis(args.sim_boot_delay_ms) };
+    let boot_delay = Duration::from_millis(args.sim_boot_delay_ms);
+    let clusters = Clusters::Simulated { fleet, boot_delay, kubeconfig };
     serve_until_shutdown(state, args.listen, &args.tuning, clusters).await
 }
 
@@ -214,7 +224,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Which clusters the instance manager drives.
 enum Clusters {
     /// One in-process edge-sim cluster per IDC (the embedded default).
-    Simulated { fleet: Fleet, boot_delay: Duration },
+    /// Their addresses are written to `kubeconfig`, a context per IDC, for kubectl.
+    Simulated { fleet: Fleet, boot_delay: Duration, kubeconfig: PathBuf },
     /// The kubeconfig context each IDC names (production). IDCs added later need a restart.
     Kubeconfig { fleet: Fleet },
     /// None: this replica serves the API only.
@@ -258,9 +269,13 @@ async fn serve_until_shutdown(
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let manager = ManagerConfig { clock: state.clock.clone(), ..ManagerConfig::default() };
     let reconcilers = match &clusters {
-        Clusters::Simulated { fleet, boot_delay } => Some(
-            FleetClusters::simulated(fleet, &state.store, &queue, &manager, *boot_delay, &stopped).await?,
-        ),
+        Clusters::Simulated { fleet, boot_delay, kubeconfig } => {
+            let clusters =
+                FleetClusters::simulated(fleet, &state.store, &queue, &manager, *boot_delay, &stopped)
+                    .await?;
+            clusters.write_kubeconfig(kubeconfig)?;
+            Some(clusters)
+        }
         Clusters::Kubeconfig { fleet } => {
             Some(FleetClusters::from_kubeconfig(fleet, &state.store, &queue, &manager, &stopped).await)
         }
