@@ -386,3 +386,42 @@ async fn a_batch_with_a_ttl_expires_once_the_clock_passes_it_and_others_stay() {
     })
     .await;
 }
+
+/// A batch whose last instance ended is no longer `active`: released one by one it is `released`,
+/// and when every instance failed without ever running it is `failed`, and lists as such.
+#[tokio::test]
+async fn a_batch_ends_by_itself_with_its_last_instance() {
+    each_backend(|store| async move {
+        let app = App::seeded(store).await;
+        let acme = app.tenant("acme").await;
+        let released = app.create_batch(&acme.token, batch(2)).await;
+        let id = released["id"].as_str().unwrap();
+        let instances = app.all_pages(&format!("/v1/batches/{id}/instances"), &acme.token).await;
+        app.advance(5);
+        let first = instances[0]["id"].as_str().unwrap();
+        app.delete(&format!("/v1/instances/{first}"), &acme.token).await.expect_status(StatusCode::OK);
+        let one_left = app.get(&format!("/v1/batches/{id}"), &acme.token).await.expect_status(StatusCode::OK);
+        assert_eq!(one_left["state"], "active", "{one_left}");
+        let second = instances[1]["id"].as_str().unwrap();
+        app.delete(&format!("/v1/instances/{second}"), &acme.token).await.expect_status(StatusCode::OK);
+        let ended = app.get(&format!("/v1/batches/{id}"), &acme.token).await.expect_status(StatusCode::OK);
+        assert_eq!(ended["state"], "released", "{ended}");
+        assert_eq!(time(&ended["released_at"]), t0() + chrono::Duration::seconds(5), "{ended}");
+
+        let doomed = app.create_batch(&acme.token, batch(2)).await;
+        let doomed_id = doomed["id"].as_str().unwrap();
+        let failed = eci_store::instances::Observed::Failed { reason: "ErrImagePull".into(), ended_at: None };
+        for i in app.all_pages(&format!("/v1/batches/{doomed_id}/instances"), &acme.token).await {
+            let id = eci_core::InstanceId(i["id"].as_str().unwrap().to_string());
+            app.store.record_observation(&id, &failed, app.clock_now()).await.expect("failure recorded");
+        }
+        let gone =
+            app.get(&format!("/v1/batches/{doomed_id}"), &acme.token).await.expect_status(StatusCode::OK);
+        assert_eq!((&gone["state"], &gone["counts"]["failed"]), (&json!("failed"), &json!(2)), "{gone}");
+        let listed = app.get("/v1/batches?state=failed", &acme.token).await.expect_status(StatusCode::OK);
+        let ids: Vec<&str> =
+            listed["items"].as_array().unwrap().iter().filter_map(|b| b["id"].as_str()).collect();
+        assert_eq!(ids, [doomed_id], "{listed}");
+    })
+    .await;
+}

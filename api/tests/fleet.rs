@@ -47,7 +47,7 @@ async fn the_openapi_document_is_valid_json_describing_every_resource() {
             ),
             ("InstanceView", "carrier", &["telecom", "unicom", "mobile", "bgp"]),
             ("InstanceView", "runtime", &["container", "rich", "vm"]),
-            ("BatchView", "state", &["active", "released", "expired"]),
+            ("BatchView", "state", &["active", "released", "expired", "failed"]),
             ("ReservationView", "state", &["active", "released", "expired"]),
             ("PlacedAreaView", "carrier", &["telecom", "unicom", "mobile", "bgp"]),
             ("InvoiceView", "state", &["draft", "final"]),

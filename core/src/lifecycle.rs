@@ -215,21 +215,37 @@ word_enum!(
     BatchState, "batch state", {
         /// Holds live instances.
         Active => "active",
-        /// Released by its owner.
+        /// Released by its owner, or ended by itself once its last instance ended after some ran.
         Released => "released",
         /// Released by itself when its TTL ran out.
         Expired => "expired",
+        /// Every instance ended and none ever ran (image pull errors, unschedulable, refused).
+        Failed => "failed",
     }
 );
 
 impl BatchState {
-    /// The one place that decides which moves a batch may make: an active batch ends once, released
-    /// or expired.
+    /// The one place that decides which moves a batch may make: an active batch ends once, released,
+    /// expired or failed.
     pub fn transition(self, to: BatchState) -> Result<BatchState, IllegalTransition> {
         match (self, to) {
-            (BatchState::Active, BatchState::Released | BatchState::Expired) => Ok(to),
+            (BatchState::Active, BatchState::Released | BatchState::Expired | BatchState::Failed) => Ok(to),
             _ => Err(illegal("batch", self, to)),
         }
+    }
+
+    /// What a batch in this state turns into when it has `live` instances left: an active batch
+    /// whose last instance ended (released one by one, or failed) ends too, so that a customer never
+    /// sees an `active` batch of nothing. It is `failed` when every instance failed without ever
+    /// running, `released` otherwise (`ever_ran`: any of them ran; `any_released`: any was
+    /// released by its owner). `None` when it does not change.
+    pub fn after_instances_end(self, live: u64, ever_ran: bool, any_released: bool) -> Option<BatchState> {
+        let failed = !ever_ran && !any_released;
+        (self == BatchState::Active && live == 0).then_some(if failed {
+            BatchState::Failed
+        } else {
+            BatchState::Released
+        })
     }
 }
 
@@ -320,6 +336,20 @@ mod tests {
             } else if state == InstanceState::Stopping {
                 proptest::prop_assert_eq!(change.is_some(), observed == Observed::Gone);
             }
+        }
+    }
+
+    #[test]
+    fn a_batch_ends_with_its_last_instance_and_fails_only_if_all_failed_without_running() {
+        assert_eq!(BatchState::Active.after_instances_end(1, true, false), None);
+        assert_eq!(BatchState::Active.after_instances_end(0, true, false), Some(BatchState::Released));
+        assert_eq!(BatchState::Active.after_instances_end(0, false, true), Some(BatchState::Released));
+        assert_eq!(BatchState::Active.after_instances_end(0, false, false), Some(BatchState::Failed));
+        for ended in [BatchState::Released, BatchState::Expired, BatchState::Failed] {
+            assert_eq!(ended.after_instances_end(0, false, false), None, "{ended} stays");
+        }
+        for to in [BatchState::Released, BatchState::Failed] {
+            assert!(BatchState::Active.transition(to).is_ok());
         }
     }
 

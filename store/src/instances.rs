@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use eci_core::lifecycle::{Change, Release};
 use eci_core::{
-    Area, BatchId, Carrier, IdcId, Instance, InstanceId, InstanceState, MiB, MilliCpu, Resources,
+    Area, BatchId, BatchState, Carrier, IdcId, Instance, InstanceId, InstanceState, MiB, MilliCpu, Resources,
     SshEndpoint, TenantId,
 };
 use sqlx::Row;
@@ -387,7 +387,42 @@ pub(crate) async fn end_instances(
 ) -> Result<Vec<InstanceId>> {
     let (ids, ended) = mark_ended(tx, scope, from, ending, now_ms).await?;
     ledger::release_ended(tx, &ended, now_ms).await?;
+    end_emptied_batches(tx, &ended, now_ms).await?;
     Ok(ids)
+}
+
+/// Ends the active batches of `ended` instances that have no live instance left, as
+/// [`BatchState::after_instances_end`] decides.
+pub(crate) async fn end_emptied_batches(tx: &mut Tx<'_>, ended: &[Ended], now_ms: i64) -> Result<()> {
+    let batches: BTreeSet<&BatchId> = ended.iter().map(|e| &e.batch).collect();
+    for batch in batches {
+        let row = sqlx::query(&format!(
+            "SELECT state, \
+                 (SELECT COUNT(*) FROM instances WHERE batch_id = $1 AND {}) AS live, \
+                 (SELECT COUNT(*) FROM instances WHERE batch_id = $1 AND started_at IS NOT NULL) AS ran, \
+                 (SELECT COUNT(*) FROM instances WHERE batch_id = $1 AND state = 'terminated') AS released \
+             FROM batches WHERE id = $1",
+            state_in(InstanceState::LIVE)
+        ))
+        .bind(&batch.0)
+        .fetch_one(&mut **tx)
+        .await?;
+        let state: BatchState = word("batch state", &row.try_get::<String, _>("state")?)?;
+        let live = uint("live", row.try_get("live")?)?;
+        let ran = uint("ran", row.try_get("ran")?)? > 0;
+        let released = uint("released", row.try_get("released")?)? > 0;
+        if let Some(to) = state.after_instances_end(live, ran, released) {
+            sqlx::query("UPDATE batches SET state = $1, ended_at = $2 WHERE id = $3 AND state = $4")
+                .bind(to.as_str())
+                .bind(now_ms)
+                .bind(&batch.0)
+                .bind(state.as_str())
+                .execute(&mut **tx)
+                .await?;
+            tracing::info!(batch.id = %batch, state = %to, "batch ended with its last instance");
+        }
+    }
+    Ok(())
 }
 
 /// The state change of [`end_instances`] without the ledger's: the ended instances and what each
@@ -409,7 +444,7 @@ pub(crate) async fn mark_ended(
         "UPDATE instances SET state = $1, ended_at = $5, updated_at = $2, \
              failure_reason = COALESCE($4, failure_reason) \
          WHERE {condition} AND {} \
-         RETURNING id, tenant_id, idc_id, cpu, memory, gpu, reservation_id",
+         RETURNING id, batch_id, tenant_id, idc_id, cpu, memory, gpu, reservation_id",
         state_in(from),
     );
     let rows = sqlx::query(&sql)
@@ -425,6 +460,7 @@ pub(crate) async fn mark_ended(
     for row in &rows {
         ids.push(InstanceId(row.try_get("id")?));
         ended.push(Ended {
+            batch: BatchId(row.try_get("batch_id")?),
             tenant: TenantId(row.try_get("tenant_id")?),
             idc: IdcId(row.try_get("idc_id")?),
             spec: Resources::new(

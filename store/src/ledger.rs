@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use eci_core::{Column, IdcId, ReservationId, Resources, TenantId};
+use eci_core::{BatchId, Column, IdcId, ReservationId, Resources, TenantId};
 use sqlx::{Any, Transaction};
 
 use crate::sql::int;
@@ -133,6 +133,7 @@ pub async fn lock_active_reservation(tx: &mut Tx<'_>, id: &ReservationId, now_ms
 /// One ended instance's claim on the ledger.
 #[derive(Debug)]
 pub struct Ended {
+    pub batch: BatchId,
     pub tenant: TenantId,
     pub idc: IdcId,
     pub spec: Resources,

@@ -657,6 +657,7 @@ pub async fn record_gone_at(store: &Store, gone: &[(eci_core::InstanceId, DateTi
         last_ms = last_ms.max(at_ms);
     }
     crate::ledger::release_ended(&mut tx, &ended, last_ms).await.expect("capacity given back");
+    crate::instances::end_emptied_batches(&mut tx, &ended, last_ms).await.expect("emptied batches ended");
     tx.commit().await.expect("committed");
 }
 
