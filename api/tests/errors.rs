@@ -82,6 +82,10 @@ async fn a_bad_batch_body_is_refused_naming_the_field_at_fault() {
         let reply =
             send_raw(&app.router, Method::POST, "/v1/batches", &no_type, Some(base.to_string())).await;
         assert_invalid(&reply, "content-type");
+        // A body past the limit is refused as too large, whatever is in it.
+        let huge = format!(r#"{{"count": 1, "image": "{}"}}"#, "x".repeat(3 << 20));
+        let reply = send_raw(&app.router, Method::POST, "/v1/batches", &json_headers, Some(huge)).await;
+        assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
 
         // Nothing was created by any of them.
         assert!(app.all_pages("/v1/batches", &acme.token).await.is_empty());
