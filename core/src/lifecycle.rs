@@ -234,14 +234,25 @@ impl BatchState {
         }
     }
 
-    /// What a batch in this state turns into when it has `live` instances left: an active batch
-    /// whose last instance ended (released one by one, or failed) ends too, so that a customer never
-    /// sees an `active` batch of nothing. It is `failed` when every instance failed without ever
-    /// running, `released` otherwise (`ever_ran`: any of them ran; `any_released`: any was
-    /// released by its owner). `None` when it does not change.
-    pub fn after_instances_end(self, live: u64, ever_ran: bool, any_released: bool) -> Option<BatchState> {
+    /// Whether a batch in this state ends by itself when its last instance ends: only an active
+    /// one does, so the store need not look at the instances of a batch that ended already.
+    pub fn ends_with_its_instances(self) -> bool {
+        self == BatchState::Active
+    }
+
+    /// What a batch in this state turns into once its instances have ended as described: an
+    /// active batch with no live instance left (its last released one by one, or failed) ends too,
+    /// so that a customer never sees an `active` batch of nothing. It is `failed` when every
+    /// instance failed without ever running, `released` otherwise (`ever_ran`: any of them ran;
+    /// `any_released`: any was released by its owner). `None` when it does not change.
+    pub fn after_instances_end(
+        self,
+        any_live: bool,
+        ever_ran: bool,
+        any_released: bool,
+    ) -> Option<BatchState> {
         let failed = !ever_ran && !any_released;
-        (self == BatchState::Active && live == 0).then_some(if failed {
+        (self.ends_with_its_instances() && !any_live).then_some(if failed {
             BatchState::Failed
         } else {
             BatchState::Released
@@ -341,12 +352,12 @@ mod tests {
 
     #[test]
     fn a_batch_ends_with_its_last_instance_and_fails_only_if_all_failed_without_running() {
-        assert_eq!(BatchState::Active.after_instances_end(1, true, false), None);
-        assert_eq!(BatchState::Active.after_instances_end(0, true, false), Some(BatchState::Released));
-        assert_eq!(BatchState::Active.after_instances_end(0, false, true), Some(BatchState::Released));
-        assert_eq!(BatchState::Active.after_instances_end(0, false, false), Some(BatchState::Failed));
+        assert_eq!(BatchState::Active.after_instances_end(true, true, false), None);
+        assert_eq!(BatchState::Active.after_instances_end(false, true, false), Some(BatchState::Released));
+        assert_eq!(BatchState::Active.after_instances_end(false, false, true), Some(BatchState::Released));
+        assert_eq!(BatchState::Active.after_instances_end(false, false, false), Some(BatchState::Failed));
         for ended in [BatchState::Released, BatchState::Expired, BatchState::Failed] {
-            assert_eq!(ended.after_instances_end(0, false, false), None, "{ended} stays");
+            assert_eq!(ended.after_instances_end(false, false, false), None, "{ended} stays");
         }
         for to in [BatchState::Released, BatchState::Failed] {
             assert!(BatchState::Active.transition(to).is_ok());

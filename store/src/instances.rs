@@ -392,26 +392,35 @@ pub(crate) async fn end_instances(
 }
 
 /// Ends the active batches of `ended` instances that have no live instance left, as
-/// [`BatchState::after_instances_end`] decides.
+/// [`BatchState::after_instances_end`] decides. A batch that ended already (the common case: its
+/// instances end one by one after its release) costs one read by its id.
 pub(crate) async fn end_emptied_batches(tx: &mut Tx<'_>, ended: &[Ended], now_ms: i64) -> Result<()> {
     let batches: BTreeSet<&BatchId> = ended.iter().map(|e| &e.batch).collect();
     for batch in batches {
+        let state: String = sqlx::query_scalar("SELECT state FROM batches WHERE id = $1")
+            .bind(&batch.0)
+            .fetch_one(&mut **tx)
+            .await?;
+        let state: BatchState = word("batch state", &state)?;
+        if !state.ends_with_its_instances() {
+            continue;
+        }
+        let any = |condition: String| {
+            format!("EXISTS (SELECT 1 FROM instances WHERE batch_id = $1 AND {condition})")
+        };
         let row = sqlx::query(&format!(
-            "SELECT state, \
-                 (SELECT COUNT(*) FROM instances WHERE batch_id = $1 AND {}) AS live, \
-                 (SELECT COUNT(*) FROM instances WHERE batch_id = $1 AND started_at IS NOT NULL) AS ran, \
-                 (SELECT COUNT(*) FROM instances WHERE batch_id = $1 AND state = 'terminated') AS released \
-             FROM batches WHERE id = $1",
-            state_in(InstanceState::LIVE)
+            "SELECT CASE WHEN {} THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END AS live, \
+                 CASE WHEN {} THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END AS ran, \
+                 CASE WHEN {} THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END AS released",
+            any(state_in(InstanceState::LIVE)),
+            any("started_at IS NOT NULL".into()),
+            any(state_in(&[InstanceState::Terminated])),
         ))
         .bind(&batch.0)
         .fetch_one(&mut **tx)
         .await?;
-        let state: BatchState = word("batch state", &row.try_get::<String, _>("state")?)?;
-        let live = uint("live", row.try_get("live")?)?;
-        let ran = uint("ran", row.try_get("ran")?)? > 0;
-        let released = uint("released", row.try_get("released")?)? > 0;
-        if let Some(to) = state.after_instances_end(live, ran, released) {
+        let flag = |column: &str| -> Result<bool> { Ok(row.try_get::<i64, _>(column)? != 0) };
+        if let Some(to) = state.after_instances_end(flag("live")?, flag("ran")?, flag("released")?) {
             sqlx::query("UPDATE batches SET state = $1, ended_at = $2 WHERE id = $3 AND state = $4")
                 .bind(to.as_str())
                 .bind(now_ms)
