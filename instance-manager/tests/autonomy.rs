@@ -7,10 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::settle;
+use common::{settle, start_reconciler};
 use eci_core::{IdcId, IdcStatus, InstanceState, PlacementError};
 use eci_edge_sim::{EngineConfig, Fault, NodeSpec, SimCluster, SimConfig};
-use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
+use eci_instance_manager::{IdcReconciler, ManagerConfig};
 use eci_store::testing::{self, each_backend};
 use eci_store::{Error, Store};
 use k8s_openapi::api::core::v1::Pod;
@@ -55,13 +55,7 @@ async fn an_unreachable_idc_keeps_its_instances_and_reconciles_when_the_link_ret
             let (sim, kube) = start_sim().await;
             let request = shenzhen(3);
             store.create_batch(&tenant, &request, None, testing::t0()).await.expect("batch");
-            let reconciler = IdcReconciler::start(
-                IdcId(IDC.into()),
-                cluster(&sim),
-                store.clone(),
-                &WorkQueue::default(),
-                config(),
-            );
+            let reconciler = start_reconciler(IDC, &sim, &store, config());
             settle_all(&reconciler, &store, &tenant, InstanceState::Running).await;
             let allocated = testing::ledger(&store).await[&IdcId(IDC.into())].allocated;
 
@@ -145,13 +139,7 @@ async fn a_flapping_link_never_fails_or_duplicates_instances() {
         let (sim, _) = start_sim().await;
         store.create_batch(&tenant, &shenzhen(12), None, testing::t0()).await.expect("batch");
         let config = ManagerConfig { request_retries: 1, ..config() };
-        let reconciler = IdcReconciler::start(
-            IdcId(IDC.into()),
-            cluster(&sim),
-            store.clone(),
-            &WorkQueue::default(),
-            config,
-        );
+        let reconciler = start_reconciler(IDC, &sim, &store, config);
         sim.set_fault(Fault::Flapping(Duration::from_millis(150)));
         let mut first_uids = None;
         let mut seen_unknown = false;
@@ -192,13 +180,7 @@ async fn a_slow_link_is_a_partition_only_beyond_the_probe_timeout() {
         let tenant = seeded.tenant_id().clone();
         let (sim, _) = start_sim().await;
         store.create_batch(&tenant, &shenzhen(4), None, testing::t0()).await.expect("batch");
-        let reconciler = IdcReconciler::start(
-            IdcId(IDC.into()),
-            cluster(&sim),
-            store.clone(),
-            &WorkQueue::default(),
-            config(),
-        );
+        let reconciler = start_reconciler(IDC, &sim, &store, config());
         reconciler.ready().await;
 
         sim.set_fault(Fault::Slow(Duration::from_millis(60)));
@@ -231,11 +213,6 @@ async fn start_sim() -> (SimCluster, kube::Client) {
     .expect("start sim");
     let kube = kube::Client::try_from(kube::Config::new(sim.url().parse().unwrap())).unwrap();
     (sim, kube)
-}
-
-/// The reconciler's client for the simulated IDC.
-fn cluster(sim: &SimCluster) -> ClusterClient {
-    ClusterClient::for_url(&sim.url()).expect("cluster client")
 }
 
 /// `count` small instances in the test IDC.

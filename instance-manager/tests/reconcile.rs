@@ -5,13 +5,13 @@
 
 mod common;
 
-use common::settle;
+use common::{settle, start_reconciler};
 use eci_core::{BatchState, IdcId, InstanceState, Runtime};
 use std::collections::BTreeMap;
 
 use eci_edge_sim::{NodeSpec, SimCluster, SimConfig, StoreConfig};
+use eci_instance_manager::ManagerConfig;
 use eci_instance_manager::kubevirt::VirtualMachineInstance;
-use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
 use eci_store::Store;
 use eci_store::testing::{self, each_backend};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -25,10 +25,6 @@ const IDC: &str = "gd-sz-1";
 async fn client(sim: &SimCluster) -> Client {
     let config = kube::Config::new(sim.url().parse().expect("sim url"));
     Client::try_from(config).expect("kube client")
-}
-
-fn cluster(sim: &SimCluster) -> ClusterClient {
-    ClusterClient::for_url(&sim.url()).expect("cluster client")
 }
 
 fn config() -> ManagerConfig {
@@ -79,13 +75,7 @@ async fn instances_become_pods_and_their_state_comes_back() {
         rich.workload.ssh_keys = vec!["ssh-ed25519 AAAAC3Nz ops@example".into()];
         store.create_batch(&tenant, &rich, None, testing::t0()).await.expect("rich batch");
 
-        let reconciler = IdcReconciler::start(
-            IdcId(IDC.into()),
-            cluster(&sim),
-            store.clone(),
-            &WorkQueue::default(),
-            config.clone(),
-        );
+        let reconciler = start_reconciler(IDC, &sim, &store, config.clone());
         reconciler.ready().await;
         let report = reconciler.pass().await.expect("first pass");
         assert_eq!(report.created, 4, "{report:?}");
@@ -116,13 +106,7 @@ async fn instances_become_pods_and_their_state_comes_back() {
             .expect("a node port");
 
         // A restarted manager finds every object already there and creates nothing twice.
-        let again = IdcReconciler::start(
-            IdcId(IDC.into()),
-            cluster(&sim),
-            store.clone(),
-            &WorkQueue::default(),
-            config.clone(),
-        );
+        let again = start_reconciler(IDC, &sim, &store, config.clone());
         again.ready().await;
         assert_eq!(again.pass().await.expect("pass after restart").created, 0);
         assert_eq!(pods.list(&ListParams::default()).await.unwrap().items.len(), 4);
@@ -211,7 +195,7 @@ async fn an_image_that_cannot_be_pulled_fails_the_instance_with_the_kubernetes_r
         request.placement.areas = vec!["shenzhen".into()];
         request.placement.carriers = vec![eci_core::Carrier::Telecom];
         store.create_batch(&tenant, &request, None, testing::t0()).await.expect("batch");
-        let reconciler = IdcReconciler::start(IdcId(IDC.into()), cluster(&sim), store.clone(), &WorkQueue::default(), config());
+        let reconciler = start_reconciler(IDC, &sim, &store, config());
         reconciler.ready().await;
         reconciler.pass().await.expect("pass");
         let ns = eci_instance_manager::manifest::namespace(&tenant);
@@ -273,13 +257,7 @@ async fn a_vm_instance_runs_as_a_kubevirt_vmi_with_ssh_and_is_removed_on_release
         idc.ssh_ingress_host = Some("203.0.113.10".into());
         store.upsert_idc(&idc, testing::t0()).await.unwrap();
         let idc = store.get_idc(&idc.id).await.unwrap().0;
-        let reconciler = IdcReconciler::start(
-            idc.id.clone(),
-            cluster(&sim),
-            store.clone(),
-            &WorkQueue::default(),
-            config().for_idc(&idc),
-        );
+        let reconciler = start_reconciler(&idc.id.0, &sim, &store, config().for_idc(&idc));
         let (s, t) = (store.clone(), tenant.clone());
         settle(&reconciler, || {
             let (store, tenant) = (s.clone(), t.clone());

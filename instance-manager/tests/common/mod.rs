@@ -2,7 +2,16 @@
 
 use std::time::Duration;
 
-use eci_instance_manager::IdcReconciler;
+use eci_edge_sim::SimCluster;
+use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
+use eci_store::Store;
+
+/// A reconciler for the IDC `idc` over the simulated cluster `sim`. Its work queue is the
+/// reconciler's alone (the store reports to nobody), so the tests drive it by passes.
+pub fn start_reconciler(idc: &str, sim: &SimCluster, store: &Store, config: ManagerConfig) -> IdcReconciler {
+    let client = ClusterClient::for_url(&sim.url()).expect("cluster client");
+    IdcReconciler::start(eci_core::IdcId(idc.into()), client, store.clone(), &WorkQueue::default(), config)
+}
 
 /// Runs passes until `done` holds, for at most 300 rounds: the reflectors see a change a moment
 /// after it is made. Bounded by rounds, not by time.
