@@ -27,6 +27,10 @@ pub struct ManagerConfig {
     /// A pass within this long of an answered probe does not probe again: a partition is noticed
     /// this much later, and a busy IDC is not asked `/version` on every pass.
     pub probe_interval: Duration,
+    /// A watch of the cluster that broke (a partition) is tried again at most this long apart, so
+    /// that the objects a pass reads are fresh within seconds of the link's return; kube's default
+    /// waits up to 30 s, during which passes would reconcile against what the cluster said before.
+    pub watch_retry_max: Duration,
     /// Failed probes in a row before the IDC counts as disconnected, so one lost packet does not
     /// turn a whole IDC's instances `unknown`.
     pub failures_before_disconnect: u32,
@@ -69,6 +73,7 @@ impl Default for ManagerConfig {
             vanish_grace: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(5),
             probe_interval: Duration::from_secs(1),
+            watch_retry_max: Duration::from_secs(5),
             failures_before_disconnect: 3,
             requests_per_second: 200,
             request_burst: 400,

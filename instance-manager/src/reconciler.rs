@@ -32,6 +32,7 @@ use eci_store::instances::{Desired, Observed};
 use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store as Cache};
+use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tokio::sync::{Notify, watch};
@@ -99,6 +100,18 @@ pub struct IdcReconciler {
     books: Mutex<Books>,
 }
 
+/// kube's default watch backoff (800 ms doubling, with jitter, reset after two quiet minutes) with
+/// its wait capped at the config's `watch_retry_max`.
+fn watch_backoff(config: &ManagerConfig) -> ResetTimerBackoff<watcher::ExponentialBackoff> {
+    let exponential = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(800))
+        .with_max_delay(config.watch_retry_max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(exponential.into(), Duration::from_secs(120))
+}
+
 /// A reconciler that goes away takes its reflectors with it: a control plane that stops (or a
 /// test that restarts one) leaves no watch running against the cluster.
 impl Drop for IdcReconciler {
@@ -159,7 +172,7 @@ impl IdcReconciler {
             watcher(Api::<Pod>::all(client.kube().clone()), watcher::Config::default().labels(&selector))
                 .modify(trim_pod),
         )
-        .default_backoff();
+        .backoff(watch_backoff(&config));
         watchers.push(tokio::spawn(drive(pod_events, changed.clone(), idc.clone(), "pods")));
         let vmi_events = reflector::reflector(
             vmis_writer,
@@ -169,7 +182,7 @@ impl IdcReconciler {
             )
             .modify(trim_vmi),
         )
-        .default_backoff();
+        .backoff(watch_backoff(&config));
         watchers.push(tokio::spawn(drive(vmi_events, changed.clone(), idc.clone(), "vmis")));
         let work = queue.of(&idc);
         IdcReconciler {
