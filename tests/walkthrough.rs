@@ -325,7 +325,7 @@ fn eci_up_under_too_low_a_hard_open_files_limit_says_how_many_it_needs() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line:\n{stderr}");
     assert!(
-        lines[0].starts_with("error: eci up needs about 7120 open files for its 132 simulated IDCs")
+        lines[0].starts_with("error: eci up needs about 3424 open files for its 132 simulated IDCs")
             && lines[0].contains("may open only 300"),
         "{stderr}"
     );
@@ -339,7 +339,8 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
     let data_dir = data.to_str().expect("a UTF-8 temp path");
     let mut server = Server::start(&["up", "--data-dir", data_dir], tmp.path());
 
-    // `eci up` keeps two keys in <data-dir>/credentials, and prints them.
+    // `eci up` keeps two keys in <data-dir>/credentials and says where they are, never printing
+    // the keys themselves, with the next command to try.
     let credentials_file = data.join("credentials");
     let credentials = read_credentials(&credentials_file);
     let admin = credentials.get("ECI_ADMIN_TOKEN").expect("ECI_ADMIN_TOKEN in the credentials").clone();
@@ -347,10 +348,15 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
     assert!(!admin.is_empty() && !token.is_empty() && admin != token, "{credentials:?}");
     assert_eq!(credentials.len(), 2, "{credentials:?}");
     let printed = server.stdout();
+    assert!(!printed.contains(&admin) && !printed.contains(&token), "eci up printed a key:\n{printed}");
+    let file = credentials_file.display();
     assert!(
-        printed.contains(&format!("ECI_ADMIN_TOKEN={admin}"))
-            && printed.contains(&format!("ECI_TOKEN={token}")),
-        "eci up did not print the credentials:\n{printed}"
+        printed.contains(&format!("keys: {file} (ECI_ADMIN_TOKEN, ECI_TOKEN)")),
+        "eci up does not say where the keys are:\n{printed}"
+    );
+    assert!(
+        printed.contains(&format!("$(grep ^ECI_TOKEN= {file}); eci areas")),
+        "eci up does not say what to try next:\n{printed}"
     );
     // It starts quietly: what it prints is the banner, and it logs nothing unless something is wrong.
     assert!(printed.lines().count() <= 8, "a short banner:\n{printed}");
@@ -374,8 +380,10 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
     let room = eci.capacity(&size);
     assert!(room >= 1000, "only {room} instances of 2 vCPU / 4 GiB fit in Guangdong on Telecom");
 
-    // eci batch create --count 1000 ... --ttl 12h --label run=probe-1
-    let batch = eci.json(&[
+    // eci batch create --count 1000 ... --ttl 12h --label run=probe-1 --wait: the instance manager
+    // starts them in the IDCs' (simulated) clusters, and with `-o json` the only output is the
+    // batch once they all run.
+    let create = [
         "batch",
         "create",
         "--count",
@@ -394,9 +402,19 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
         "12h",
         "--label",
         "run=probe-1",
-    ]);
+        "--wait",
+        "-o",
+        "json",
+    ];
+    let out = eci.run(&create);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "eci {create:?} failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(stderr.is_empty(), "-o json shows no progress:\n{stderr}");
+    let batch: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{stdout}"));
     let id = batch["id"].as_str().unwrap_or_else(|| panic!("no id in {batch}")).to_string();
     assert_eq!(batch["count"], 1000, "{batch}");
+    assert_eq!(batch["counts"]["running"], 1000, "--wait returned before every instance ran: {batch}");
     assert_eq!(batch["state"], "active", "{batch}");
     assert_eq!(batch["image"], "nginx:1.27", "{batch}");
     assert_eq!(batch["labels"], json!({"run": "probe-1"}), "{batch}");
@@ -429,17 +447,7 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
     }
     assert!(page["next_cursor"].as_str().is_some_and(|c| !c.is_empty()), "no next_cursor in {page}");
 
-    // The instance manager starts them in the IDCs' (simulated) clusters: all reach `running` with
-    // an IP. Bounded by attempts, not by time.
-    let mut running = 0;
-    for _ in 0..600 {
-        running = eci.json(&["batch", "get", &id])["counts"]["running"].as_u64().unwrap_or(0);
-        if running == 1000 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(running, 1000, "the batch's instances did not all start");
+    // Each runs with an IP.
     let first = items[0]["id"].as_str().unwrap();
     let shown = eci.json(&["instance", "get", first]);
     assert_eq!(shown["state"], "running", "{shown}");
@@ -475,6 +483,8 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
     }
     assert_eq!(released["counts"]["terminated"], 1000, "{released}");
     assert_eq!(eci.capacity(&size), room, "the released capacity did not come back");
+
+    waiting_shows_progress_and_groups_failures(&eci, &kubeconfig).await;
 
     // eci usage and eci invoice: the 1,000 instances that ran are billed, each at least the minimum.
     let usage = eci.json(&["usage", "--group-by", "batch"]);
@@ -535,6 +545,127 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
         "eci up did not exit cleanly on SIGTERM{}",
         server.output()
     );
+}
+
+/// `--wait` in a log (no terminal): a line when the counts change, exit 0 once all run; and once
+/// some instances have failed (two Pods marked evicted through their simulated cluster's API, as a
+/// node would), a non-zero exit with the reasons counted and the batch printed all the same.
+async fn waiting_shows_progress_and_groups_failures(eci: &Client, kubeconfig: &Path) {
+    let create = [
+        "batch",
+        "create",
+        "--count",
+        "3",
+        "--cpu",
+        "1",
+        "--memory",
+        "1Gi",
+        "--image",
+        "nginx:1.27",
+        "--area",
+        "zhejiang",
+        "--wait",
+    ];
+    let out = eci.run(&create);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "eci {create:?} failed ({}):\n{stdout}\n{stderr}", out.status);
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ID:"))
+        .map(|id| id.trim().to_string())
+        .unwrap_or_else(|| panic!("no ID in the batch printed:\n{stdout}"));
+    assert!(stdout.contains("\nInstances: pending 0, creating 0, running 3,"), "{stdout}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.first(), Some(&format!("waiting for batch {id} (3 instances, at most 10m)").as_str()));
+    assert!(lines.last().is_some_and(|l| l.starts_with("3/3 running (")), "{stderr}");
+    // What a line says, without the seconds since the start.
+    let counts = |line: &str| line.rsplit_once(" (").map_or(line, |(counts, _)| counts).to_string();
+    assert!(lines.windows(2).all(|w| counts(w[0]) != counts(w[1])), "a line per change:\n{stderr}");
+    assert!(lines.len() <= 8, "no flood of lines:\n{stderr}");
+
+    let listed = eci.json(&["instance", "list", "--batch", &id]);
+    let instances = listed["items"].as_array().unwrap_or_else(|| panic!("no items in {listed}"));
+    let evicted: Vec<&str> =
+        instances[..2].iter().map(|i| i["id"].as_str().expect("an instance id")).collect();
+    let http = reqwest::Client::new();
+    for instance in &instances[..2] {
+        let server = cluster_server(kubeconfig, instance["idc"].as_str().expect("the instance's IDC"));
+        let name = instance["id"].as_str().expect("an instance id");
+        let pods: Value = http
+            .get(format!("{server}/api/v1/pods?labelSelector=eci.io%2Finstance%3D{name}"))
+            .send()
+            .await
+            .expect("list the instance's Pod")
+            .json()
+            .await
+            .expect("a JSON Pod list");
+        let namespace =
+            pods["items"][0]["metadata"]["namespace"].as_str().unwrap_or_else(|| panic!("{pods}"));
+        let evict = http
+            .patch(format!("{server}/api/v1/namespaces/{namespace}/pods/{name}/status"))
+            .header("content-type", "application/merge-patch+json")
+            .body(
+                json!({"status": {"phase": "Failed", "reason": "Evicted", "message": "The node was low on memory."}})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .expect("mark the Pod evicted");
+        assert!(evict.status().is_success(), "{:?}", evict.text().await);
+    }
+    let mut batch = Value::Null;
+    for _ in 0..600 {
+        batch = eci.json(&["batch", "get", &id]);
+        if batch["counts"]["failed"] == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(batch["counts"]["failed"], 2, "the evicted instances did not fail: {batch}");
+
+    let out = eci.run(&["batch", "get", &id, "--wait"]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("ID:") && stdout.contains(&id), "the batch is printed:\n{stdout}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines[lines.len() - 3..],
+        [
+            format!("error: 2 of 3 instances of batch {id} failed:"),
+            format!("  2 × Evicted ({}, {})", evicted[0], evicted[1]),
+            format!("`eci instance list --batch {id} --state failed` lists them"),
+        ],
+        "{stderr}"
+    );
+    let out = eci.run(&["batch", "get", &id, "--wait", "-o", "json"]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let printed: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{stdout}"));
+    assert_eq!((&printed["id"], &printed["counts"]["failed"]), (&json!(id), &json!(2)), "{printed}");
+    assert!(stderr.starts_with(&format!("error: 2 of 3 instances of batch {id} failed:\n")), "{stderr}");
+}
+
+/// The API address of `idc`'s simulated cluster, from the kubeconfig `eci up` wrote: the list item
+/// (a cluster, a context) that names it and has a `server`.
+fn cluster_server(kubeconfig: &Path, idc: &str) -> String {
+    let text = std::fs::read_to_string(kubeconfig).expect("read the kubeconfig");
+    let mut items: Vec<Vec<&str>> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("- ") {
+            items.push(Vec::new());
+        }
+        if let Some(item) = items.last_mut() {
+            item.push(line.trim_start_matches("- ").trim());
+        }
+    }
+    let name = format!("name: {idc}");
+    items
+        .iter()
+        .filter(|item| item.contains(&name.as_str()))
+        .find_map(|item| item.iter().find_map(|l| l.strip_prefix("server: ")))
+        .unwrap_or_else(|| panic!("no server for {idc} in the kubeconfig:\n{text}"))
+        .to_string()
 }
 
 /// The data directory may be any directory name: the SQLite URL is built so that spaces, `#`, `%`,
@@ -885,4 +1016,158 @@ async fn a_control_plane_killed_mid_batch_creates_every_instance_exactly_once() 
     for sim in sims {
         sim.shutdown().await.expect("stop a simulated IDC");
     }
+}
+
+/// The Pods of `eci up`'s simulated clusters, by name, as (uid, IP), read from the file they are kept
+/// in: what survives the process, whatever it is doing when it dies.
+fn kept_pods(data: &Path) -> BTreeMap<String, (String, String)> {
+    let file = rusqlite::Connection::open(data.join("clusters.db")).expect("open clusters.db");
+    let mut rows = file.prepare("SELECT name, object FROM objects WHERE resource = 'pods'").expect("query");
+    rows.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+        .expect("pods")
+        .map(|row| {
+            let (name, object) = row.expect("a row");
+            let pod: Value = serde_json::from_str(&object).expect("a JSON pod");
+            let text =
+                |pointer: &str| pod.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_string();
+            (name, (text("/metadata/uid"), text("/status/podIP")))
+        })
+        .collect()
+}
+
+/// `eci up` killed with SIGKILL while a batch runs, then started again on its data dir: every
+/// instance is still `running`, in the same Pod (uid and IP) it had, none made twice, and its
+/// billing unbroken (the same `started_at`, no end); the simulated IDCs outlive the control plane
+/// as real ones do. Then a release the kill interrupts (Pods still there) completes after the next
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eci_up_killed_and_started_again_keeps_every_instance_running() {
+    const COUNT: u64 = 2000;
+    let tmp = TempDirGuard::new("eci-up-restart").expect("temp dir");
+    let data = tmp.path().join(".eci");
+    // Two IDCs with room for the batch: the cluster's pace (a burst of 400 requests, then 200 a
+    // second) makes releasing 1,000 Pods in each take seconds, long enough to kill it midway.
+    let fleet = tmp.path().join("fleet.yaml");
+    let mut text = String::from("idcs:\n");
+    for city in ["shenzhen", "guangzhou"] {
+        text.push_str(&format!(
+            "  - id: idc-{city}-9\n    region: south-china\n    province: guangdong\n    city: {city}\n    \
+             carriers: [telecom]\n    cpu: \"1280\"\n    memory: 5120Gi\n"
+        ));
+    }
+    std::fs::write(&fleet, text).expect("write the fleet file");
+    let args =
+        ["up", "--data-dir", data.to_str().expect("a UTF-8 path"), "--fleet", fleet.to_str().expect("UTF-8")];
+    let start = || tokio::task::block_in_place(|| Server::start_in(tmp.path(), &args, tmp.path()));
+    let kill = |server: &mut Server| {
+        let mut child = server.child.take().expect("the server is running");
+        child.kill().expect("SIGKILL the server");
+        child.wait().expect("reap the server");
+    };
+    let mut server = start();
+    let token = read_credentials(&data.join("credentials"))["ECI_TOKEN"].clone();
+    let http = reqwest::Client::new();
+    let get = async |server: &Server, path: &str| -> Value {
+        let answer = http.get(format!("{}{path}", server.endpoint())).bearer_auth(&token).send().await;
+        answer.expect("GET").json().await.expect("JSON")
+    };
+    let instances = async |server: &Server, batch: &str| -> BTreeMap<String, Value> {
+        let mut all = BTreeMap::new();
+        let mut cursor = String::new();
+        loop {
+            let page = get(server, &format!("/v1/instances?batch_id={batch}&limit=1000{cursor}")).await;
+            for i in page["items"].as_array().expect("items") {
+                all.insert(i["id"].as_str().expect("an id").to_string(), i.clone());
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => return all,
+            }
+        }
+    };
+    let until = async |server: &Server, batch: &str, done: &dyn Fn(&Value) -> bool| -> Value {
+        for _ in 0..1200 {
+            let view = get(server, &format!("/v1/batches/{batch}")).await;
+            if done(&view) {
+                return view;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!(
+            "batch {batch} never got there: {}{}",
+            get(server, &format!("/v1/batches/{batch}")).await,
+            server.output()
+        );
+    };
+    let create = async |server: &Server, count: u64| -> String {
+        let answer = http
+            .post(format!("{}/v1/batches", server.endpoint()))
+            .bearer_auth(&token)
+            .json(&json!({"count": count, "spec": {"cpu": "1", "memory": "1Gi"}, "image": "nginx:1.27"}))
+            .send()
+            .await
+            .expect("POST /v1/batches");
+        assert_eq!(answer.status(), 202);
+        answer.json::<Value>().await.expect("JSON")["id"].as_str().expect("an id").to_string()
+    };
+    let all_running = |view: &Value| view["counts"]["running"] == json!(view["count"]);
+
+    let batch = create(&server, COUNT).await;
+    until(&server, &batch, &all_running).await;
+    let before = instances(&server, &batch).await;
+    let pods_before = kept_pods(&data);
+    assert_eq!(pods_before.len() as u64, COUNT);
+    kill(&mut server);
+
+    let server = start();
+    // A second batch running proves the reconcilers of both IDCs have looked at their clusters.
+    let second = create(&server, 10).await;
+    until(&server, &second, &all_running).await;
+    let after = instances(&server, &batch).await;
+    assert_eq!(after.len(), before.len());
+    for (id, was) in &before {
+        let now = &after[id];
+        assert_eq!(now["state"], "running", "{id} after the restart: {now}");
+        for field in ["ip", "idc", "started_at"] {
+            assert_eq!(now[field], was[field], "{id}'s {field} changed across the restart");
+        }
+        assert!(now["ended_at"].is_null(), "{id} ended: {now}");
+    }
+    let pods_after = kept_pods(&data);
+    assert_eq!(pods_after.len() as u64, COUNT + 10, "no Pod made twice");
+    for (name, identity) in &pods_before {
+        assert_eq!(pods_after.get(name), Some(identity), "{name} is the same Pod, with the same IP");
+    }
+    // What the batch costs goes on from where it was: each instance is metered from the moment it
+    // first ran to now, rounded up to the second once (at least the minute's minimum charge), so the
+    // bill neither restarts at the restart, nor leaves a gap, nor counts a second twice.
+    let cost = get(&server, &format!("/v1/batches/{batch}/cost?instances=true")).await;
+    let as_of = timestamp(&cost["as_of"]);
+    for line in cost["instances"].as_array().expect("instances") {
+        let id = line["instance_id"].as_str().expect("an id");
+        assert_eq!(timestamp(&line["started_at"]), timestamp(&before[id]["started_at"]), "{line}");
+        assert!(line["ended_at"].is_null(), "{line}");
+        let ran_ms = (as_of - timestamp(&line["started_at"])).num_milliseconds();
+        let billed_ms = (ran_ms + 999) / 1000 * 1000;
+        assert_eq!(line["totals"]["billed_ms"], json!(billed_ms.max(60_000)), "{id}: {line}");
+    }
+
+    // A release interrupted by a kill while its Pods are still being deleted completes after the
+    // next start: the instances end, the Pods go, the batch is released.
+    let answer = http
+        .delete(format!("{}/v1/batches/{batch}", server.endpoint()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(answer.status(), 200);
+    let mut server = server;
+    kill(&mut server);
+    let left = kept_pods(&data).len() as u64;
+    assert!(left > 10, "the kill should land before the release is done: {left} Pods left");
+    let server = start();
+    until(&server, &batch, &|view| view["counts"]["terminated"] == json!(COUNT)).await;
+    assert_eq!(get(&server, &format!("/v1/batches/{batch}")).await["state"], "released");
+    let pods_left = kept_pods(&data);
+    assert_eq!(pods_left.len(), 10, "only the second batch's Pods are left: {}", pods_left.len());
 }

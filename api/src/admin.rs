@@ -1,9 +1,8 @@
 //! `/v1/admin/...`: tenants, their keys and quotas, and the fleet's IDCs. Admin keys only.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use eci_core::{Area, Carrier, Idc, IdcId, IdcStatus, KeyId, Runtime, TenantId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -12,26 +11,29 @@ use crate::AppState;
 use crate::auth::{Admin, new_secret};
 use crate::error::{ApiError, Result};
 use crate::extract::{Body, Path};
-use crate::wire::{QuotaBody, SpecBody, TenantView};
+use crate::openapi::{AdminCall, Conflict, JsonBody, NotFound};
+use crate::wire::rules::{self, TextRule};
+use crate::wire::{
+    AmountView, QuotaBody, SpecBody, TenantView, optional_word_schema, word_list_schema, word_schema,
+};
 
-/// The routes of `/v1/admin/...`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/tenants", get(list_tenants).post(create_tenant))
-        .route("/v1/admin/tenants/{id}", get(get_tenant))
-        .route("/v1/admin/tenants/{id}/quota", put(set_quota))
-        .route("/v1/admin/tenants/{id}/keys", get(list_keys).post(create_key))
-        .route("/v1/admin/keys/{id}", axum::routing::delete(revoke_key))
-        .route("/v1/admin/idcs", get(list_idcs))
-        .route("/v1/admin/idcs/{id}", put(put_idc).get(get_idc))
-        .route("/v1/admin/idcs/{id}/drain", post(drain_idc))
+routes! { router, ROUTES;
+    "/v1/admin/tenants" => get(list_tenants).post(create_tenant);
+    "/v1/admin/tenants/{id}" => get(get_tenant);
+    "/v1/admin/tenants/{id}/quota" => put(set_quota);
+    "/v1/admin/tenants/{id}/keys" => get(list_keys).post(create_key);
+    "/v1/admin/keys/{id}" => delete(revoke_key);
+    "/v1/admin/idcs" => get(list_idcs);
+    "/v1/admin/idcs/{id}" => put(put_idc).get(get_idc);
+    "/v1/admin/idcs/{id}/drain" => post(drain_idc);
 }
 
 /// A new tenant (`POST /v1/admin/tenants`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantBody {
-    /// Unique account name, 1 to 128 characters; surrounding spaces are trimmed.
+    /// Unique account name.
+    #[schema(value_type = rules::TenantName)]
     pub name: String,
     /// Its limits; unlimited when left out.
     #[serde(default)]
@@ -40,50 +42,52 @@ pub struct CreateTenantBody {
 
 /// Create a tenant with a unique name and, optionally, a quota.
 #[utoipa::path(post, path = "/v1/admin/tenants", request_body = CreateTenantBody,
-    responses((status = 201, body = TenantView), (status = 409)))]
+    responses((status = 201, body = TenantView), AdminCall, JsonBody, (status = 409, response = Conflict)))]
 pub async fn create_tenant(
     State(state): State<AppState>,
     _admin: Admin,
     Body(body): Body<CreateTenantBody>,
 ) -> Result<(StatusCode, Json<TenantView>)> {
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::invalid("name", "must be 1 to 128 characters"));
-    }
-    let tenant = state.store.create_tenant(name, body.quota.to_quota()?, state.clock.now()).await?;
+    rules::TenantName::require("name", &body.name)?;
+    let quota = body.quota.to_quota()?;
+    let tenant = state.store.create_tenant(&body.name, quota, state.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(TenantView::from(&tenant))))
 }
 
 /// List every tenant, in id order, with what its live instances use.
-#[utoipa::path(get, path = "/v1/admin/tenants", responses((status = 200, body = Vec<TenantView>)))]
+#[utoipa::path(get, path = "/v1/admin/tenants", responses((status = 200, body = Vec<TenantView>), AdminCall))]
 pub async fn list_tenants(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<TenantView>>> {
     Ok(Json(state.store.list_tenants().await?.iter().map(TenantView::from).collect()))
 }
 
 /// Get one tenant, with its quota and what its live instances use.
 #[utoipa::path(get, path = "/v1/admin/tenants/{id}",
-    params(("id" = String, Path, description = "The tenant's id (`t-...`).")),
-    responses((status = 200, body = TenantView), (status = 404)))]
+    params(("id" = rules::TenantIdText, Path, description = "The tenant's id (`t-...`).")),
+    responses((status = 200, body = TenantView), AdminCall, (status = 404, response = NotFound)))]
 pub async fn get_tenant(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<TenantView>> {
+    let id = rules::known_id::<rules::TenantIdText>("tenant", id)?;
     Ok(Json(TenantView::from(&state.store.get_tenant(&TenantId(id)).await?)))
 }
 
 /// Replace a tenant's quota; limits left out become unlimited. Lowering a limit below what the
 /// tenant uses refuses new work and ends nothing.
 #[utoipa::path(put, path = "/v1/admin/tenants/{id}/quota",
-    params(("id" = String, Path, description = "The tenant's id (`t-...`).")), request_body = QuotaBody,
-    responses((status = 200, body = TenantView), (status = 404)))]
+    params(("id" = rules::TenantIdText, Path, description = "The tenant's id (`t-...`).")),
+    request_body = QuotaBody,
+    responses((status = 200, body = TenantView), AdminCall, JsonBody, (status = 404, response = NotFound)))]
 pub async fn set_quota(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
     Body(body): Body<QuotaBody>,
 ) -> Result<Json<TenantView>> {
-    let tenant = state.store.set_quota(&TenantId(id), body.to_quota()?).await?;
+    let quota = body.to_quota()?;
+    let id = rules::known_id::<rules::TenantIdText>("tenant", id)?;
+    let tenant = state.store.set_quota(&TenantId(id), quota).await?;
     // Cached callers carry the old request rate.
     state.principals.invalidate_all();
     Ok(Json(TenantView::from(&tenant)))
@@ -95,6 +99,7 @@ pub async fn set_quota(
 pub struct CreateKeyBody {
     /// What the key is for, shown in listings.
     #[serde(default)]
+    #[schema(value_type = rules::Label128)]
     pub name: String,
 }
 
@@ -135,14 +140,17 @@ impl KeyView {
 
 /// Create an API key for a tenant. Its secret is in this answer only and can never be shown again.
 #[utoipa::path(post, path = "/v1/admin/tenants/{id}/keys",
-    params(("id" = String, Path, description = "The tenant's id (`t-...`).")), request_body = CreateKeyBody,
-    responses((status = 201, body = KeyView), (status = 404)))]
+    params(("id" = rules::TenantIdText, Path, description = "The tenant's id (`t-...`).")),
+    request_body = CreateKeyBody,
+    responses((status = 201, body = KeyView), AdminCall, JsonBody, (status = 404, response = NotFound)))]
 pub async fn create_key(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
     Body(body): Body<CreateKeyBody>,
 ) -> Result<(StatusCode, Json<KeyView>)> {
+    rules::Label128::require("name", &body.name)?;
+    let id = rules::known_id::<rules::TenantIdText>("tenant", id)?;
     let secret = new_secret();
     let key =
         state.store.create_key(Some(&TenantId(id)), false, &body.name, &secret, state.clock.now()).await?;
@@ -151,14 +159,14 @@ pub async fn create_key(
 
 /// List a tenant's API keys in id order, revoked ones included; secrets are never shown.
 #[utoipa::path(get, path = "/v1/admin/tenants/{id}/keys",
-    params(("id" = String, Path, description = "The tenant's id (`t-...`).")),
-    responses((status = 200, body = Vec<KeyView>)))]
+    params(("id" = rules::TenantIdText, Path, description = "The tenant's id (`t-...`).")),
+    responses((status = 200, body = Vec<KeyView>), AdminCall, (status = 404, response = NotFound)))]
 pub async fn list_keys(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<KeyView>>> {
-    let tenant = TenantId(id);
+    let tenant = TenantId(rules::known_id::<rules::TenantIdText>("tenant", id)?);
     state.store.get_tenant(&tenant).await?;
     Ok(Json(state.store.list_keys(Some(&tenant)).await?.iter().map(|k| KeyView::new(k, None)).collect()))
 }
@@ -166,8 +174,9 @@ pub async fn list_keys(
 /// Revoke an API key: within seconds, every request made with it is refused. An admin key cannot
 /// revoke itself (`409 self_revocation`).
 #[utoipa::path(delete, path = "/v1/admin/keys/{id}",
-    params(("id" = String, Path, description = "The key's id (`k-...`).")),
-    responses((status = 204), (status = 404)))]
+    params(("id" = rules::KeyIdText, Path, description = "The key's id (`k-...`).")),
+    responses((status = 204, description = "The key is revoked."), AdminCall,
+        (status = 404, response = NotFound), (status = 409, response = Conflict)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     admin: Admin,
@@ -180,6 +189,7 @@ pub async fn revoke_key(
             "an admin key cannot revoke itself",
         ));
     }
+    let id = rules::known_id::<rules::KeyIdText>("active API key", id)?;
     state.store.revoke_key(&KeyId(id), state.clock.now()).await?;
     state.principals.invalidate_all();
     Ok(StatusCode::NO_CONTENT)
@@ -191,98 +201,153 @@ pub async fn revoke_key(
 pub struct IdcBody {
     /// Shown to operators only; the IDC id when empty.
     #[serde(default)]
+    #[schema(value_type = rules::Label128)]
     pub name: String,
-    /// Region code: lowercase pinyin words joined by `-`, such as `south-china`.
+    /// Region code, such as `south-china`.
+    #[schema(value_type = rules::AreaCode)]
+    pub region: String,
+    /// Province code within the region, such as `guangdong`.
+    #[schema(value_type = rules::AreaCode)]
+    pub province: String,
+    /// City code within the province, such as `shenzhen`.
+    #[schema(value_type = rules::AreaCode)]
+    pub city: String,
+    /// ISPs the IDC is connected to, at least one (`bgp` is multi-line).
+    #[schema(schema_with = carriers_schema)]
+    pub carriers: Vec<String>,
+    /// What the platform may allocate there in total, across all servers.
+    pub capacity: SpecBody,
+    /// Runtimes its cluster runs: `container` always (added when left out), `rich`, `vm`.
+    #[serde(default)]
+    #[schema(schema_with = word_list_schema::<Runtime>)]
+    pub runtimes: Vec<String>,
+    /// `active` when absent.
+    #[schema(schema_with = optional_word_schema::<IdcStatus>)]
+    pub status: Option<String>,
+    /// The kubeconfig context naming the IDC's Kubernetes cluster.
+    #[schema(value_type = Option<rules::KubeContext>)]
+    pub kube_context: Option<String>,
+    /// `runtimeClassName` of rich containers there (the platform's default, `kata`, when absent).
+    #[schema(value_type = Option<rules::RuntimeClass>)]
+    pub rich_runtime_class: Option<String>,
+    /// The address the IDC's ssh NodePorts are reached at from outside (its NAT or load balancer);
+    /// the nodes' own addresses when absent.
+    #[schema(value_type = Option<rules::Host>)]
+    pub ssh_ingress_host: Option<String>,
+}
+
+/// An IDC's carriers: at least one.
+fn carriers_schema() -> utoipa::openapi::schema::Array {
+    let mut list = word_list_schema::<Carrier>();
+    list.min_items = Some(1);
+    list
+}
+
+/// An IDC's description with its capacity ledger: what is reserved, allocated and free.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IdcView {
+    /// IDC id, chosen by admins: letters, digits, `-` and `_`.
+    pub id: String,
+    /// Shown to operators only.
+    pub name: String,
+    /// Region code, such as `south-china`.
     pub region: String,
     /// Province code within the region, such as `guangdong`.
     pub province: String,
     /// City code within the province, such as `shenzhen`.
     pub city: String,
-    /// ISPs the IDC is connected to, at least one: `telecom`, `unicom`, `mobile` or `bgp` (multi-line).
+    /// ISPs the IDC is connected to.
+    #[schema(schema_with = word_list_schema::<Carrier>)]
     pub carriers: Vec<String>,
     /// What the platform may allocate there in total, across all servers.
-    pub capacity: SpecBody,
-    /// Runtimes its cluster runs: `container` (always; added when left out), `rich`, `vm`.
-    #[serde(default)]
+    pub capacity: AmountView,
+    /// Runtimes its cluster runs.
+    #[schema(schema_with = word_list_schema::<Runtime>)]
     pub runtimes: Vec<String>,
-    /// `active` (default), `draining` or `disconnected`.
-    pub status: Option<String>,
+    /// Whether it takes new instances.
+    #[schema(schema_with = word_schema::<IdcStatus>)]
+    pub status: String,
     /// The kubeconfig context naming the IDC's Kubernetes cluster.
     pub kube_context: Option<String>,
-    /// `runtimeClassName` of rich containers there (the platform's default, `kata`, when absent).
+    /// `runtimeClassName` of rich containers there; the platform's default when null.
     pub rich_runtime_class: Option<String>,
-    /// The address the IDC's ssh NodePorts are reached at from outside (its NAT or load balancer);
-    /// the nodes' own addresses when absent.
+    /// Where the IDC's ssh NodePorts are reached from outside; the nodes' own addresses when null.
     pub ssh_ingress_host: Option<String>,
-}
-
-/// An IDC's description with its capacity ledger: what is reserved, allocated and free.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct IdcView {
-    /// IDC id, chosen by admins: letters, digits, `-` and `_`.
-    pub id: String,
-    /// The IDC's description, as last set.
-    #[serde(flatten)]
-    pub idc: IdcBody,
     /// Held for reservations and not yet drawn on.
-    pub reserved: SpecBody,
+    pub reserved: AmountView,
     /// Taken by live instances, including those drawn from reservations.
-    pub allocated: SpecBody,
+    pub allocated: AmountView,
     /// What new instances and reservations may still take.
-    pub free: SpecBody,
+    pub free: AmountView,
 }
 
 fn idc_view(idc: &Idc, line: &eci_core::IdcLedger) -> IdcView {
     IdcView {
         id: idc.id.0.clone(),
-        idc: IdcBody {
-            name: idc.name.clone(),
-            region: idc.area.region.clone(),
-            province: idc.area.province.clone(),
-            city: idc.area.city.clone(),
-            carriers: idc.carriers.iter().map(|c| c.to_string()).collect(),
-            capacity: SpecBody::from_resources(&idc.capacity),
-            runtimes: idc.runtimes.iter().map(|r| r.to_string()).collect(),
-            status: Some(idc.status.to_string()),
-            kube_context: idc.kube_context.clone(),
-            rich_runtime_class: idc.rich_runtime_class.clone(),
-            ssh_ingress_host: idc.ssh_ingress_host.clone(),
-        },
-        reserved: SpecBody::from_resources(&line.reserved),
-        allocated: SpecBody::from_resources(&line.allocated),
-        free: SpecBody::from_resources(&line.free()),
+        name: idc.name.clone(),
+        region: idc.area.region.clone(),
+        province: idc.area.province.clone(),
+        city: idc.area.city.clone(),
+        carriers: idc.carriers.iter().map(|c| c.to_string()).collect(),
+        capacity: AmountView::from(&idc.capacity),
+        runtimes: idc.runtimes.iter().map(|r| r.to_string()).collect(),
+        status: idc.status.to_string(),
+        kube_context: idc.kube_context.clone(),
+        rich_runtime_class: idc.rich_runtime_class.clone(),
+        ssh_ingress_host: idc.ssh_ingress_host.clone(),
+        reserved: AmountView::from(&line.reserved),
+        allocated: AmountView::from(&line.allocated),
+        free: AmountView::from(&line.free()),
     }
 }
 
 /// List every IDC, in id order, with what is reserved, allocated and free in it.
-#[utoipa::path(get, path = "/v1/admin/idcs", responses((status = 200, body = Vec<IdcView>)))]
+#[utoipa::path(get, path = "/v1/admin/idcs", responses((status = 200, body = Vec<IdcView>), AdminCall))]
 pub async fn list_idcs(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<IdcView>>> {
     Ok(Json(state.store.list_idcs().await?.iter().map(|(i, l)| idc_view(i, l)).collect()))
 }
 
 /// Get one IDC, with what is reserved, allocated and free in it.
 #[utoipa::path(get, path = "/v1/admin/idcs/{id}",
-    params(("id" = String, Path, description = "The IDC's id.")),
-    responses((status = 200, body = IdcView), (status = 404)))]
+    params(("id" = rules::IdcIdText, Path, description = "The IDC's id.")),
+    responses((status = 200, body = IdcView), AdminCall, (status = 404, response = NotFound)))]
 pub async fn get_idc(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<IdcView>> {
+    let id = rules::known_id::<rules::IdcIdText>("IDC", id)?;
     let (idc, line) = state.store.get_idc(&IdcId(id)).await?;
     Ok(Json(idc_view(&idc, &line)))
 }
 
 /// Add an IDC or change one. Its area codes must not clash with the fleet's.
 #[utoipa::path(put, path = "/v1/admin/idcs/{id}",
-    params(("id" = String, Path, description = "The IDC's id.")), request_body = IdcBody,
-    responses((status = 200, body = IdcView), (status = 400)))]
+    params(("id" = rules::IdcIdText, Path, description = "The IDC's id.")), request_body = IdcBody,
+    responses((status = 200, body = IdcView), AdminCall, JsonBody, (status = 409, response = Conflict)))]
 pub async fn put_idc(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
     Body(body): Body<IdcBody>,
 ) -> Result<Json<IdcView>> {
+    rules::IdcIdText::require("id", &id)?;
+    rules::Label128::require("name", &body.name)?;
+    for (field, code) in [("region", &body.region), ("province", &body.province), ("city", &body.city)] {
+        rules::AreaCode::require(field, code)?;
+    }
+    if body.carriers.is_empty() {
+        return Err(ApiError::invalid("carriers", "an IDC needs at least one carrier"));
+    }
+    if let Some(context) = &body.kube_context {
+        rules::KubeContext::require("kube_context", context)?;
+    }
+    if let Some(class) = &body.rich_runtime_class {
+        rules::RuntimeClass::require("rich_runtime_class", class)?;
+    }
+    if let Some(host) = &body.ssh_ingress_host {
+        rules::Host::require("ssh_ingress_host", host)?;
+    }
     let mut runtimes = body
         .runtimes
         .iter()
@@ -322,8 +387,9 @@ pub async fn put_idc(
     let mut fleet = state.store.snapshot().await?.fleet;
     fleet.idcs.retain(|i| i.id != idc.id);
     fleet.idcs.push(idc.clone());
+    // The codes are well-formed (checked above); clashing with the fleet's is a conflict with what exists.
     eci_core::fleet::check_area_codes(fleet.idcs.iter().map(|i| &i.area))
-        .map_err(|e| ApiError::invalid("area", e.to_string()))?;
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "area_conflict", e.to_string()))?;
     state.store.upsert_idc(&idc, state.clock.now()).await?;
     let (idc, line) = state.store.get_idc(&idc.id).await?;
     Ok(Json(idc_view(&idc, &line)))
@@ -331,14 +397,14 @@ pub async fn put_idc(
 
 /// Stop placing new instances in an IDC; what runs there keeps running.
 #[utoipa::path(post, path = "/v1/admin/idcs/{id}/drain",
-    params(("id" = String, Path, description = "The IDC's id.")),
-    responses((status = 200, body = IdcView), (status = 404)))]
+    params(("id" = rules::IdcIdText, Path, description = "The IDC's id.")),
+    responses((status = 200, body = IdcView), AdminCall, (status = 404, response = NotFound)))]
 pub async fn drain_idc(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<IdcView>> {
-    let id = IdcId(id);
+    let id = IdcId(rules::known_id::<rules::IdcIdText>("IDC", id)?);
     state.store.set_idc_status(&id, IdcStatus::Draining, state.clock.now()).await?;
     let (idc, line) = state.store.get_idc(&id).await?;
     Ok(Json(idc_view(&idc, &line)))

@@ -1,10 +1,9 @@
 //! `/v1/batches`: ask for many instances by area and carrier, look at them, release them.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
 use eci_core::{BatchId, BatchState};
 use eci_store::batches::BatchFilter;
 use eci_store::instances::InstanceFilter;
@@ -15,25 +14,24 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 use crate::extract::{Body, Path, Query};
 use crate::instances::{InstancePageQuery, instance_page};
-use crate::wire::{BatchView, CreateBatchBody, PageView};
+use crate::openapi::{BadRequest, Conflict, JsonBody, NotFound, TenantCall, Unavailable, Unprocessable};
+use crate::wire::rules::{self, TextRule};
+use crate::wire::{BatchView, CreateBatchBody, PageView, word_schema};
 use crate::{AppState, page_limit};
 
-/// The routes of `/v1/batches`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/batches", get(list_batches).post(create_batch))
-        .route("/v1/batches/{id}", get(get_batch).delete(release_batch))
-        .route("/v1/batches/{id}/instances", get(list_batch_instances))
+routes! { router, ROUTES;
+    "/v1/batches" => get(list_batches).post(create_batch);
+    "/v1/batches/{id}" => get(get_batch).delete(release_batch);
+    "/v1/batches/{id}/instances" => get(list_batch_instances);
 }
-
-/// Longest accepted `Idempotency-Key`.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// Create a batch of instances. They are placed and their capacity allocated before the answer;
 /// the same `Idempotency-Key` with the same body returns the same batch.
 #[utoipa::path(post, path = "/v1/batches", request_body = CreateBatchBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
-    responses((status = 202, body = BatchView), (status = 400), (status = 409), (status = 422)))]
+    params(("Idempotency-Key" = Option<rules::IdempotencyKey>, Header, description = "Makes retries safe")),
+    responses((status = 202, body = BatchView), TenantCall, JsonBody, (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable)))]
 #[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id))]
 pub async fn create_batch(
     State(state): State<AppState>,
@@ -44,11 +42,9 @@ pub async fn create_batch(
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let k =
-                v.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
-            Some(k.ok_or_else(|| {
-                ApiError::invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters")
-            })?)
+            let key = v.to_str().unwrap_or_default();
+            rules::IdempotencyKey::require("Idempotency-Key", key)?;
+            Some(key)
         }
     };
     let areas = state.store.area_codes().await?;
@@ -68,20 +64,26 @@ pub async fn create_batch(
 
 /// Filters and paging for listing batches.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BatchListQuery {
-    /// `active`, `released` or `expired`.
+    /// Only batches in this state.
+    #[param(schema_with = word_schema::<BatchState>)]
     pub state: Option<String>,
-    /// `key=value`.
+    /// Only batches with this label, `key=value`.
+    #[param(value_type = Option<rules::LabelFilter>)]
     pub label: Option<String>,
     /// The `next_cursor` of the previous page; absent for the first page.
+    #[param(value_type = Option<rules::Cursor>)]
     pub cursor: Option<String>,
     /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
 /// List the tenant's batches, oldest first, optionally only those in one state or with one label.
-#[utoipa::path(get, path = "/v1/batches", params(BatchListQuery), responses((status = 200, body = PageView<BatchView>)))]
+#[utoipa::path(get, path = "/v1/batches", params(BatchListQuery),
+    responses((status = 200, body = PageView<BatchView>), TenantCall, (status = 400, response = BadRequest)))]
 pub async fn list_batches(
     State(state): State<AppState>,
     caller: Caller,
@@ -103,6 +105,9 @@ pub async fn list_batches(
             })
             .transpose()?,
     };
+    if let Some(cursor) = &q.cursor {
+        rules::Cursor::require("cursor", cursor)?;
+    }
     let page = state
         .store
         .list_batches(&caller.tenant.id, &filter, q.cursor.as_deref(), page_limit(q.limit)?)
@@ -115,13 +120,14 @@ pub async fn list_batches(
 
 /// Get one batch, with its instances counted by state and where they were placed.
 #[utoipa::path(get, path = "/v1/batches/{id}",
-    params(("id" = String, Path, description = "The batch's id (`b-...`).")),
-    responses((status = 200, body = BatchView), (status = 404)))]
+    params(("id" = rules::BatchIdText, Path, description = "The batch's id (`b-...`).")),
+    responses((status = 200, body = BatchView), TenantCall, (status = 404, response = NotFound)))]
 pub async fn get_batch(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<BatchView>> {
+    let id = rules::known_id::<rules::BatchIdText>("batch", id)?;
     let batch = state.store.get_batch(&caller.tenant.id, &BatchId(id)).await?;
     Ok(Json(BatchView::from(&batch)))
 }
@@ -129,14 +135,15 @@ pub async fn get_batch(
 /// Release a batch: the batch ends at once and every live instance in it is released (instances
 /// already started turn `stopping` until their Pod or VMI is gone).
 #[utoipa::path(delete, path = "/v1/batches/{id}",
-    params(("id" = String, Path, description = "The batch's id (`b-...`).")),
-    responses((status = 200, body = BatchView), (status = 404)))]
+    params(("id" = rules::BatchIdText, Path, description = "The batch's id (`b-...`).")),
+    responses((status = 200, body = BatchView), TenantCall, (status = 404, response = NotFound)))]
 #[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id, batch.id = %id))]
 pub async fn release_batch(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<BatchView>> {
+    let id = rules::known_id::<rules::BatchIdText>("batch", id)?;
     let batch = state
         .store
         .release_batch(&caller.tenant.id, &BatchId(id), BatchState::Released, state.clock.now())
@@ -146,15 +153,16 @@ pub async fn release_batch(
 
 /// List the instances of one batch, oldest first, optionally only those in one state.
 #[utoipa::path(get, path = "/v1/batches/{id}/instances",
-    params(("id" = String, Path, description = "The batch's id (`b-...`)."), InstancePageQuery),
-    responses((status = 200, body = PageView<crate::wire::InstanceView>), (status = 404)))]
+    params(("id" = rules::BatchIdText, Path, description = "The batch's id (`b-...`)."), InstancePageQuery),
+    responses((status = 200, body = PageView<crate::wire::InstanceView>), TenantCall,
+        (status = 400, response = BadRequest), (status = 404, response = NotFound)))]
 pub async fn list_batch_instances(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<InstancePageQuery>,
 ) -> Result<Json<PageView<crate::wire::InstanceView>>> {
-    let id = BatchId(id);
+    let id = BatchId(rules::known_id::<rules::BatchIdText>("batch", id)?);
     state.store.get_batch(&caller.tenant.id, &id).await?;
     let filter = InstanceFilter { batch_id: Some(id), ..Default::default() };
     instance_page(&state, &caller, filter, q).await

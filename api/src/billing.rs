@@ -3,11 +3,10 @@
 //! exact integers in the smallest units (milli-vCPU-milliseconds, MiB-milliseconds, GPU-milliseconds),
 //! written as strings because they outgrow what JSON readers hold exactly.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use chrono::{DateTime, TimeZone, Utc};
 use eci_billing::{GroupBy, InvoiceState, LineKind, Period, Price, PriceTier, Totals, Window};
 use eci_core::{BatchId, Carrier, Runtime};
@@ -19,20 +18,23 @@ use crate::AppState;
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, Result};
 use crate::extract::{Body, Path, Query};
-use crate::wire::{optional_word_schema, word_schema};
+use crate::openapi::{AdminCall, BadRequest, Conflict, JsonBody, NotFound, TenantCall, Unprocessable};
+use crate::wire::rules::{self, TextRule};
+use crate::wire::{optional_word_schema, whole, word_schema};
 
 /// The longest window usage is asked for at once.
 const MAX_WINDOW_DAYS: i64 = 366;
+/// The highest price of one unit-second, in micro-units: a thousand of the currency per vCPU-second
+/// is beyond any real price, and keeps every bill within the 64 bits it is counted in.
+const MAX_PRICE_MICROS: u64 = 1_000_000_000;
 
-/// The routes of `/v1/usage`, `/v1/batches/{id}/cost`, `/v1/invoices` and `/v1/admin/prices`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/usage", get(usage))
-        .route("/v1/batches/{id}/cost", get(batch_cost))
-        .route("/v1/invoices", get(list_invoices))
-        .route("/v1/invoices/{period}", get(get_invoice))
-        .route("/v1/admin/prices", get(list_prices).post(add_price))
-        .route("/v1/admin/prices/{id}", delete(withdraw_price))
+routes! { router, ROUTES;
+    "/v1/usage" => get(usage);
+    "/v1/batches/{id}/cost" => get(batch_cost);
+    "/v1/invoices" => get(list_invoices);
+    "/v1/invoices/{period}" => get(get_invoice);
+    "/v1/admin/prices" => get(list_prices).post(add_price);
+    "/v1/admin/prices/{id}" => delete(withdraw_price);
 }
 
 /// Quantities and amounts of a set of charges.
@@ -73,14 +75,20 @@ impl From<&Totals> for TotalsView {
 
 /// The window to add usage up over, and how to group it.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// Start of the window, RFC 3339; default the start of the current month (UTC).
+    #[serde(default, deserialize_with = "rules::rfc3339_opt")]
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub from: Option<DateTime<Utc>>,
-    /// End of the window, RFC 3339, exclusive, at most 366 days after `from`; default just after now, so
-    /// that what runs now is costed as if it ended now.
+    /// End of the window, RFC 3339, exclusive, after `from` and at most 366 days after it (else 422);
+    /// default just after now, so that what runs now is costed as if it ended now.
+    #[serde(default, deserialize_with = "rules::rfc3339_opt")]
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub to: Option<DateTime<Utc>>,
-    /// `batch`, `label:<key>`, `area`, `carrier`, `runtime` or `day`.
+    /// How to group the usage.
+    #[param(value_type = Option<rules::GroupByText>)]
     pub group_by: Option<String>,
 }
 
@@ -117,26 +125,33 @@ pub struct UsageView {
 
 /// Get the tenant's usage and its cost over a window of at most 366 days, in all or grouped by
 /// batch, label, area, carrier, runtime or UTC day; running instances are costed as if they ended now.
-#[utoipa::path(get, path = "/v1/usage", params(UsageQuery), responses((status = 200, body = UsageView), (status = 400)))]
+#[utoipa::path(get, path = "/v1/usage", params(UsageQuery),
+    responses((status = 200, body = UsageView), TenantCall, (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable)))]
 pub async fn usage(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<UsageView>> {
+    if let Some(g) = &q.group_by {
+        rules::GroupByText::require("group_by", g)?;
+    }
     let now = state.clock.now();
     let month_start = Period::containing(now.timestamp_millis()).and_then(|p| at(Some(p.window().from_ms())));
     let from = q.from.or(month_start).unwrap_or(now);
     // Up to and including now: a live instance's cost so far is priced at now (its rounding and
     // minimum charge included), which a window ending exactly at now would leave out.
     let to = q.to.unwrap_or(now + chrono::Duration::milliseconds(1));
+    // The document cannot relate two parameters, so a window that is well-formed in each of its ends
+    // but not as a whole is a 422.
     if to <= from {
-        return Err(ApiError::invalid("to", "must be after `from`"));
+        return Err(ApiError::unprocessable("to", "must be after `from`"));
     }
     if to - from > chrono::Duration::days(MAX_WINDOW_DAYS) {
-        return Err(ApiError::invalid("to", format!("a window spans at most {MAX_WINDOW_DAYS} days")));
+        return Err(ApiError::unprocessable("to", format!("a window spans at most {MAX_WINDOW_DAYS} days")));
     }
     let window = Window::new(from.timestamp_millis(), to.timestamp_millis())
-        .map_err(|e| ApiError::invalid("from", e.to_string()))?;
+        .map_err(|e| ApiError::unprocessable("from", e.to_string()))?;
     let group_by = q
         .group_by
         .as_deref()
@@ -165,6 +180,7 @@ pub async fn usage(
 
 /// What to show of a batch's cost.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CostQuery {
     /// Also list each instance's cost.
@@ -206,14 +222,16 @@ fn at(ms: Option<i64>) -> Option<DateTime<Utc>> {
 /// Get what a batch has cost so far, in all and, with `instances=true`, per instance; instances still
 /// running are costed as if they ended now.
 #[utoipa::path(get, path = "/v1/batches/{id}/cost",
-    params(("id" = String, Path, description = "The batch's id (`b-...`)."), CostQuery),
-    responses((status = 200, body = BatchCostView), (status = 404)))]
+    params(("id" = rules::BatchIdText, Path, description = "The batch's id (`b-...`)."), CostQuery),
+    responses((status = 200, body = BatchCostView), TenantCall, (status = 400, response = BadRequest),
+        (status = 404, response = NotFound)))]
 pub async fn batch_cost(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<CostQuery>,
 ) -> Result<Json<BatchCostView>> {
+    let id = rules::known_id::<rules::BatchIdText>("batch", id)?;
     let cost = state
         .store
         .batch_cost(&caller.tenant.id, &BatchId(id), &state.config.billing, state.clock.now())
@@ -327,7 +345,7 @@ fn invoice_view(invoice: &Invoice, with_lines: bool) -> InvoiceView {
 
 /// List the tenant's invoices without their lines, oldest first: one per UTC month from the month the
 /// tenant was created to the current one.
-#[utoipa::path(get, path = "/v1/invoices", responses((status = 200, body = Vec<InvoiceView>)))]
+#[utoipa::path(get, path = "/v1/invoices", responses((status = 200, body = Vec<InvoiceView>), TenantCall))]
 pub async fn list_invoices(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<InvoiceView>>> {
     let invoices = state.store.invoices(&caller.tenant.id, &state.config.billing, state.clock.now()).await?;
     Ok(Json(invoices.iter().map(|invoice| invoice_view(invoice, false)).collect()))
@@ -335,17 +353,29 @@ pub async fn list_invoices(State(state): State<AppState>, caller: Caller) -> Res
 
 /// How to return an invoice.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InvoiceQuery {
     /// `json` (default) or `csv` (the lines, RFC 4180).
+    #[param(schema_with = invoice_formats)]
     pub format: Option<String>,
+}
+
+/// The formats an invoice comes in.
+fn invoice_formats() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["json", "csv"]))
+        .build()
 }
 
 /// Get the tenant's invoice for one month (`YYYY-MM`, UTC) with its lines, as JSON or as CSV; an
 /// invoice whose month and grace period are over is final.
 #[utoipa::path(get, path = "/v1/invoices/{period}",
-    params(("period" = String, Path, description = "The month, `YYYY-MM` (UTC)."), InvoiceQuery),
-    responses((status = 200, body = InvoiceView), (status = 400), (status = 404)))]
+    params(("period" = rules::PeriodText, Path, description = "The month, `YYYY-MM` (UTC)."), InvoiceQuery),
+    responses((status = 200, description = "The invoice, as JSON or (`format=csv`) its lines as CSV.",
+            content((InvoiceView = "application/json"), (String = "text/csv"))),
+        TenantCall, (status = 400, response = BadRequest), (status = 404, response = NotFound)))]
 pub async fn get_invoice(
     State(state): State<AppState>,
     caller: Caller,
@@ -380,31 +410,58 @@ pub async fn get_invoice(
 #[serde(deny_unknown_fields)]
 pub struct PriceBody {
     /// Letters, digits, `-`, `_` and `.`; unique in the catalogue.
+    #[schema(value_type = rules::PriceIdText)]
     pub id: String,
     /// The runtime the price is for: `container`, `rich` (Kata) or `vm` (KubeVirt).
     #[schema(schema_with = word_schema::<Runtime>)]
     pub runtime: String,
     /// The tier's region code; unset for any. Of the tiers that match an instance, the most specific applies.
+    #[schema(value_type = Option<rules::AreaCode>)]
     pub region: Option<String>,
-    /// The tier's province code, only with `region`; unset for any province.
+    /// The tier's province code, only with `region` (else 422); unset for any province.
+    #[schema(value_type = Option<rules::AreaCode>)]
     pub province: Option<String>,
-    /// The tier's city code, only with `province`; unset for any city.
+    /// The tier's city code, only with `province` (else 422); unset for any city.
+    #[schema(value_type = Option<rules::AreaCode>)]
     pub city: Option<String>,
     /// The carrier (ISP) the price is for; unset for any carrier.
     #[schema(schema_with = optional_word_schema::<Carrier>)]
     pub carrier: Option<String>,
-    /// From this moment on, UTC RFC 3339 (now or later: prices never change the past).
+    /// From this moment on, UTC RFC 3339 (now or later, else 422: prices never change the past).
+    #[serde(deserialize_with = "rules::rfc3339")]
     pub effective_from: DateTime<Utc>,
-    /// The CPU price, in micro-units of currency per vCPU-second.
+    /// The CPU price, in micro-units of currency per vCPU-second, at most 1000000000.
+    #[serde(deserialize_with = "whole::required")]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub cpu_micros_per_vcpu_second: u64,
-    /// The memory price, in micro-units of currency per GiB-second.
+    /// The memory price, in micro-units of currency per GiB-second, at most 1000000000.
+    #[serde(deserialize_with = "whole::required")]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub memory_micros_per_gib_second: u64,
-    /// The GPU price, in micro-units of currency per GPU-second; instances without GPUs never pay it.
+    /// The GPU price, in micro-units of currency per GPU-second, at most 1000000000; instances without
+    /// GPUs never pay it.
+    #[serde(deserialize_with = "whole::required")]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub gpu_micros_per_gpu_second: u64,
 }
 
 impl PriceBody {
     fn to_price(&self) -> Result<Price> {
+        rules::PriceIdText::require("id", &self.id)?;
+        for (field, code) in [("region", &self.region), ("province", &self.province), ("city", &self.city)] {
+            if let Some(code) = code {
+                rules::AreaCode::require(field, code)?;
+            }
+        }
+        for (field, micros) in [
+            ("cpu_micros_per_vcpu_second", self.cpu_micros_per_vcpu_second),
+            ("memory_micros_per_gib_second", self.memory_micros_per_gib_second),
+            ("gpu_micros_per_gpu_second", self.gpu_micros_per_gpu_second),
+        ] {
+            if micros > MAX_PRICE_MICROS {
+                return Err(ApiError::invalid(field, format!("must be at most {MAX_PRICE_MICROS}")));
+            }
+        }
         Ok(Price {
             id: self.id.clone(),
             runtime: self
@@ -445,7 +502,7 @@ impl PriceBody {
 }
 
 /// List every price version in the catalogue, in the order they take effect (then by id).
-#[utoipa::path(get, path = "/v1/admin/prices", responses((status = 200, body = Vec<PriceBody>)))]
+#[utoipa::path(get, path = "/v1/admin/prices", responses((status = 200, body = Vec<PriceBody>), AdminCall))]
 pub async fn list_prices(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<PriceBody>>> {
     let catalogue = state.store.price_catalogue().await?;
     Ok(Json(catalogue.prices().iter().map(PriceBody::from_price).collect()))
@@ -454,7 +511,8 @@ pub async fn list_prices(State(state): State<AppState>, _admin: Admin) -> Result
 /// Add a price version to the catalogue, taking effect now or later so that what was billed stays
 /// what it was; its id must be new.
 #[utoipa::path(post, path = "/v1/admin/prices", request_body = PriceBody,
-    responses((status = 201, body = PriceBody), (status = 400), (status = 409), (status = 422)))]
+    responses((status = 201, body = PriceBody), AdminCall, JsonBody, (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable)))]
 pub async fn add_price(
     State(state): State<AppState>,
     _admin: Admin,
@@ -466,13 +524,15 @@ pub async fn add_price(
 
 /// Withdraw a price version that has not taken effect yet; one already in force is history and stays.
 #[utoipa::path(delete, path = "/v1/admin/prices/{id}",
-    params(("id" = String, Path, description = "The price's id.")),
-    responses((status = 204), (status = 404), (status = 422)))]
+    params(("id" = rules::PriceIdText, Path, description = "The price's id.")),
+    responses((status = 204, description = "The price is withdrawn."), AdminCall,
+        (status = 404, response = NotFound), (status = 422, response = Unprocessable)))]
 pub async fn withdraw_price(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
+    let id = rules::known_id::<rules::PriceIdText>("price", id)?;
     state.store.withdraw_price(&id, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -45,6 +45,24 @@ impl ApiError {
             .with_details(json!({ "field": field, "reason": reason }))
     }
 
+    /// A 422 for a well-formed `field` the request cannot have now: a time already past, a window
+    /// the document cannot rule out on its own (`to` before `from`).
+    pub fn unprocessable(field: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_request", format!("{field}: {reason}"))
+            .with_details(json!({ "field": field, "reason": reason }))
+    }
+
+    /// A 422 for an area code of the right shape that the fleet does not have (see `GET /v1/areas`).
+    pub fn unknown_area(field: &str, area: &str) -> Self {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_area",
+            format!("{field}: `{area}` is not a region, province or city of the fleet (see GET /v1/areas)"),
+        )
+        .with_details(json!({ "field": field, "area": area }))
+    }
+
     /// A 401: the request carries no valid API key.
     pub fn unauthorized(message: &str) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
@@ -113,8 +131,9 @@ impl From<eci_store::Error> for ApiError {
             }
             S::IllegalTransition(t) => ApiError::new(StatusCode::CONFLICT, "illegal_state", t.to_string()),
             S::InvalidPrice(why) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_price", why),
-            S::Window(e) => ApiError::invalid("window", e.to_string()),
-            S::Period(e) => ApiError::invalid("period", e.to_string()),
+            // Both come from values the document allowed, so they are 422s, not 400s.
+            S::Window(e) => ApiError::unprocessable("window", e.to_string()),
+            S::Period(e) => ApiError::unprocessable("period", e.to_string()),
             S::Contention => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "contention",

@@ -2,9 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use eci_core::availability::availability;
 use eci_core::{Carrier, IdcStatus, PlacementRequest, Runtime};
 use serde::{Deserialize, Serialize};
@@ -14,11 +13,13 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 use crate::extract::Query;
-use crate::wire::SpecBody;
+use crate::openapi::{BadRequest, TenantCall, Unprocessable};
+use crate::wire::rules::{self, TextRule};
+use crate::wire::{SpecBody, word_list_schema, word_schema};
 
-/// The routes of `/v1/areas` and `/v1/capacity`.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/areas", get(areas)).route("/v1/capacity", get(capacity))
+routes! { router, ROUTES;
+    "/v1/areas" => get(areas);
+    "/v1/capacity" => get(capacity);
 }
 
 /// A city, with the carriers present there.
@@ -27,6 +28,7 @@ pub struct CityView {
     /// City code, such as `shenzhen`.
     pub code: String,
     /// Carriers (ISPs) of the IDCs there, including IDCs that take nothing new.
+    #[schema(schema_with = word_list_schema::<Carrier>)]
     pub carriers: Vec<String>,
     /// IDCs that take new instances.
     pub idcs: u64,
@@ -38,6 +40,7 @@ pub struct ProvinceView {
     /// Province code, such as `guangdong`.
     pub code: String,
     /// Carriers (ISPs) of the IDCs there, including IDCs that take nothing new.
+    #[schema(schema_with = word_list_schema::<Carrier>)]
     pub carriers: Vec<String>,
     /// IDCs in the province that take new instances.
     pub idcs: u64,
@@ -51,6 +54,7 @@ pub struct RegionView {
     /// Region code, such as `south-china`.
     pub code: String,
     /// Carriers (ISPs) of the IDCs there, including IDCs that take nothing new.
+    #[schema(schema_with = word_list_schema::<Carrier>)]
     pub carriers: Vec<String>,
     /// IDCs in the region that take new instances.
     pub idcs: u64,
@@ -80,7 +84,7 @@ impl Acc {
 }
 
 /// The area tree: regions > provinces > cities, each with the carriers present.
-#[utoipa::path(get, path = "/v1/areas", responses((status = 200, body = AreasView)))]
+#[utoipa::path(get, path = "/v1/areas", responses((status = 200, body = AreasView), TenantCall))]
 pub async fn areas(State(state): State<AppState>, _caller: Caller) -> Result<Json<AreasView>> {
     let mut root = Acc::default();
     for (idc, _) in state.store.list_idcs().await? {
@@ -120,19 +124,26 @@ pub async fn areas(State(state): State<AppState>, _caller: Caller) -> Result<Jso
 
 /// The size of instance to count, and where.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CapacityQuery {
     /// vCPU per instance, e.g. `2`.
+    #[param(value_type = rules::Cpu)]
     pub cpu: String,
     /// Memory per instance, e.g. `4Gi`.
+    #[param(value_type = rules::Memory)]
     pub memory: String,
-    /// GPUs per instance; default 0.
+    /// GPUs per instance, 0 to 10000; default 0.
+    #[param(minimum = 0, maximum = 10000)]
     pub gpu: Option<u32>,
-    /// A region, province or city code; absent = anywhere.
+    /// A region, province or city code of the fleet (see `GET /v1/areas`), or `*`; absent = anywhere.
+    #[param(value_type = Option<rules::AreaSelector>)]
     pub area: Option<String>,
-    /// `telecom`, `unicom`, `mobile` or `bgp`; absent = any.
+    /// Only IDCs reached through this carrier; absent = any.
+    #[param(schema_with = word_schema::<Carrier>)]
     pub carrier: Option<String>,
-    /// `container` (default), `rich` or `vm`.
+    /// How the instances would run; `container` when absent.
+    #[param(schema_with = word_schema::<Runtime>)]
     pub runtime: Option<String>,
 }
 
@@ -145,7 +156,8 @@ pub struct LocationCapacity {
     pub province: String,
     /// City code, such as `shenzhen`.
     pub city: String,
-    /// The carrier (ISP): `telecom`, `unicom`, `mobile` or `bgp`.
+    /// The carrier (ISP).
+    #[schema(schema_with = word_schema::<Carrier>)]
     pub carrier: String,
     /// Instances of the size that fit there right now.
     pub available: u64,
@@ -156,7 +168,8 @@ pub struct LocationCapacity {
 pub struct CapacityView {
     /// The size counted, as quantities in their shortest form ("2000m" reads "2").
     pub spec: SpecBody,
-    /// The runtime counted: `container`, `rich` or `vm`.
+    /// The runtime counted.
+    #[schema(schema_with = word_schema::<Runtime>)]
     pub runtime: String,
     /// How many instances of the spec a batch could get right now.
     pub total: u64,
@@ -165,7 +178,9 @@ pub struct CapacityView {
 }
 
 /// How many instances of a size can be had right now, in total and per city and carrier.
-#[utoipa::path(get, path = "/v1/capacity", params(CapacityQuery), responses((status = 200, body = CapacityView), (status = 400)))]
+#[utoipa::path(get, path = "/v1/capacity", params(CapacityQuery),
+    responses((status = 200, body = CapacityView), TenantCall, (status = 400, response = BadRequest),
+        (status = 422, response = Unprocessable)))]
 pub async fn capacity(
     State(state): State<AppState>,
     _caller: Caller,
@@ -179,6 +194,9 @@ pub async fn capacity(
             .parse()
             .map_err(|e: eci_core::fleet::UnknownWord| ApiError::invalid("runtime", e.to_string()))?,
     };
+    if let Some(area) = &q.area {
+        rules::AreaSelector::require("area", area)?;
+    }
     let mut request = PlacementRequest::new(0, resources);
     request.runtime = runtime;
     if let Some(c) = q.carrier.as_deref() {
@@ -190,10 +208,7 @@ pub async fn capacity(
     let eci_core::Snapshot { fleet, ledger } = state.store.snapshot().await?;
     if let Some(area) = q.area {
         if area != "*" && !fleet.idcs.iter().any(|i| i.area.is_within(&area)) {
-            return Err(ApiError::invalid(
-                "area",
-                format!("`{area}` is not a region, province or city of the fleet"),
-            ));
+            return Err(ApiError::unknown_area("area", &area));
         }
         request.areas = vec![area];
     }

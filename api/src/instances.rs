@@ -1,8 +1,7 @@
 //! `/v1/instances`: every instance of the tenant, wherever it runs.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use eci_core::{BatchId, Carrier, InstanceId, InstanceState};
 use eci_store::instances::InstanceFilter;
 use serde::Deserialize;
@@ -11,45 +10,54 @@ use utoipa::IntoParams;
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 use crate::extract::{Path, Query};
-use crate::wire::{InstanceView, PageView};
+use crate::openapi::{BadRequest, NotFound, TenantCall, Unprocessable};
+use crate::wire::rules::{self, TextRule};
+use crate::wire::{InstanceView, PageView, word_schema};
 use crate::{AppState, page_limit};
 
-/// The routes of `/v1/instances`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/instances", get(list_instances))
-        .route("/v1/instances/{id}", get(get_instance).delete(release_instance))
+routes! { router, ROUTES;
+    "/v1/instances" => get(list_instances);
+    "/v1/instances/{id}" => get(get_instance).delete(release_instance);
 }
 
 /// Filters and paging for listing instances.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceListQuery {
-    /// Only the instances of this batch (an id starting `b-`).
+    /// Only the instances of this batch.
+    #[param(value_type = Option<rules::BatchIdText>)]
     pub batch_id: Option<String>,
-    /// Only instances in this state: `pending`, `creating`, `running`, `stopping`, `terminated`,
-    /// `failed` or `unknown`.
+    /// Only instances in this state.
+    #[param(schema_with = word_schema::<InstanceState>)]
     pub state: Option<String>,
-    /// A region, province or city code.
+    /// Only instances in this region, province or city (one of the fleet's, see `GET /v1/areas`).
+    #[param(value_type = Option<rules::AreaCode>)]
     pub area: Option<String>,
-    /// Only instances reached through this carrier: `telecom`, `unicom`, `mobile` or `bgp`.
+    /// Only instances reached through this carrier.
+    #[param(schema_with = word_schema::<Carrier>)]
     pub carrier: Option<String>,
     /// The `next_cursor` of the previous page; absent for the first page.
+    #[param(value_type = Option<rules::Cursor>)]
     pub cursor: Option<String>,
     /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
 /// Filters and paging for one batch's instances.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InstancePageQuery {
-    /// Only instances in this state: `pending`, `creating`, `running`, `stopping`, `terminated`,
-    /// `failed` or `unknown`.
+    /// Only instances in this state.
+    #[param(schema_with = word_schema::<InstanceState>)]
     pub state: Option<String>,
     /// The `next_cursor` of the previous page; absent for the first page.
+    #[param(value_type = Option<rules::Cursor>)]
     pub cursor: Option<String>,
     /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -66,6 +74,9 @@ pub(crate) async fn instance_page(
     q: InstancePageQuery,
 ) -> Result<Json<PageView<InstanceView>>> {
     filter.state = parse_state(q.state.as_deref())?;
+    if let Some(cursor) = &q.cursor {
+        rules::Cursor::require("cursor", cursor)?;
+    }
     let page = state
         .store
         .list_instances(&caller.tenant.id, &filter, q.cursor.as_deref(), page_limit(q.limit)?)
@@ -77,43 +88,50 @@ pub(crate) async fn instance_page(
 }
 
 /// List the tenant's instances, oldest first, optionally by batch, state, area and carrier.
-#[utoipa::path(get, path = "/v1/instances", params(InstanceListQuery), responses((status = 200, body = PageView<InstanceView>)))]
+#[utoipa::path(get, path = "/v1/instances", params(InstanceListQuery),
+    responses((status = 200, body = PageView<InstanceView>), TenantCall,
+        (status = 400, response = BadRequest), (status = 422, response = Unprocessable)))]
 pub async fn list_instances(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<InstanceListQuery>,
 ) -> Result<Json<PageView<InstanceView>>> {
+    if let Some(batch) = &q.batch_id {
+        rules::BatchIdText::require("batch_id", batch)?;
+    }
+    if let Some(area) = &q.area {
+        rules::AreaCode::require("area", area)?;
+    }
+    let carrier = q
+        .carrier
+        .as_deref()
+        .map(|c| c.parse::<Carrier>().map_err(|e| ApiError::invalid("carrier", e.to_string())))
+        .transpose()?;
+    let page = InstancePageQuery { state: q.state, cursor: q.cursor, limit: q.limit };
     let filter = InstanceFilter {
         batch_id: q.batch_id.map(BatchId),
         state: None,
         area: match q.area {
             Some(area) if !state.store.area_codes().await?.contains(&area) => {
-                return Err(ApiError::invalid(
-                    "area",
-                    format!("`{area}` is not a region, province or city of the fleet"),
-                ));
+                return Err(ApiError::unknown_area("area", &area));
             }
             area => area,
         },
-        carrier: q
-            .carrier
-            .as_deref()
-            .map(|c| c.parse::<Carrier>().map_err(|e| ApiError::invalid("carrier", e.to_string())))
-            .transpose()?,
+        carrier,
     };
-    let page = InstancePageQuery { state: q.state, cursor: q.cursor, limit: q.limit };
     instance_page(&state, &caller, filter, page).await
 }
 
 /// Get one instance: its state, where it runs, its address and its times.
 #[utoipa::path(get, path = "/v1/instances/{id}",
-    params(("id" = String, Path, description = "The instance's id (`i-...`).")),
-    responses((status = 200, body = InstanceView), (status = 404)))]
+    params(("id" = rules::InstanceIdText, Path, description = "The instance's id (`i-...`).")),
+    responses((status = 200, body = InstanceView), TenantCall, (status = 404, response = NotFound)))]
 pub async fn get_instance(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<InstanceView>> {
+    let id = rules::known_id::<rules::InstanceIdText>("instance", id)?;
     let instance = state.store.get_instance(&caller.tenant.id, &InstanceId(id)).await?;
     Ok(Json(InstanceView::from(&instance)))
 }
@@ -121,14 +139,15 @@ pub async fn get_instance(
 /// Release one instance. One that has not started yet ends at once; one that has turns `stopping`
 /// and ends (`terminated`, capacity given back) when its Pod or VMI is gone from the IDC.
 #[utoipa::path(delete, path = "/v1/instances/{id}",
-    params(("id" = String, Path, description = "The instance's id (`i-...`).")),
-    responses((status = 200, body = InstanceView), (status = 404)))]
+    params(("id" = rules::InstanceIdText, Path, description = "The instance's id (`i-...`).")),
+    responses((status = 200, body = InstanceView), TenantCall, (status = 404, response = NotFound)))]
 #[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id, instance.id = %id))]
 pub async fn release_instance(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<InstanceView>> {
+    let id = rules::known_id::<rules::InstanceIdText>("instance", id)?;
     let instance =
         state.store.release_instance(&caller.tenant.id, &InstanceId(id), state.clock.now()).await?;
     Ok(Json(InstanceView::from(&instance)))

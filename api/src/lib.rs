@@ -13,6 +13,22 @@
 
 #![warn(missing_docs)]
 
+/// Declares routes once, as the axum router that serves them (`$router`) and as the table of
+/// `(method, path)` pairs it serves (`$table`), so that [`routes`] lists exactly what is routed.
+macro_rules! routes {
+    ($router:ident, $table:ident;
+        $($path:literal => $method:ident($handler:expr) $(. $more:ident($more_handler:expr))*;)+) => {
+        /// The routes of this module.
+        pub fn $router() -> axum::Router<crate::AppState> {
+            axum::Router::new()$(.route($path, axum::routing::$method($handler)$(.$more($more_handler))*))+
+        }
+
+        /// Every `(method, path)` that the router of this module serves.
+        pub const $table: &[(&str, &str)] =
+            &[$((stringify!($method), $path) $(, (stringify!($more), $path))*),+];
+    };
+}
+
 pub mod admin;
 pub mod auth;
 pub mod batches;
@@ -32,13 +48,11 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use eci_store::Store;
 use eci_store::coordination::RateWindows;
 use eci_store::tenants::Principal;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
 
 use crate::error::{ApiError, Result};
 use eci_core::Clock;
@@ -100,6 +114,27 @@ pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32> {
     }
 }
 
+routes! { service_router, SERVICE_ROUTES;
+    "/v1/openapi.json" => get(openapi::serve);
+    "/healthz" => get(openapi::healthz);
+    "/metrics" => get(metrics::serve);
+}
+
+/// Every `(method, path)` the API routes (methods lowercase, paths as the document writes them), for
+/// the test that holds the router and the OpenAPI document to each other.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    [
+        batches::ROUTES,
+        instances::ROUTES,
+        reservations::ROUTES,
+        fleet::ROUTES,
+        admin::ROUTES,
+        billing::ROUTES,
+        SERVICE_ROUTES,
+    ]
+    .concat()
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -109,9 +144,7 @@ pub fn router(state: AppState) -> Router {
         .merge(fleet::router())
         .merge(admin::router())
         .merge(billing::router())
-        .route("/v1/openapi.json", get(|| async { Json(openapi::ApiDoc::openapi()) }))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics::serve))
+        .merge(service_router())
         // Without this, a known path with the wrong method is a 405 with an empty body.
         .method_not_allowed_fallback(|| async {
             ApiError::new(

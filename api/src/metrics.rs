@@ -96,7 +96,11 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     response
 }
 
-/// `GET /metrics` in the Prometheus text format.
+/// `GET /metrics` in the Prometheus text format. Unauthenticated, like `/healthz`: scrapers carry no
+/// API key, and it names no tenant.
+#[utoipa::path(get, path = "/metrics", security(()),
+    responses((status = 200, description = "The metrics, in the OpenMetrics text format.", body = String,
+        content_type = "application/openmetrics-text")))]
 pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],

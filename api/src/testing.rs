@@ -63,6 +63,17 @@ pub async fn send_raw(
     headers: &[(String, String)],
     body: Option<String>,
 ) -> Reply {
+    send_bytes(router, method, path, headers, body.map(String::into_bytes)).await
+}
+
+/// Sends one request with exactly these headers and these body bytes, which need not be UTF-8.
+pub async fn send_bytes(
+    router: &Router,
+    method: Method,
+    path: &str,
+    headers: &[(String, String)],
+    body: Option<Vec<u8>>,
+) -> Reply {
     let mut request = Request::builder().method(method.clone()).uri(path);
     for (name, value) in headers {
         request = request.header(name.as_str(), value.as_str());
@@ -121,6 +132,15 @@ pub fn assert_invalid(reply: &Reply, field: &str) -> Value {
     let details = assert_error(reply, StatusCode::BAD_REQUEST, "invalid_request");
     assert_eq!(details["field"], field, "the field named by {}", reply.1);
     assert!(details["reason"].as_str().is_some_and(|r| !r.is_empty()), "a reason is given: {}", reply.1);
+    details
+}
+
+/// Checks that `reply` is a 422 `unprocessable_request` naming `field` (well-formed, but not possible
+/// now), and returns its details.
+#[track_caller]
+pub fn assert_unprocessable(reply: &Reply, field: &str) -> Value {
+    let details = assert_error(reply, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_request");
+    assert_eq!(details["field"], field, "the field named by {}", reply.1);
     details
 }
 

@@ -7,34 +7,72 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use eci_core::words::Word;
 use eci_core::{
-    Batch, BatchRequest, Carrier, Instance, MiB, MilliCpu, PlacedArea, PlacementSpec, Quota, Reservation,
-    ReservationId, Resources, Runtime, SshEndpoint, Strategy, Tenant, Workload,
+    Batch, BatchRequest, Carrier, CarrierPerIdc, Instance, MiB, MilliCpu, PlacedArea, PlacementSpec, Quota,
+    Reservation, ReservationId, Resources, Runtime, SshEndpoint, Strategy, Tenant, Workload,
 };
 use eci_core::{BatchState, InstanceState, ReservationState};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    AdditionalProperties, Array, ArrayBuilder, Object, ObjectBuilder, Schema, SchemaType, Type,
+};
 
 use crate::error::{ApiError, Result};
+
+pub mod rules;
+pub mod whole;
+
+use rules::TextRule;
 
 /// Most instances one batch may ask for.
 pub const MAX_BATCH_COUNT: u64 = 10_000;
 /// Longest TTL a batch may carry: a year.
 pub const MAX_TTL_SECONDS: u64 = 366 * 24 * 3600;
+/// Most GPUs one instance (or one IDC) may have: enough for any real IDC, and small enough that a
+/// whole batch's GPUs count in the ledger's 32 bits.
+pub const MAX_GPU: u32 = 10_000;
+/// Most labels a batch may carry.
+pub const MAX_LABELS: usize = 32;
+/// The highest `max_instances` a quota may set: far beyond any fleet, and exact in every JSON reader.
+pub const MAX_QUOTA_INSTANCES: u64 = 1_000_000_000;
+/// The highest request rate a quota may set, per second.
+pub const MAX_REQUESTS_PER_SECOND: u32 = 1_000_000;
 
 /// Resources per instance, as Kubernetes quantity strings.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpecBody {
     /// vCPU: "2", "0.5", "500m".
-    #[schema(example = "2")]
+    #[schema(value_type = rules::Cpu, example = "2")]
     pub cpu: String,
     /// Memory: "4Gi", "512Mi".
-    #[schema(example = "4Gi")]
+    #[schema(value_type = rules::Memory, example = "4Gi")]
     pub memory: String,
-    /// GPUs per instance; default 0.
-    #[serde(default)]
+    /// GPUs, 0 to 10000; default 0.
+    #[serde(default, deserialize_with = "whole::required")]
+    #[schema(minimum = 0, maximum = 10000)]
     pub gpu: u32,
+}
+
+/// Amounts of CPU, memory and GPUs, as Kubernetes quantity strings in their shortest form; unlike a
+/// [`SpecBody`], any of them may be zero.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AmountView {
+    /// vCPU: "0", "2", "500m".
+    #[schema(pattern = "^(0|[1-9][0-9]*m?)$")]
+    pub cpu: String,
+    /// Memory: "0Mi", "512Mi", "4Gi".
+    #[schema(pattern = "^(0|[1-9][0-9]*)(Mi|Gi)$")]
+    pub memory: String,
+    /// GPUs.
+    pub gpu: u32,
+}
+
+impl From<&Resources> for AmountView {
+    fn from(r: &Resources) -> Self {
+        AmountView { cpu: r.cpu.to_string(), memory: r.memory.to_string(), gpu: r.gpu }
+    }
 }
 
 /// Where instances may go.
@@ -43,6 +81,7 @@ pub struct SpecBody {
 pub struct PlacementBody {
     /// Area codes at any level (`south-china`, `guangdong`, `shenzhen`); `*` or empty = anywhere.
     #[serde(default)]
+    #[schema(value_type = Vec<rules::AreaSelector>)]
     pub areas: Vec<String>,
     /// Empty = any.
     #[serde(default)]
@@ -51,7 +90,12 @@ pub struct PlacementBody {
     /// `spread` (default) or `pack`.
     #[schema(schema_with = optional_word_schema::<Strategy>)]
     pub strategy: Option<String>,
-    /// The most instances any one IDC may take, at least 1; no limit when absent.
+    /// `any` (default): an IDC may mix the requested carriers; `one`: each IDC serves through one.
+    #[schema(schema_with = optional_word_schema::<CarrierPerIdc>)]
+    pub carrier_per_idc: Option<String>,
+    /// The most instances any one IDC may take, 1 to 10000; no limit when absent.
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_per_idc: Option<u64>,
     /// Default true; false places what fits and says how many.
     pub all_or_nothing: Option<bool>,
@@ -62,11 +106,14 @@ pub struct PlacementBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateBatchBody {
     /// 1 to 10000.
+    #[serde(deserialize_with = "whole::required")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub count: u64,
     /// The size of each instance.
     pub spec: SpecBody,
     /// Image reference such as `nginx:1.27`: what a container runs, or the container disk a VM boots
     /// from (a rich container runs the platform's base image).
+    #[schema(value_type = rules::Image)]
     pub image: String,
     /// Replaces the image's entrypoint when not empty (plain containers).
     #[serde(default)]
@@ -76,27 +123,34 @@ pub struct CreateBatchBody {
     pub args: Vec<String>,
     /// Environment variables by name: letters, digits and `_`, not starting with a digit.
     #[serde(default)]
+    #[schema(schema_with = env_schema)]
     pub env: BTreeMap<String, String>,
     /// Ports the workload listens on, 1 to 65535 (a rich container also gets 22).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::list")]
+    #[schema(schema_with = ports_schema)]
     pub ports: Vec<u16>,
     /// `container` (default), `rich` (Kata) or `vm` (KubeVirt).
     #[schema(schema_with = optional_word_schema::<Runtime>)]
     pub runtime: Option<String>,
-    /// Required for `rich` and `vm`.
+    /// OpenSSH public keys to log in with; at least one for `rich` and `vm`.
     #[serde(default)]
+    #[schema(value_type = Vec<rules::SshPublicKey>)]
     pub ssh_keys: Vec<String>,
     /// Where the instances may go; anywhere when left out.
     #[serde(default)]
     pub placement: PlacementBody,
     /// A reservation of the tenant's (id starting `r-`) to draw on before the open pool; it must hold
     /// the same spec and runtime.
+    #[schema(value_type = Option<rules::ReservationIdText>)]
     pub reservation_id: Option<String>,
-    /// The batch releases itself this long after creation.
+    /// The batch releases itself this long after creation: 1 to 31622400 (366 days).
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(minimum = 1, maximum = 31622400)]
     pub ttl_seconds: Option<u64>,
     /// At most 32 Kubernetes labels, put on every instance's Pod or VM; listings filter and usage groups
     /// by them.
     #[serde(default)]
+    #[schema(schema_with = labels_schema)]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -105,6 +159,8 @@ pub struct CreateBatchBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateReservationBody {
     /// Instances' worth of capacity to hold, 1 to 10000.
+    #[serde(deserialize_with = "whole::required")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub count: u64,
     /// The size of each instance it holds room for; batches drawing on it must ask for the same.
     pub spec: SpecBody,
@@ -114,8 +170,36 @@ pub struct CreateReservationBody {
     /// Where the capacity may be held; anywhere when left out. Always all or nothing.
     #[serde(default)]
     pub placement: PlacementBody,
-    /// When the reservation ends and its unused capacity goes back to the pool.
+    /// When the reservation ends and its unused capacity goes back to the pool, RFC 3339, in the future.
+    #[serde(deserialize_with = "rules::rfc3339")]
+    #[schema(example = "2099-01-01T00:00:00Z")]
     pub ends_at: DateTime<Utc>,
+}
+
+/// `env`: values by variable name.
+fn env_schema() -> Object {
+    ObjectBuilder::new()
+        .property_names(Some(rules::EnvName::object()))
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build()
+}
+
+/// `ports`: TCP ports.
+fn ports_schema() -> Array {
+    ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).maximum(Some(65535)))
+        .build()
+}
+
+/// `labels`: at most [`MAX_LABELS`] Kubernetes labels.
+fn labels_schema() -> Object {
+    ObjectBuilder::new()
+        .max_properties(Some(MAX_LABELS))
+        .property_names(Some(rules::LabelKey::both_patterns()))
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(
+            rules::LabelValue::object(),
+        )))))
+        .build()
 }
 
 /// The schema of a product word: a string that is one of `W`'s words, listed from core so that
@@ -151,17 +235,17 @@ where
 }
 
 impl SpecBody {
-    /// Parses the quantities; an error names `<field>.cpu` or `<field>.memory`.
+    /// Checks and parses the quantities; an error names `<field>.cpu`, `<field>.memory` or
+    /// `<field>.gpu`.
     pub fn to_resources(&self, field: &str) -> Result<Resources> {
-        let cpu = MilliCpu::parse(&self.cpu)
-            .map_err(|e| ApiError::invalid(&format!("{field}.cpu"), e.to_string()))?;
-        let memory = MiB::parse(&self.memory)
-            .map_err(|e| ApiError::invalid(&format!("{field}.memory"), e.to_string()))?;
-        if cpu.0 == 0 {
-            return Err(ApiError::invalid(&format!("{field}.cpu"), "must be more than zero"));
-        }
-        if memory.0 == 0 {
-            return Err(ApiError::invalid(&format!("{field}.memory"), "must be at least 1Mi"));
+        let cpu_field = format!("{field}.cpu");
+        rules::Cpu::require(&cpu_field, &self.cpu)?;
+        let cpu = MilliCpu::parse(&self.cpu).map_err(|e| ApiError::invalid(&cpu_field, e.to_string()))?;
+        let memory_field = format!("{field}.memory");
+        rules::Memory::require(&memory_field, &self.memory)?;
+        let memory = MiB::parse(&self.memory).map_err(|e| ApiError::invalid(&memory_field, e.to_string()))?;
+        if self.gpu > MAX_GPU {
+            return Err(ApiError::invalid(&format!("{field}.gpu"), format!("must be at most {MAX_GPU}")));
         }
         Ok(Resources::new(cpu, memory, self.gpu))
     }
@@ -176,11 +260,11 @@ impl PlacementBody {
     /// Checks the selectors; `known_area` says whether an area code exists in the fleet.
     pub fn to_spec(&self, known_area: impl Fn(&str) -> bool) -> Result<PlacementSpec> {
         for (i, area) in self.areas.iter().enumerate() {
+            rules::AreaSelector::require(&format!("placement.areas[{i}]"), area)?;
+        }
+        for (i, area) in self.areas.iter().enumerate() {
             if area != "*" && !known_area(area) {
-                return Err(ApiError::invalid(
-                    &format!("placement.areas[{i}]"),
-                    format!("`{area}` is not a region, province or city of the fleet (see GET /v1/areas)"),
-                ));
+                return Err(ApiError::unknown_area(&format!("placement.areas[{i}]"), area));
             }
         }
         let carriers = self
@@ -199,13 +283,23 @@ impl PlacementBody {
                 ));
             }
         };
-        if self.max_per_idc == Some(0) {
-            return Err(ApiError::invalid("placement.max_per_idc", "must be at least 1"));
+        if self.max_per_idc.is_some_and(|n| n == 0 || n > MAX_BATCH_COUNT) {
+            return Err(ApiError::invalid(
+                "placement.max_per_idc",
+                format!("must be between 1 and {MAX_BATCH_COUNT}"),
+            ));
         }
+        let carrier_per_idc = self
+            .carrier_per_idc
+            .as_deref()
+            .map(|c| parse_word::<CarrierPerIdc>("placement.carrier_per_idc", c))
+            .transpose()?
+            .unwrap_or_default();
         Ok(PlacementSpec {
             areas: self.areas.clone(),
             carriers,
             strategy,
+            carrier_per_idc,
             max_per_idc: self.max_per_idc,
             all_or_nothing: self.all_or_nothing.unwrap_or(true),
         })
@@ -217,6 +311,7 @@ impl PlacementBody {
             areas: spec.areas.clone(),
             carriers: spec.carriers.iter().map(|c| c.to_string()).collect(),
             strategy: Some(spec.strategy.as_str().into()),
+            carrier_per_idc: Some(spec.carrier_per_idc.as_str().into()),
             max_per_idc: spec.max_per_idc,
             all_or_nothing: Some(spec.all_or_nothing),
         }
@@ -227,31 +322,6 @@ fn parse_runtime(value: Option<&str>) -> Result<Runtime> {
     value.map(|r| parse_word::<Runtime>("runtime", r)).transpose().map(Option::unwrap_or_default)
 }
 
-/// Label keys and values follow Kubernetes' rules, since they end up on Pods.
-fn check_label(field: &str, key: &str, value: &str) -> Result<()> {
-    let name = key.rsplit('/').next().unwrap_or(key);
-    let ok_name = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-    };
-    if !ok_name(name) || key.len() > 253 {
-        return Err(ApiError::invalid(
-            field,
-            format!("label key `{key}` is not a valid Kubernetes label key"),
-        ));
-    }
-    if !(value.is_empty() || ok_name(value)) {
-        return Err(ApiError::invalid(
-            field,
-            format!("label value `{value}` is not a valid Kubernetes label value"),
-        ));
-    }
-    Ok(())
-}
-
 impl CreateBatchBody {
     /// Turns the body into a validated domain request, or names the first field that is wrong.
     pub fn validate(self, known_area: impl Fn(&str) -> bool) -> Result<BatchRequest> {
@@ -259,13 +329,7 @@ impl CreateBatchBody {
             return Err(ApiError::invalid("count", format!("must be between 1 and {MAX_BATCH_COUNT}")));
         }
         let spec = self.spec.to_resources("spec")?;
-        let image = self.image.trim();
-        if image.is_empty() || image.len() > 512 || image.contains(char::is_whitespace) {
-            return Err(ApiError::invalid(
-                "image",
-                "must be a container image reference such as `nginx:1.27`",
-            ));
-        }
+        rules::Image::require("image", &self.image)?;
         let runtime = parse_runtime(self.runtime.as_deref())?;
         if runtime.needs_ssh() && self.ssh_keys.is_empty() {
             return Err(ApiError::invalid(
@@ -274,49 +338,35 @@ impl CreateBatchBody {
             ));
         }
         for (i, key) in self.ssh_keys.iter().enumerate() {
-            let kind = key.split_whitespace().next().unwrap_or("");
-            if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-"))
-                || key.split_whitespace().count() < 2
-            {
-                return Err(ApiError::invalid(&format!("ssh_keys[{i}]"), "is not an OpenSSH public key"));
-            }
+            rules::SshPublicKey::require(&format!("ssh_keys[{i}]"), key)?;
         }
         for name in self.env.keys() {
-            let ok = !name.is_empty()
-                && !name.starts_with(|c: char| c.is_ascii_digit())
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !ok {
-                return Err(ApiError::invalid(
-                    &format!("env.{name}"),
-                    "is not a valid environment variable name",
-                ));
-            }
+            rules::EnvName::require(&format!("env.{name}"), name)?;
         }
         if let Some(i) = self.ports.iter().position(|&p| p == 0) {
             return Err(ApiError::invalid(&format!("ports[{i}]"), "must be between 1 and 65535"));
         }
-        if self.labels.len() > 32 {
-            return Err(ApiError::invalid("labels", "at most 32 labels"));
+        if self.labels.len() > MAX_LABELS {
+            return Err(ApiError::invalid("labels", format!("at most {MAX_LABELS} labels")));
         }
         for (key, value) in &self.labels {
-            check_label(&format!("labels.{key}"), key, value)?;
+            rules::LabelKey::require(&format!("labels.{key}"), key)?;
+            rules::LabelValue::require(&format!("labels.{key}"), value)?;
         }
         if let Some(ttl) = self.ttl_seconds
             && (ttl == 0 || ttl > MAX_TTL_SECONDS)
         {
             return Err(ApiError::invalid("ttl_seconds", format!("must be between 1 and {MAX_TTL_SECONDS}")));
         }
-        if let Some(r) = &self.reservation_id
-            && !r.starts_with(ReservationId::PREFIX)
-        {
-            return Err(ApiError::invalid("reservation_id", "is not a reservation id"));
+        if let Some(r) = &self.reservation_id {
+            rules::ReservationIdText::require("reservation_id", r)?;
         }
         Ok(BatchRequest {
             count: self.count,
             spec,
             runtime,
             workload: Workload {
-                image: image.to_string(),
+                image: self.image,
                 command: self.command,
                 args: self.args,
                 env: self.env,
@@ -602,7 +652,7 @@ impl CreateReservationBody {
             return Err(ApiError::invalid("count", format!("must be between 1 and {MAX_BATCH_COUNT}")));
         }
         if self.ends_at <= now {
-            return Err(ApiError::invalid("ends_at", "must be in the future"));
+            return Err(ApiError::unprocessable("ends_at", "must be in the future"));
         }
         Ok(eci_core::ReservationRequest {
             count: self.count,
@@ -619,23 +669,41 @@ impl CreateReservationBody {
 #[serde(deny_unknown_fields)]
 pub struct QuotaBody {
     /// Total vCPU of live instances, as a quantity ("2000").
+    #[schema(value_type = Option<rules::CpuLimit>)]
     pub max_cpu: Option<String>,
-    /// Live instances at once.
+    /// Live instances at once, 0 to 1000000000.
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub max_instances: Option<u64>,
-    /// API requests per second before answers turn 429, at least 1; the platform's default when absent.
+    /// API requests per second before answers turn 429, 1 to 1000000; the platform's default when
+    /// absent.
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub requests_per_second: Option<u32>,
 }
 
 impl QuotaBody {
     /// Checks the limits; an error names `quota.<field>`.
     pub fn to_quota(&self) -> Result<Quota> {
+        if let Some(c) = &self.max_cpu {
+            rules::CpuLimit::require("quota.max_cpu", c)?;
+        }
         let max_cpu = self
             .max_cpu
             .as_deref()
             .map(|c| MilliCpu::parse(c).map_err(|e| ApiError::invalid("quota.max_cpu", e.to_string())))
             .transpose()?;
-        if self.requests_per_second == Some(0) {
-            return Err(ApiError::invalid("quota.requests_per_second", "must be at least 1"));
+        if self.max_instances.is_some_and(|n| n > MAX_QUOTA_INSTANCES) {
+            return Err(ApiError::invalid(
+                "quota.max_instances",
+                format!("must be at most {MAX_QUOTA_INSTANCES}"),
+            ));
+        }
+        if self.requests_per_second.is_some_and(|n| n == 0 || n > MAX_REQUESTS_PER_SECOND) {
+            return Err(ApiError::invalid(
+                "quota.requests_per_second",
+                format!("must be between 1 and {MAX_REQUESTS_PER_SECOND}"),
+            ));
         }
         Ok(Quota {
             max_cpu,
@@ -694,13 +762,16 @@ pub struct ErrorBody {
 /// The code, message and details of an error answer.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Machine-readable: `invalid_request`, `unauthorized`, `not_found`, `idempotency_conflict`,
-    /// `insufficient_capacity`, `quota_exceeded`, `rate_limited`, ...
+    /// Machine-readable: `invalid_request` (the request breaks the document), `unsupported_media_type`,
+    /// `payload_too_large`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `idempotency_conflict`,
+    /// `unknown_area`, `unprocessable_request`, `insufficient_capacity`, `quota_exceeded`,
+    /// `rate_limited`, ...
     pub code: String,
     /// What went wrong, for people; match on `code`, not on this.
     pub message: String,
-    /// Facts for programs, by code: `field` and `reason` (`invalid_request`), `requested` and
-    /// `placeable` (`insufficient_capacity`, `quota_exceeded`), `resource` and `id` (`not_found`).
+    /// Facts for programs, by code: `field` and `reason` (`invalid_request`, `unprocessable_request`),
+    /// `field` and `area` (`unknown_area`), `requested` and `placeable` (`insufficient_capacity`,
+    /// `quota_exceeded`), `resource` and `id` (`not_found`).
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }

@@ -29,7 +29,7 @@ async fn a_bad_batch_body_is_refused_naming_the_field_at_fault() {
                     b["ssh_keys"] = json!(["not a key"]);
                 }),
             ),
-            ("placement.areas[0]", with(&base, |b| b["placement"] = json!({ "areas": ["atlantis"] }))),
+            ("placement.areas[0]", with(&base, |b| b["placement"] = json!({ "areas": ["At lantis"] }))),
             (
                 "placement.areas[1]",
                 with(&base, |b| b["placement"] = json!({ "areas": ["shenzhen", "Shenzhen"] })),
@@ -48,6 +48,11 @@ async fn a_bad_batch_body_is_refused_naming_the_field_at_fault() {
             assert_eq!(reply.0, StatusCode::BAD_REQUEST, "{body} should be refused, got {}", reply.1);
             assert_invalid(&reply, field);
         }
+        // A well-formed area code the fleet does not have is a 422, not a 400: the document allows it.
+        let atlantis = with(&base, |b| b["placement"] = json!({ "areas": ["shenzhen", "atlantis"] }));
+        let reply = app.post("/v1/batches", &acme.token, atlantis).await;
+        let details = assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "unknown_area");
+        assert_eq!((&details["field"], &details["area"]), (&json!("placement.areas[1]"), &json!("atlantis")));
 
         // Bodies that are not the right JSON at all.
         let unknown = app.post("/v1/batches", &acme.token, with(&base, |b| b["colour"] = json!("red"))).await;
@@ -81,7 +86,7 @@ async fn a_bad_batch_body_is_refused_naming_the_field_at_fault() {
         let no_type = [json_headers[0].clone()];
         let reply =
             send_raw(&app.router, Method::POST, "/v1/batches", &no_type, Some(base.to_string())).await;
-        assert_invalid(&reply, "content-type");
+        assert_error(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
         // A body past the limit is refused as too large, whatever is in it.
         let huge = format!(r#"{{"count": 1, "image": "{}"}}"#, "x".repeat(3 << 20));
         let reply = send_raw(&app.router, Method::POST, "/v1/batches", &json_headers, Some(huge)).await;
@@ -115,10 +120,12 @@ async fn bad_paging_and_filter_parameters_are_refused() {
         let batch = app.create_batch(&acme.token, batch(1)).await;
         let path = format!("/v1/batches/{}/instances?limit=0", batch["id"].as_str().unwrap());
         assert_invalid(&app.get(&path, &acme.token).await, "limit");
-        for filter in ["state=sleeping", "carrier=cmcc", "area=atlantis"] {
+        for filter in ["state=sleeping", "carrier=cmcc", "area=At%20lantis"] {
             let field = filter.split('=').next().unwrap();
             assert_invalid(&app.get(&format!("/v1/instances?{filter}"), &acme.token).await, field);
         }
+        let unknown = app.get("/v1/instances?area=atlantis", &acme.token).await;
+        assert_eq!(assert_error(&unknown, StatusCode::UNPROCESSABLE_ENTITY, "unknown_area")["field"], "area");
         assert_invalid(&app.get("/v1/batches?state=sleeping", &acme.token).await, "state");
         assert_invalid(&app.get("/v1/batches?label=no-equals-sign", &acme.token).await, "label");
     })
@@ -233,9 +240,9 @@ async fn unknown_ids_and_routes_are_not_found() {
             assert_eq!(details["resource"], resource, "{path}");
             assert_eq!(details["id"], path.split('/').nth(3).unwrap(), "{path}");
         }
-        let reply = app
-            .post("/v1/batches", &acme.token, with(&batch(1), |b| b["reservation_id"] = json!("r-nope")))
-            .await;
+        let unknown = json!("r-00000000000000000000000000000000");
+        let reply =
+            app.post("/v1/batches", &acme.token, with(&batch(1), |b| b["reservation_id"] = unknown)).await;
         assert_eq!(assert_error(&reply, StatusCode::NOT_FOUND, "not_found")["resource"], "reservation");
 
         for (method, path) in [

@@ -234,13 +234,24 @@ async fn reservations_are_listed_in_pages_and_bad_ones_are_refused() {
         let app = App::seeded(store).await;
         let acme = app.tenant("acme").await;
         let base = in_shenzhen(1, 3600);
+        // Well-formed, but past, or somewhere the fleet is not: 422s.
         for (field, body) in [
             ("ends_at", with(&base, |b| b["ends_at"] = json!(at(-1)))),
             ("ends_at", with(&base, |b| b["ends_at"] = json!(at(0)))),
+        ] {
+            assert_unprocessable(&app.post("/v1/reservations", &acme.token, body).await, field);
+        }
+        let atlantis = with(&base, |b| b["placement"]["areas"] = json!(["atlantis"]));
+        let reply = app.post("/v1/reservations", &acme.token, atlantis).await;
+        assert_eq!(
+            assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "unknown_area")["field"],
+            "placement.areas[0]"
+        );
+        for (field, body) in [
             ("count", with(&base, |b| b["count"] = json!(0))),
             ("spec.cpu", with(&base, |b| b["spec"]["cpu"] = json!("2x"))),
             ("runtime", with(&base, |b| b["runtime"] = json!("docker"))),
-            ("placement.areas[0]", with(&base, |b| b["placement"]["areas"] = json!(["atlantis"]))),
+            ("placement.areas[0]", with(&base, |b| b["placement"]["areas"] = json!(["Atlantis"]))),
             ("placement.carriers[0]", with(&base, |b| b["placement"]["carriers"] = json!(["cmcc"]))),
             ("body", with(&base, |b| b["ends_at"] = json!("tomorrow"))),
             ("body", with(&base, |b| b["labels"] = json!({}))),

@@ -15,7 +15,7 @@ use crate::fleet::{Area, Carrier, Fleet, IdcId};
 use crate::ids::{BatchId, InstanceId, ReservationId, TenantId};
 use crate::ledger::Ledger;
 use crate::lifecycle::{InstanceState, ReservationState};
-use crate::placement::{self, PlacementError, PlacementRequest, Plan, Slot};
+use crate::placement::{self, CarrierSet, PlacementError, PlacementRequest, Plan, Slot};
 use crate::records::{BatchRequest, Instance, PlacedArea, Reservation, ReservationRequest, Tenant};
 use crate::units::Resources;
 
@@ -96,14 +96,15 @@ impl Allocation {
         shares
     }
 
-    /// The reservation drawn on and what is taken from each of its slots, in IDC order; `None`
-    /// when nothing comes from a reservation.
+    /// The reservation drawn on and what is taken from each of its slots (one per IDC, whatever
+    /// carriers the placements name), in IDC order; `None` when nothing comes from a reservation.
     pub fn reservation_draws(&self) -> Option<(&ReservationId, Vec<(&IdcId, u64)>)> {
         let id = self.reservation.as_ref().filter(|_| self.from_reservation.placed() > 0)?;
-        let mut draws: Vec<(&IdcId, u64)> =
-            self.from_reservation.placements.iter().map(|p| (&p.idc, p.count)).collect();
-        draws.sort();
-        Some((id, draws))
+        let mut draws: BTreeMap<&IdcId, u64> = BTreeMap::new();
+        for p in &self.from_reservation.placements {
+            *draws.entry(&p.idc).or_default() += p.count;
+        }
+        Some((id, draws.into_iter().collect()))
     }
 
     /// The placement summed by city and carrier, the only placement detail customers see.
@@ -193,7 +194,11 @@ pub fn allocate(
                 .slots
                 .iter()
                 .filter(|s| s.used < s.count)
-                .map(|s| Slot { idc: s.idc.clone(), carrier: s.carrier, slots: s.count - s.used })
+                .map(|s| Slot {
+                    idc: s.idc.clone(),
+                    carriers: CarrierSet::single(s.carrier),
+                    slots: s.count - s.used,
+                })
                 .collect();
             reservation_room = slots.iter().map(|s| s.slots).sum();
             let mut partial = request.placement_request(request.count, quota_left);
@@ -283,6 +288,7 @@ mod tests {
     use super::*;
     use crate::fleet::{Idc, IdcStatus, Runtime};
     use crate::ledger::{IdcLedger, Ledger};
+    use crate::placement::CarrierPerIdc;
     use crate::records::{PlacementSpec, Quota, ReservationSlot, Workload};
     use crate::units::{MiB, MilliCpu};
 
@@ -341,13 +347,28 @@ mod tests {
             prop::option::of(0u64..=150),
             prop::option::of(1u64..=20),
             prop::sample::select(vec![vec![], vec!["shenzhen".to_string()], vec!["guangdong".to_string()]]),
+            prop::option::of(prop::sample::select(CarrierPerIdc::ALL.to_vec())),
         )
             .prop_map(
-                |(lines, with_reservation, count, all_or_nothing, max_instances, max_per_idc, areas)| {
+                |(
+                    lines,
+                    with_reservation,
+                    count,
+                    all_or_nothing,
+                    max_instances,
+                    max_per_idc,
+                    areas,
+                    carriers,
+                )| {
                     let mut snapshot = Snapshot::default();
                     let mut slots = Vec::new();
                     for (n, line) in lines.iter().enumerate() {
-                        let idc = idc(n);
+                        let mut idc = idc(n);
+                        // Asking for two carriers, every other IDC is dual-line, so that a batch
+                        // may take one IDC's capacity through both.
+                        if carriers.is_some() && n % 2 == 0 {
+                            idc.carriers.push(Carrier::Unicom);
+                        }
                         let reserved =
                             if with_reservation { SPEC * (line.held - line.used) } else { Resources::ZERO };
                         let allocated = SPEC * (line.taken + if with_reservation { line.used } else { 0 });
@@ -396,8 +417,12 @@ mod tests {
                         workload: Workload { image: "nginx".into(), ..Default::default() },
                         placement: PlacementSpec {
                             areas,
-                            carriers: vec![],
+                            carriers: match carriers {
+                                Some(_) => vec![Carrier::Telecom, Carrier::Unicom],
+                                None => vec![],
+                            },
                             strategy: Default::default(),
+                            carrier_per_idc: carriers.unwrap_or_default(),
                             max_per_idc,
                             all_or_nothing,
                         },
@@ -471,19 +496,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_reservation_of_another_size_or_past_its_end_serves_no_batch() {
-        let mut snapshot = Snapshot::default();
-        snapshot.fleet.idcs.push(idc(0));
-        snapshot.ledger = Ledger::for_fleet(&snapshot.fleet);
-        let tenant = Tenant {
+    /// A tenant with the default quota and nothing used yet.
+    fn unlimited_tenant() -> Tenant {
+        Tenant {
             id: TenantId("t-1".into()),
             name: "t".into(),
             quota: Quota::default(),
             used_cpu: MilliCpu(0),
             used_instances: 0,
             created_at: now(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_reservation_of_another_size_or_past_its_end_serves_no_batch() {
+        let mut snapshot = Snapshot::default();
+        snapshot.fleet.idcs.push(idc(0));
+        snapshot.ledger = Ledger::for_fleet(&snapshot.fleet);
+        let tenant = unlimited_tenant();
         let reservation = Reservation {
             id: ReservationId("r-1".into()),
             tenant_id: tenant.id.clone(),
@@ -521,5 +551,71 @@ mod tests {
         assert_eq!(refused.unwrap_err().to_string(), "reservation `r-1` is no longer active");
         let served = allocate(&snapshot, &tenant, Some(&reservation), &request, now()).unwrap();
         assert_eq!((served.from_reservation.placed(), served.from_pool.placed()), (0, 1));
+    }
+
+    #[test]
+    fn carriers_mixed_in_one_idc_take_its_capacity_once_and_a_reservation_keeps_one_per_idc() {
+        let mut snapshot = Snapshot::default();
+        for n in 0..2 {
+            let mut dual = idc(n);
+            dual.carriers = vec![Carrier::Telecom, Carrier::Unicom];
+            snapshot.fleet.idcs.push(dual);
+        }
+        snapshot.ledger = Ledger::for_fleet(&snapshot.fleet);
+        let tenant = unlimited_tenant();
+        let placement = PlacementSpec {
+            carriers: vec![Carrier::Telecom, Carrier::Unicom],
+            all_or_nothing: true,
+            ..Default::default()
+        };
+        let request = BatchRequest {
+            count: 20,
+            spec: SPEC,
+            runtime: Runtime::Container,
+            workload: Workload::default(),
+            placement: placement.clone(),
+            reservation_id: None,
+            ttl_seconds: None,
+            labels: Default::default(),
+        };
+        let allocation = allocate(&snapshot, &tenant, None, &request, now()).unwrap();
+        assert_eq!(allocation.from_pool.placements.len(), 4, "{allocation:?}");
+        let shares: Vec<(&str, u64)> =
+            allocation.shares().into_iter().map(|(id, s)| (id.0.as_str(), s.fresh)).collect();
+        assert_eq!(shares, [("idc-00", 10), ("idc-01", 10)]);
+        let seen: Vec<(String, Carrier, u64)> = allocation
+            .placed_areas(&snapshot.fleet)
+            .into_iter()
+            .map(|a| (a.city, a.carrier, a.count))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("foshan".to_string(), Carrier::Telecom, 5),
+                ("foshan".to_string(), Carrier::Unicom, 5),
+                ("shenzhen".to_string(), Carrier::Telecom, 5),
+                ("shenzhen".to_string(), Carrier::Unicom, 5),
+            ]
+        );
+        let instances = allocation
+            .instances(&BatchId("b-1".into()), &tenant.id, &request, &snapshot.fleet, now(), || {
+                InstanceId("i".into())
+            })
+            .unwrap();
+        let telecom = instances.iter().filter(|i| i.carrier == Carrier::Telecom).count();
+        assert_eq!((telecom, instances.len()), (10, 20));
+
+        // A reservation holds one slot, one carrier, per IDC: the carriers are balanced over IDCs.
+        let reservation = ReservationRequest {
+            count: 20,
+            spec: SPEC,
+            runtime: Runtime::Container,
+            placement,
+            ends_at: now() + chrono::Duration::hours(1),
+        };
+        let held = place_reservation(&snapshot, &reservation).unwrap();
+        let held: Vec<(&str, Carrier, u64)> =
+            held.placements.iter().map(|p| (p.idc.0.as_str(), p.carrier, p.count)).collect();
+        assert_eq!(held, [("idc-00", Carrier::Telecom, 10), ("idc-01", Carrier::Unicom, 10)]);
     }
 }

@@ -7,16 +7,21 @@ use crate::ledger::Ledger;
 use crate::placement::PlacementRequest;
 
 /// Free room for `request.spec` in every matching IDC, summed by (area, carrier) and sorted by area.
-/// `request.count` is ignored; `max_per_idc` caps each IDC as it would in a batch.
+/// `request.count` is ignored; `max_per_idc` caps each IDC as it would in a batch. An IDC reached
+/// through several of the requested carriers has its room shared evenly among them (the first in
+/// carrier order take what does not divide), as the planner shares it, so no room counts twice.
 pub fn availability(fleet: &Fleet, ledger: &Ledger, request: &PlacementRequest) -> Vec<(Area, Carrier, u64)> {
     let mut sums: BTreeMap<(&Area, Carrier), u64> = BTreeMap::new();
     for idc in fleet.idcs.iter().filter(|i| request.matches(i)) {
-        let Some(carrier) = request.carrier_in(idc) else { continue };
+        let carriers = request.carriers_in(idc);
         let mut n = ledger.free(&idc.id).how_many(&request.spec);
         if let Some(max) = request.max_per_idc {
             n = n.min(max);
         }
-        *sums.entry((&idc.area, carrier)).or_default() += n;
+        let k = carriers.len() as u64;
+        for (j, carrier) in carriers.iter().enumerate() {
+            *sums.entry((&idc.area, carrier)).or_default() += n / k + u64::from((j as u64) < n % k);
+        }
     }
     sums.into_iter().map(|((area, carrier), n)| (area.clone(), carrier, n)).collect()
 }

@@ -33,7 +33,7 @@ pub use fleet::{Area, Carrier, Fleet, Idc, IdcId, IdcStatus, Runtime};
 pub use ids::{BatchId, InstanceId, KeyId, ReservationId, TenantId};
 pub use ledger::{Column, IdcLedger, Ledger, LedgerError};
 pub use lifecycle::{BatchState, IllegalTransition, InstanceState, ReservationState};
-pub use placement::{Placement, PlacementError, PlacementRequest, Plan, Strategy, plan};
+pub use placement::{CarrierPerIdc, Placement, PlacementError, PlacementRequest, Plan, Strategy, plan};
 pub use units::{MiB, MilliCpu, QuantityError, Resources};
 pub mod records;
 pub use records::{

@@ -1,7 +1,9 @@
-//! The placement planner: which IDCs get how many instances of a request.
+//! The placement planner: which IDCs get how many instances of a request, through which carriers.
 //!
 //! Planning is a pure function of the fleet, the ledger and the request, deterministic for the same
 //! input, so that the API can re-plan after a lost race and tests can state exact expectations.
+//! First each IDC's count is decided by the strategy; a request naming several carriers then has
+//! the count shared among them too (the [`carriers`] submodule).
 
 use std::cmp::Reverse;
 
@@ -11,6 +13,8 @@ use crate::fleet::{Carrier, Fleet, Idc, IdcId, IdcStatus, Runtime};
 use crate::ledger::Ledger;
 use crate::units::Resources;
 use crate::words::word_enum;
+
+mod carriers;
 
 word_enum!(
     /// How instances are distributed over the IDCs that match.
@@ -25,6 +29,20 @@ word_enum!(
     }
 );
 
+word_enum!(
+    /// Whether an IDC may serve one batch through several of the carriers the batch asks for.
+    #[derive(Default)]
+    CarrierPerIdc, "carrier per IDC", {
+        /// An IDC's instances are mixed over the requested carriers it has, as the share of each
+        /// carrier needs.
+        #[default]
+        Any => "any",
+        /// Each IDC serves the batch through a single carrier; the carriers are balanced over the
+        /// IDCs instead.
+        One => "one",
+    }
+);
+
 /// What the customer asked for, in the planner's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlacementRequest {
@@ -34,13 +52,16 @@ pub struct PlacementRequest {
     pub spec: Resources,
     /// Area codes at any level; empty or containing `*` means anywhere.
     pub areas: Vec<String>,
-    /// Empty means any carrier.
+    /// Empty means any carrier (each IDC's first). Several are each given a share of the count in
+    /// proportion to their room.
     pub carriers: Vec<Carrier>,
     /// How the instances run; only IDCs that support it match.
     pub runtime: Runtime,
     /// Whether to spread over the matching IDCs or pack into the fewest.
     pub strategy: Strategy,
-    /// The most instances any one IDC may take; unlimited when `None`.
+    /// Whether an IDC may mix the requested carriers or serves through one of them.
+    pub carrier_per_idc: CarrierPerIdc,
+    /// The most instances any one IDC may take, over all its carriers; unlimited when `None`.
     pub max_per_idc: Option<u64>,
     /// When false, place what fits and report how many.
     pub all_or_nothing: bool,
@@ -58,6 +79,7 @@ impl PlacementRequest {
             carriers: Vec::new(),
             runtime: Runtime::Container,
             strategy: Strategy::Spread,
+            carrier_per_idc: CarrierPerIdc::Any,
             max_per_idc: None,
             all_or_nothing: true,
             quota_left: None,
@@ -73,19 +95,69 @@ impl PlacementRequest {
         idc.status == IdcStatus::Active
             && idc.supports(self.runtime)
             && (self.anywhere() || self.areas.iter().any(|a| idc.area.is_within(a)))
-            && self.carrier_in(idc).is_some()
+            && !self.carriers_in(idc).is_empty()
     }
 
-    /// The carrier instances in `idc` are reached through: the first requested one the IDC has.
-    pub fn carrier_in(&self, idc: &Idc) -> Option<Carrier> {
+    /// The carriers instances in `idc` may be reached through: the requested ones it has, or its
+    /// first carrier when the request names none.
+    pub fn carriers_in(&self, idc: &Idc) -> CarrierSet {
         if self.carriers.is_empty() {
-            return idc.carriers.first().copied();
+            return idc.carriers.first().copied().into_iter().collect();
         }
-        self.carriers.iter().find(|c| idc.carriers.contains(c)).copied()
+        self.carriers.iter().copied().filter(|c| idc.carriers.contains(c)).collect()
     }
 }
 
-/// Instances assigned to one IDC.
+/// A set of carriers: those one IDC may serve a request through. A bit per carrier of
+/// [`Carrier::ALL`], so that the planner can keep one per IDC without allocating; it iterates in
+/// that order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct CarrierSet(u8);
+
+impl CarrierSet {
+    /// The set of `carrier` alone.
+    pub fn single(carrier: Carrier) -> Self {
+        CarrierSet(1 << carrier_index(carrier))
+    }
+
+    /// True when `carrier` is in the set.
+    pub fn contains(self, carrier: Carrier) -> bool {
+        self.0 & (1 << carrier_index(carrier)) != 0
+    }
+
+    /// How many carriers are in the set.
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// True when no carrier is in the set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The carriers in the set, in [`Carrier::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Carrier> {
+        Carrier::ALL.into_iter().filter(move |c| self.contains(*c))
+    }
+
+    /// The first carrier of the set in [`Carrier::ALL`] order.
+    pub fn first(self) -> Option<Carrier> {
+        self.iter().next()
+    }
+}
+
+impl FromIterator<Carrier> for CarrierSet {
+    fn from_iter<I: IntoIterator<Item = Carrier>>(carriers: I) -> Self {
+        CarrierSet(carriers.into_iter().fold(0, |bits, c| bits | CarrierSet::single(c).0))
+    }
+}
+
+/// A carrier's place in [`Carrier::ALL`] (its declaration order), the planner's index for it.
+fn carrier_index(carrier: Carrier) -> usize {
+    carrier as usize
+}
+
+/// Instances assigned to one IDC through one carrier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
     /// The IDC that runs them.
@@ -100,7 +172,9 @@ pub struct Placement {
 /// request allowed a partial placement.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Plan {
-    /// One entry per IDC that takes instances, in IDC id order, none with a zero count.
+    /// One entry per IDC and carrier that takes instances, in IDC id order and then carrier order,
+    /// none with a zero count. An IDC has several entries only when it mixes the requested
+    /// carriers; its capacity is what its entries take together.
     pub placements: Vec<Placement>,
 }
 
@@ -141,9 +215,10 @@ pub enum PlacementError {
 pub struct Slot {
     /// The IDC with room.
     pub idc: IdcId,
-    /// The carrier instances there are reached through.
-    pub carrier: Carrier,
-    /// How many more instances of the request's size fit there.
+    /// The carriers instances there may be reached through; a slot with none takes nothing. When
+    /// the request names no carriers, only the first is used.
+    pub carriers: CarrierSet,
+    /// How many more instances of the request's size fit there, over all its carriers.
     pub slots: u64,
 }
 
@@ -153,15 +228,12 @@ pub fn plan(fleet: &Fleet, ledger: &Ledger, request: &PlacementRequest) -> Resul
     let mut slots = Vec::new();
     for idc in fleet.idcs.iter().filter(|i| request.matches(i)) {
         any_match = true;
-        let Some(carrier) = request.carrier_in(idc) else {
-            continue;
-        };
         let mut n = ledger.free(&idc.id).how_many(&request.spec);
         if let Some(max) = request.max_per_idc {
             n = n.min(max);
         }
         if n > 0 {
-            slots.push(Slot { idc: idc.id.clone(), carrier, slots: n });
+            slots.push(Slot { idc: idc.id.clone(), carriers: request.carriers_in(idc), slots: n });
         }
     }
     if !any_match {
@@ -170,8 +242,10 @@ pub fn plan(fleet: &Fleet, ledger: &Ledger, request: &PlacementRequest) -> Resul
     plan_slots(slots, request)
 }
 
-/// Distributes the request over `slots` (in any order) by its strategy, capped by its quota.
+/// Distributes the request over `slots` (in any order, one per IDC) by its strategy, capped by its
+/// quota; a request naming carriers has them shared as [`carriers`] says.
 pub fn plan_slots(mut slots: Vec<Slot>, request: &PlacementRequest) -> Result<Plan, PlacementError> {
+    slots.retain(|s| !s.carriers.is_empty());
     // Summed wide: many IDCs with a lot of room each must not wrap around.
     let room: u128 = slots.iter().map(|s| u128::from(s.slots)).sum();
     let capacity = u64::try_from(room).unwrap_or(u64::MAX);
@@ -185,6 +259,10 @@ pub fn plan_slots(mut slots: Vec<Slot>, request: &PlacementRequest) -> Result<Pl
         });
     }
     slots.sort_by(|a, b| a.idc.cmp(&b.idc));
+    if !request.carriers.is_empty() {
+        let placements = carriers::place(&slots, target, room, request.strategy, request.carrier_per_idc);
+        return Ok(Plan { placements });
+    }
     let counts = match request.strategy {
         Strategy::Spread => spread(&slots, target, room),
         Strategy::Pack => pack(&slots, target),
@@ -193,32 +271,60 @@ pub fn plan_slots(mut slots: Vec<Slot>, request: &PlacementRequest) -> Result<Pl
         .into_iter()
         .zip(counts)
         .filter(|(_, n)| *n > 0)
-        .map(|(s, count)| Placement { idc: s.idc, carrier: s.carrier, count })
+        .filter_map(|(s, count)| Some(Placement { idc: s.idc, carrier: s.carriers.first()?, count }))
         .collect();
     Ok(Plan { placements })
 }
 
 /// Proportional to room (largest remainder): slot i takes floor or ceil of `target * room_i / capacity`.
 fn spread(slots: &[Slot], target: u64, capacity: u128) -> Vec<u64> {
+    let shares = shares(slots, target, capacity);
+    let mut counts: Vec<u64> = shares.iter().map(|s| s.0).collect();
+    let given: u64 = counts.iter().sum();
+    round_up_largest(0..slots.len(), &shares, slots, target - given, &mut counts);
+    counts
+}
+
+/// Each slot's exact share of `target` in proportion to its room out of `capacity`: whole
+/// instances, and the remainder over `capacity`.
+fn shares(slots: &[Slot], target: u64, capacity: u128) -> Vec<(u64, u128)> {
     if capacity == 0 {
-        return vec![0; slots.len()];
+        return vec![(0, 0); slots.len()];
     }
     let target = u128::from(target);
-    let mut counts: Vec<u64> = Vec::with_capacity(slots.len());
-    let mut remainders: Vec<(Reverse<u128>, Reverse<u64>, usize)> = Vec::with_capacity(slots.len());
-    let mut given = 0u128;
-    for (i, s) in slots.iter().enumerate() {
-        let share = target * u128::from(s.slots);
-        counts.push((share / capacity) as u64);
-        given += share / capacity;
-        remainders.push((Reverse(share % capacity), Reverse(s.slots), i));
+    slots
+        .iter()
+        .map(|s| {
+            // A slot's room is at most `capacity`, so the quotient is at most `target`: a u64.
+            let share = target * u128::from(s.slots);
+            ((share / capacity) as u64, share % capacity)
+        })
+        .collect()
+}
+
+/// Adds one instance to each of the `extra` slots among `among` whose `shares` have the largest
+/// remainders, so that each count is its share rounded down or up and the counts add up.
+fn round_up_largest(
+    among: impl Iterator<Item = usize>,
+    shares: &[(u64, u128)],
+    slots: &[Slot],
+    extra: u64,
+    counts: &mut [u64],
+) {
+    if extra == 0 {
+        return;
     }
-    // Ties go to the roomier IDC, then to the lower id, so the result is deterministic.
-    remainders.sort_unstable();
-    for &(_, _, i) in remainders.iter().take((target - given) as usize) {
+    // Ties go to the roomier IDC, then to the lower id, so the result is deterministic; every key
+    // differs (the index is in it), so selecting the first `extra` needs no full sort.
+    let mut remainders: Vec<(Reverse<u128>, Reverse<u64>, usize)> =
+        among.map(|i| (Reverse(shares[i].1), Reverse(slots[i].slots), i)).collect();
+    let extra = usize::try_from(extra).unwrap_or(usize::MAX).min(remainders.len());
+    if extra < remainders.len() {
+        remainders.select_nth_unstable(extra);
+    }
+    for &(_, _, i) in &remainders[..extra] {
         counts[i] += 1;
     }
-    counts
 }
 
 /// Biggest room first, so the fewest IDCs are touched.
@@ -382,9 +488,9 @@ mod tests {
                 prop_oneof![4 => Just(0u32), 1 => 1u32..=2],
             ),
             prop::collection::vec(select(SELECTORS), 0..=3),
-            subsequence(Carrier::ALL.to_vec(), 0..=2).prop_shuffle(),
+            prop_oneof![1 => Just(vec![]), 3 => subsequence(Carrier::ALL.to_vec(), 1..=4).prop_shuffle()],
             select(Runtime::ALL.to_vec()),
-            prop_oneof![Just(Strategy::Spread), Just(Strategy::Pack)],
+            (select(Strategy::ALL.to_vec()), select(CarrierPerIdc::ALL.to_vec())),
             prop::option::of(prop_oneof![1 => 0u64..=5, 4 => 1u64..=100]),
             any::<bool>(),
             prop::option::of(prop_oneof![0u64..=20, 0u64..=3000]),
@@ -396,7 +502,7 @@ mod tests {
                     areas,
                     carriers,
                     runtime,
-                    strategy,
+                    (strategy, carrier_per_idc),
                     max_per_idc,
                     all_or_nothing,
                     quota_left,
@@ -408,6 +514,7 @@ mod tests {
                         carriers,
                         runtime,
                         strategy,
+                        carrier_per_idc,
                         max_per_idc,
                         all_or_nothing,
                         quota_left,
@@ -431,9 +538,9 @@ mod tests {
 
     // ---- an independent model of what the planner may use --------------------------------------
 
-    /// The carrier `request` would reach `idc` through, if `idc` passes every filter; written from
+    /// The carriers `request` may reach `idc` through, if `idc` passes every filter; written from
     /// the documented rules, not from the planner's code.
-    fn model_carrier(idc: &Idc, request: &PlacementRequest) -> Option<Carrier> {
+    fn model_carriers(idc: &Idc, request: &PlacementRequest) -> Option<Vec<Carrier>> {
         if idc.status != IdcStatus::Active || !idc.runtimes.contains(&request.runtime) {
             return None;
         }
@@ -442,11 +549,15 @@ mod tests {
         if !anywhere && !request.areas.iter().any(|a| codes.contains(&a)) {
             return None;
         }
-        if request.carriers.is_empty() {
-            idc.carriers.first().copied()
+        let carriers: Vec<Carrier> = if request.carriers.is_empty() {
+            idc.carriers.first().copied().into_iter().collect()
         } else {
-            request.carriers.iter().copied().find(|c| idc.carriers.contains(c))
-        }
+            Carrier::ALL
+                .into_iter()
+                .filter(|c| request.carriers.contains(c) && idc.carriers.contains(c))
+                .collect()
+        };
+        (!carriers.is_empty()).then_some(carriers)
     }
 
     /// Room for instances per matching IDC (zero included), by id, and whether anything matched.
@@ -458,7 +569,7 @@ mod tests {
         let mut any = false;
         let mut slots = BTreeMap::new();
         for idc in &fleet.idcs {
-            if model_carrier(idc, request).is_none() {
+            if model_carriers(idc, request).is_none() {
                 continue;
             }
             any = true;
@@ -492,6 +603,42 @@ mod tests {
         plan.placements.iter().map(|p| (p.idc.0.as_str(), p.count)).collect()
     }
 
+    /// What the plan gives each IDC, over all its carriers.
+    fn per_idc(plan: &Plan) -> BTreeMap<&IdcId, u64> {
+        let mut sums = BTreeMap::new();
+        for p in &plan.placements {
+            *sums.entry(&p.idc).or_default() += p.count;
+        }
+        sums
+    }
+
+    /// What the plan gives each carrier, over all IDCs.
+    fn per_carrier(plan: &Plan) -> BTreeMap<Carrier, u64> {
+        let mut sums = BTreeMap::new();
+        for p in &plan.placements {
+            *sums.entry(p.carrier).or_default() += p.count;
+        }
+        sums
+    }
+
+    /// Each carrier's exact share of `placed`, as a numerator over the returned denominator: in
+    /// proportion to `weights` (per IDC), each IDC's weight split evenly among its carriers.
+    fn carrier_shares(
+        weights: &BTreeMap<&IdcId, u64>,
+        carriers: &BTreeMap<&IdcId, Vec<Carrier>>,
+        placed: u64,
+    ) -> (BTreeMap<Carrier, u128>, u128) {
+        let total: u128 = weights.values().map(|&w| u128::from(w)).sum();
+        let mut shares = BTreeMap::new();
+        for (id, &w) in weights {
+            let k = carriers[id].len() as u128;
+            for c in &carriers[id] {
+                *shares.entry(*c).or_default() += u128::from(placed) * u128::from(w) * (12 / k);
+            }
+        }
+        (shares, total * 12)
+    }
+
     // ---- properties ----------------------------------------------------------------------------
 
     proptest! {
@@ -502,7 +649,10 @@ mod tests {
             let Ok(plan) = plan(&fleet, &ledger, &request) else { return Ok(()) };
             for p in &plan.placements {
                 prop_assert!(p.count > 0, "empty placement {:?}", p);
-                prop_assert!(ledger.free(&p.idc).covers(&(request.spec * p.count)), "{:?} does not fit", p);
+            }
+            // Capacity is per IDC: all its carriers together stay within its free room.
+            for (id, n) in per_idc(&plan) {
+                prop_assert!(ledger.free(id).covers(&(request.spec * n)), "{} takes {} and does not fit", id, n);
             }
             let mut after = ledger.clone();
             let amounts: Vec<_> = plan.placements.iter().map(|p| (p.idc.clone(), request.spec * p.count)).collect();
@@ -518,7 +668,7 @@ mod tests {
             let by_id: BTreeMap<_, _> = fleet.idcs.iter().map(|i| (&i.id, i)).collect();
             let mut seen = std::collections::BTreeSet::new();
             for p in &plan.placements {
-                prop_assert!(seen.insert(&p.idc), "{} placed twice", p.idc);
+                prop_assert!(seen.insert((&p.idc, p.carrier)), "{} placed twice through {}", p.idc, p.carrier);
                 let idc = by_id[&p.idc];
                 prop_assert_eq!(idc.status, IdcStatus::Active);
                 prop_assert!(idc.supports(request.runtime));
@@ -526,8 +676,19 @@ mod tests {
                 prop_assert!(anywhere || request.areas.iter().any(|a| idc.area.is_within(a)));
                 prop_assert!(idc.carriers.contains(&p.carrier));
                 prop_assert!(request.carriers.is_empty() || request.carriers.contains(&p.carrier));
-                prop_assert_eq!(Some(p.carrier), model_carrier(idc, &request));
-                prop_assert!(p.count <= request.max_per_idc.unwrap_or(u64::MAX));
+                prop_assert!(model_carriers(idc, &request).unwrap_or_default().contains(&p.carrier));
+            }
+            for (id, n) in per_idc(&plan) {
+                prop_assert!(n <= request.max_per_idc.unwrap_or(u64::MAX), "{} takes {}", id, n);
+            }
+            let mut carriers_of = BTreeMap::<&IdcId, usize>::new();
+            for p in &plan.placements {
+                *carriers_of.entry(&p.idc).or_default() += 1;
+            }
+            if request.carrier_per_idc == CarrierPerIdc::One || request.carriers.is_empty() {
+                for (id, k) in carriers_of {
+                    prop_assert_eq!(k, 1, "{} is reached through {} carriers", id, k);
+                }
             }
         }
 
@@ -583,9 +744,9 @@ mod tests {
             let (_, slots) = model_slots(&fleet, &ledger, &request);
             let total = u128::from(slots.values().sum::<u64>());
             let placed = u128::from(plan.placed());
-            let got: BTreeMap<_, _> = plan.placements.iter().map(|p| (&p.idc, u128::from(p.count))).collect();
+            let got = per_idc(&plan);
             for (id, &room) in &slots {
-                let n = got.get(id).copied().unwrap_or(0);
+                let n = u128::from(got.get(id).copied().unwrap_or(0));
                 let share = placed * u128::from(room);
                 prop_assert!(n <= share.div_ceil(total), "{} got {} of {} with room {}/{}", id, n, placed, room, total);
                 prop_assert!(n >= share / total, "{} got {} of {} with room {}/{}", id, n, placed, room, total);
@@ -604,7 +765,52 @@ mod tests {
                 sum += rooms[k];
                 k += 1;
             }
-            prop_assert_eq!(plan.placements.len(), k);
+            prop_assert_eq!(per_idc(&plan).len(), k);
+        }
+
+        /// The bound proved in `placement::carriers`: mixing, every carrier's total is its exact
+        /// share rounded down or up; with one carrier per IDC, it is off by less than one plus
+        /// `k - 1` times (the most one IDC takes, less one) for `k` carriers, and by less than one
+        /// plus half of that most for two. The exact share splits every IDC's free room (spread) or
+        /// what it takes (pack) evenly among the requested carriers it has.
+        #[test]
+        fn every_requested_carrier_takes_its_share_of_the_room((fleet, ledger, request, _) in an_input()) {
+            let Ok(plan) = plan(&fleet, &ledger, &request) else { return Ok(()) };
+            if request.carriers.is_empty() || plan.placed() == 0 {
+                return Ok(());
+            }
+            let (_, slots) = model_slots(&fleet, &ledger, &request);
+            let carriers: BTreeMap<&IdcId, Vec<Carrier>> = fleet
+                .idcs
+                .iter()
+                .filter_map(|i| Some((&i.id, model_carriers(i, &request)?)))
+                .collect();
+            let got = per_idc(&plan);
+            let weights: BTreeMap<&IdcId, u64> = match request.strategy {
+                Strategy::Spread => slots.iter().map(|(id, &room)| (id, room)).collect(),
+                Strategy::Pack => got.clone(),
+            };
+            let (shares, denominator) = carrier_shares(&weights, &carriers, plan.placed());
+            let totals = per_carrier(&plan);
+            let most = u128::from(got.values().copied().max().unwrap_or(0));
+            let k = request.carriers.iter().collect::<std::collections::BTreeSet<_>>().len() as u128;
+            for (carrier, share) in shares {
+                let n = u128::from(totals.get(&carrier).copied().unwrap_or(0)) * denominator;
+                let off = n.abs_diff(share);
+                match request.carrier_per_idc {
+                    CarrierPerIdc::Any => prop_assert!(
+                        off < denominator,
+                        "{} took {}/{} for a share of {}/{}", carrier, n, denominator, share, denominator
+                    ),
+                    CarrierPerIdc::One => {
+                        let bound = if k == 2 { denominator * (2 + most) / 2 } else { denominator * (1 + (k - 1) * most.saturating_sub(1)) };
+                        prop_assert!(
+                            off < bound.max(denominator),
+                            "{} took {}/{} for a share of {}/{} (at most {} in one IDC)", carrier, n, denominator, share, denominator, most
+                        );
+                    }
+                }
+            }
         }
     }
 
@@ -683,7 +889,11 @@ mod tests {
 
     #[test]
     fn room_beyond_u64_in_total_is_still_shared_exactly() {
-        let huge = |id: &str| Slot { idc: IdcId(id.into()), carrier: Carrier::Bgp, slots: u64::MAX };
+        let huge = |id: &str| Slot {
+            idc: IdcId(id.into()),
+            carriers: CarrierSet::single(Carrier::Bgp),
+            slots: u64::MAX,
+        };
         let request = two_by_four(10);
         let spread = plan_slots(vec![huge("b"), huge("a")], &request).unwrap();
         assert_eq!(counts(&spread), [("a", 5), ("b", 5)]);
@@ -691,6 +901,25 @@ mod tests {
         assert_eq!(counts(&plan_slots(vec![huge("b"), huge("a")], &pack).unwrap()), [("a", 10)]);
         let all = PlacementRequest { count: u64::MAX, ..two_by_four(0) };
         assert_eq!(plan_slots(vec![huge("b"), huge("a")], &all).unwrap().placed(), u64::MAX);
+
+        // Shared among carriers too, with every multi-line IDC's room split among them.
+        let both: CarrierSet = [Carrier::Telecom, Carrier::Unicom].into_iter().collect();
+        let dual = |id: &str| Slot { carriers: both, ..huge(id) };
+        let telecom = |id: &str| Slot { carriers: CarrierSet::single(Carrier::Telecom), ..huge(id) };
+        let carriers = vec![Carrier::Telecom, Carrier::Unicom];
+        let third = u64::MAX / 3;
+        for mode in CarrierPerIdc::ALL {
+            let all = PlacementRequest { carriers: carriers.clone(), carrier_per_idc: mode, ..all.clone() };
+            let plan = plan_slots(vec![dual("b"), telecom("a"), dual("c")], &all).unwrap();
+            assert_eq!(per_idc(&plan).into_values().collect::<Vec<_>>(), [third; 3], "{mode}");
+            let expected = BTreeMap::from([(Carrier::Telecom, 2 * third), (Carrier::Unicom, third)]);
+            assert_eq!(per_carrier(&plan), expected, "{mode}");
+            let pack = PlacementRequest { strategy: Strategy::Pack, ..all };
+            assert_eq!(
+                counts(&plan_slots(vec![dual("b"), telecom("a"), dual("c")], &pack).unwrap()),
+                [("a", u64::MAX)]
+            );
+        }
     }
 
     #[test]
@@ -741,5 +970,133 @@ mod tests {
         );
         let quota = PlacementRequest { all_or_nothing: false, ..quota };
         assert_eq!(counts(&plan(&fleet, &ledger, &quota).unwrap()), [("a", 20), ("b", 12), ("c", 8)]);
+    }
+
+    // ---- several carriers ----------------------------------------------------------------------
+
+    const TELECOM: Carrier = Carrier::Telecom;
+    const UNICOM: Carrier = Carrier::Unicom;
+
+    /// IDCs `<name>` in Shenzhen with room for `n` instances of 2 vCPU / 4 GiB each, through
+    /// `carriers`.
+    fn fleet_of(idcs: &[(&str, &[Carrier], u64)]) -> (Fleet, Ledger) {
+        let fleet = Fleet {
+            idcs: idcs
+                .iter()
+                .map(|&(id, carriers, n)| idc(id, 3, carriers, res(2000, 4096, 0) * n))
+                .collect(),
+        };
+        let ledger = Ledger::for_fleet(&fleet);
+        (fleet, ledger)
+    }
+
+    fn telecom_and_unicom(count: u64) -> PlacementRequest {
+        PlacementRequest { carriers: vec![TELECOM, UNICOM], ..two_by_four(count) }
+    }
+
+    fn by_carrier(plan: &Plan) -> Vec<(&str, Carrier, u64)> {
+        plan.placements.iter().map(|p| (p.idc.0.as_str(), p.carrier, p.count)).collect()
+    }
+
+    #[test]
+    fn two_carriers_over_dual_line_idcs_are_mixed_evenly_within_each_idc() {
+        let both: &[Carrier] = &[TELECOM, UNICOM];
+        let (fleet, ledger) = fleet_of(&[("a", both, 500), ("b", both, 300), ("c", both, 200)]);
+        let plan = plan(&fleet, &ledger, &telecom_and_unicom(100)).unwrap();
+        assert_eq!(
+            by_carrier(&plan),
+            [
+                ("a", TELECOM, 25),
+                ("a", UNICOM, 25),
+                ("b", TELECOM, 15),
+                ("b", UNICOM, 15),
+                ("c", TELECOM, 10),
+                ("c", UNICOM, 10)
+            ]
+        );
+        // Shares of 3.5 each: one carrier rounds up, and the odd instances are dealt round the
+        // carriers in turn (starting with the one rounded up), not all to the first.
+        let plan = super::plan(&fleet, &ledger, &telecom_and_unicom(7)).unwrap();
+        assert_eq!(
+            by_carrier(&plan),
+            [("a", TELECOM, 2), ("a", UNICOM, 2), ("b", TELECOM, 1), ("b", UNICOM, 1), ("c", UNICOM, 1)]
+        );
+        assert_eq!(per_carrier(&plan), BTreeMap::from([(TELECOM, 3), (UNICOM, 4)]));
+    }
+
+    #[test]
+    fn a_dual_line_idc_shares_its_room_between_its_carriers_instead_of_counting_it_twice() {
+        let (fleet, ledger) = fleet_of(&[("dual", &[TELECOM, UNICOM], 100), ("telecom", &[TELECOM], 100)]);
+        // Telecom has 100 + 50 of the 200, unicom 50.
+        let all = plan(&fleet, &ledger, &telecom_and_unicom(200)).unwrap();
+        assert_eq!(
+            by_carrier(&all),
+            [("dual", TELECOM, 50), ("dual", UNICOM, 50), ("telecom", TELECOM, 100)]
+        );
+        let some = plan(&fleet, &ledger, &telecom_and_unicom(40)).unwrap();
+        assert_eq!(per_carrier(&some), BTreeMap::from([(TELECOM, 30), (UNICOM, 10)]));
+        let availability = crate::availability::availability(&fleet, &ledger, &telecom_and_unicom(0));
+        let room: Vec<(Carrier, u64)> = availability.into_iter().map(|(_, c, n)| (c, n)).collect();
+        assert_eq!(room, [(TELECOM, 150), (UNICOM, 50)]);
+    }
+
+    #[test]
+    fn single_line_idcs_of_each_carrier_are_balanced_even_when_every_share_is_a_tie() {
+        // Twenty IDCs with room for one each: every share is a half, and the ids alone would give
+        // all five to the telecom IDCs, which sort first.
+        let mut idcs: Vec<(String, &[Carrier], u64)> = Vec::new();
+        for i in 0..10 {
+            idcs.push((format!("t{i}"), &[TELECOM], 1));
+            idcs.push((format!("u{i}"), &[UNICOM], 1));
+        }
+        let named: Vec<(&str, &[Carrier], u64)> =
+            idcs.iter().map(|(id, c, n)| (id.as_str(), *c, *n)).collect();
+        let (fleet, ledger) = fleet_of(&named);
+        let plan = plan(&fleet, &ledger, &telecom_and_unicom(10)).unwrap();
+        assert_eq!(per_carrier(&plan), BTreeMap::from([(TELECOM, 5), (UNICOM, 5)]));
+        assert!(per_idc(&plan).values().all(|&n| n == 1));
+    }
+
+    #[test]
+    fn one_carrier_per_idc_gives_each_idc_one_carrier_and_balances_the_carriers_over_idcs() {
+        let both: &[Carrier] = &[TELECOM, UNICOM];
+        let (fleet, ledger) =
+            fleet_of(&[("a", both, 100), ("b", both, 100), ("c", both, 100), ("d", both, 100)]);
+        let one = PlacementRequest { carrier_per_idc: CarrierPerIdc::One, ..telecom_and_unicom(40) };
+        let plan = plan(&fleet, &ledger, &one).unwrap();
+        assert_eq!(
+            by_carrier(&plan),
+            [("a", TELECOM, 10), ("b", TELECOM, 10), ("c", UNICOM, 10), ("d", UNICOM, 10)]
+        );
+        // Three IDCs of 10 cannot give two carriers 15 each: one carrier gets two IDCs, 5 off its
+        // share, the least possible with whole IDCs.
+        let (fleet, ledger) = fleet_of(&[("a", both, 100), ("b", both, 100), ("c", both, 100)]);
+        let plan = super::plan(&fleet, &ledger, &PlacementRequest { count: 30, ..one }).unwrap();
+        assert_eq!(per_idc(&plan).len(), plan.placements.len());
+        let totals = per_carrier(&plan);
+        assert_eq!(totals.values().copied().collect::<Vec<_>>(), [20, 10]);
+    }
+
+    #[test]
+    fn pack_with_several_carriers_still_fills_the_fewest_idcs() {
+        let both: &[Carrier] = &[TELECOM, UNICOM];
+        let (fleet, ledger) = fleet_of(&[("a", both, 500), ("b", both, 300), ("c", &[UNICOM], 200)]);
+        let pack = PlacementRequest { strategy: Strategy::Pack, ..telecom_and_unicom(600) };
+        let plan = plan(&fleet, &ledger, &pack).unwrap();
+        assert_eq!(
+            by_carrier(&plan),
+            [("a", TELECOM, 250), ("a", UNICOM, 250), ("b", TELECOM, 50), ("b", UNICOM, 50)]
+        );
+        let one = PlacementRequest { carrier_per_idc: CarrierPerIdc::One, ..pack };
+        let plan = super::plan(&fleet, &ledger, &one).unwrap();
+        assert_eq!(by_carrier(&plan), [("a", TELECOM, 500), ("b", UNICOM, 100)]);
+    }
+
+    #[test]
+    fn no_carriers_asked_for_keeps_each_idcs_first_carrier() {
+        let (fleet, ledger) =
+            fleet_of(&[("a", &[UNICOM, TELECOM], 10), ("b", &[Carrier::Bgp, Carrier::Mobile], 10)]);
+        let plan = plan(&fleet, &ledger, &two_by_four(10)).unwrap();
+        assert_eq!(by_carrier(&plan), [("a", UNICOM, 5), ("b", Carrier::Bgp, 5)]);
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::fleet::{Area, Carrier, IdcId, Runtime};
 use crate::ids::{BatchId, InstanceId, ReservationId, TenantId};
 use crate::lifecycle::{BatchState, InstanceState, ReservationState};
-use crate::placement::{PlacementRequest, Strategy};
+use crate::placement::{CarrierPerIdc, PlacementRequest, Strategy};
 use crate::units::{MilliCpu, Resources};
 
 /// Limits on what one tenant may hold at once. `None` means unlimited.
@@ -63,6 +63,10 @@ pub struct PlacementSpec {
     pub carriers: Vec<Carrier>,
     /// Spread over the matching IDCs, or pack into the fewest.
     pub strategy: Strategy,
+    /// Whether an IDC may mix the requested carriers or serves through one of them. Requests
+    /// stored before it existed meant `any`, which is what they read as.
+    #[serde(default)]
+    pub carrier_per_idc: CarrierPerIdc,
     /// The most instances any one IDC may take; unlimited when `None`.
     pub max_per_idc: Option<u64>,
     /// When false, place what fits and report how many.
@@ -85,6 +89,7 @@ impl PlacementSpec {
             carriers: self.carriers.clone(),
             runtime,
             strategy: self.strategy,
+            carrier_per_idc: self.carrier_per_idc,
             max_per_idc: self.max_per_idc,
             all_or_nothing: self.all_or_nothing,
             quota_left,
@@ -142,9 +147,11 @@ impl BatchRequest {
     /// an idempotency key was stored with. Version `v1`, one `name=value` line per field in this
     /// order: `count`, `cpu` (milli-vCPU), `memory` (MiB), `gpu`, `runtime`, `image`, `command`,
     /// `args`, `env`, `ports`, `ssh_keys`, `areas`, `carriers`, `strategy`, `max_per_idc`,
-    /// `all_or_nothing`, `reservation`, `ttl_seconds`, `labels`. Strings are double-quoted with `\`,
-    /// `"` and control characters escaped (`\uXXXX`); lists are `[a,b]`; maps `{"k":"v"}` in key
-    /// order; absent values `-`.
+    /// `all_or_nothing`, `reservation`, `ttl_seconds`, `labels`, and then `carrier_per_idc` only
+    /// when it is not the default `any`: the field came after the version, and leaving it out when
+    /// it says what every earlier request meant keeps their stored fingerprints matching. Strings
+    /// are double-quoted with `\`, `"` and control characters escaped (`\uXXXX`); lists are `[a,b]`;
+    /// maps `{"k":"v"}` in key order; absent values `-`.
     pub fn canonical_form(&self) -> String {
         let list =
             |items: &mut dyn Iterator<Item = String>| format!("[{}]", items.collect::<Vec<_>>().join(","));
@@ -175,8 +182,10 @@ impl BatchRequest {
             ("ttl_seconds", optional(self.ttl_seconds.map(|t| t.to_string()))),
             ("labels", map(&self.labels)),
         ];
+        let late = (p.carrier_per_idc != CarrierPerIdc::Any)
+            .then(|| ("carrier_per_idc", p.carrier_per_idc.as_str().to_string()));
         let mut form = format!("{}\n", Self::CANONICAL_VERSION);
-        for (name, value) in lines {
+        for (name, value) in lines.into_iter().chain(late) {
             form.push_str(name);
             form.push('=');
             form.push_str(&value);
@@ -313,10 +322,12 @@ pub struct ReservationRequest {
 }
 
 impl ReservationRequest {
-    /// The planner's view of this request: all or nothing, and unbounded by the quota.
+    /// The planner's view of this request: all or nothing, unbounded by the quota, and one carrier
+    /// per IDC whatever the request says, since a reservation holds one slot per IDC and a slot is
+    /// reached through one carrier (its several carriers are still balanced over the IDCs).
     pub fn placement_request(&self) -> PlacementRequest {
         let request = self.placement.planner_request(self.count, self.spec, self.runtime, None);
-        PlacementRequest { all_or_nothing: true, ..request }
+        PlacementRequest { all_or_nothing: true, carrier_per_idc: CarrierPerIdc::One, ..request }
     }
 }
 
@@ -383,6 +394,7 @@ mod tests {
                 areas: vec!["guangdong".into()],
                 carriers: vec![Carrier::Telecom, Carrier::Bgp],
                 strategy: Strategy::Pack,
+                carrier_per_idc: CarrierPerIdc::Any,
                 max_per_idc: Some(10),
                 all_or_nothing: true,
             },
@@ -406,6 +418,17 @@ mod tests {
         );
     }
 
+    /// `carrier_per_idc` came after `v1`: left at its default it is left out, so every request
+    /// stored before it keeps its fingerprint, and `one` is appended as the last line.
+    #[test]
+    fn one_carrier_per_idc_is_appended_to_the_canonical_form_and_the_default_is_left_out() {
+        let any = request();
+        assert!(!any.canonical_form().contains("carrier_per_idc"));
+        let mut one = request();
+        one.placement.carrier_per_idc = CarrierPerIdc::One;
+        assert_eq!(one.canonical_form(), format!("{}carrier_per_idc=one\n", any.canonical_form()));
+    }
+
     #[test]
     fn requests_that_differ_anywhere_have_different_canonical_forms() {
         let base = request();
@@ -424,6 +447,9 @@ mod tests {
         changed.push(r);
         let mut r = base.clone();
         r.labels.clear();
+        changed.push(r);
+        let mut r = base.clone();
+        r.placement.carrier_per_idc = CarrierPerIdc::One;
         changed.push(r);
         for r in changed {
             assert_ne!(r.canonical_form(), base.canonical_form(), "{r:?}");

@@ -90,6 +90,7 @@ mod tests {
     use super::*;
     use crate::fleet::{Carrier, IdcStatus, Runtime};
     use crate::lifecycle::{BatchState, InstanceState, ReservationState};
+    use crate::placement::{CarrierPerIdc, Strategy};
 
     fn round_trips<W: Word + std::str::FromStr<Err = UnknownWord> + std::fmt::Debug + serde::Serialize>() {
         for w in W::ALL {
@@ -109,6 +110,8 @@ mod tests {
         round_trips::<InstanceState>();
         round_trips::<BatchState>();
         round_trips::<ReservationState>();
+        round_trips::<Strategy>();
+        round_trips::<CarrierPerIdc>();
         assert_eq!(
             "gsm".parse::<Carrier>().unwrap_err().to_string(),
             "`gsm` is not a valid carrier; expected one of: telecom, unicom, mobile, bgp"

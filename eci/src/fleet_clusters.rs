@@ -2,12 +2,13 @@
 //! default, one in-process edge-sim cluster per IDC; in production, the kubeconfig context each IDC
 //! names. Either way the reconcilers reach them through the instance manager's `ClusterClient`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 use eci_core::{Fleet, Idc};
-use eci_edge_sim::{EngineConfig, NodeSpec, SimCluster, SimConfig};
+use eci_edge_sim::{ControlServer, EngineConfig, NodeSpec, ObjectFile, SimCluster, SimConfig};
 use eci_instance_manager::cluster::ClientError;
 use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
 use eci_store::Store;
@@ -19,10 +20,19 @@ use tokio::task::JoinHandle;
 const SIM_NODE_CPU_MILLIS: u64 = 32_000;
 const SIM_NODE_MEMORY_MIB: u64 = 128 * 1024;
 
-/// The running reconcilers (and, embedded, the clusters they drive).
+/// The running reconcilers (and, embedded, the clusters they drive and their control port).
 pub struct FleetClusters {
     reconcilers: Vec<JoinHandle<()>>,
     simulated: Vec<SimCluster>,
+    control: Option<ControlServer>,
+}
+
+/// How the embedded default's clusters are simulated.
+pub struct Simulated<'a> {
+    /// How long a Pod takes from scheduled to running.
+    pub boot_delay: Duration,
+    /// The SQLite file every cluster keeps its objects in.
+    pub objects: &'a Path,
 }
 
 /// A simulated cluster shaped like the IDC: as many 32-vCPU nodes as its capacity holds.
@@ -43,18 +53,27 @@ fn sim_config(index: usize, idc: &Idc, boot_delay: Duration) -> SimConfig {
 }
 
 impl FleetClusters {
-    /// Starts one simulated cluster per IDC and a reconciler for each.
+    /// Starts one simulated cluster per IDC, each finding what it kept in `simulated.objects`, one
+    /// control port for all of them, and a reconciler for each.
     pub async fn simulated(
         fleet: &Fleet,
+        simulated: Simulated<'_>,
         store: &Store,
         queue: &WorkQueue,
         manager: &ManagerConfig,
-        boot_delay: Duration,
         shutdown: &watch::Receiver<bool>,
     ) -> anyhow::Result<FleetClusters> {
-        let mut clusters = FleetClusters { reconcilers: Vec::new(), simulated: Vec::new() };
+        let objects = ObjectFile::open(simulated.objects)?;
+        let control = ControlServer::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .context("cannot start the simulated clusters' control port")?;
+        let mut clusters =
+            FleetClusters { reconcilers: Vec::new(), simulated: Vec::new(), control: Some(control.clone()) };
         for (index, idc) in fleet.idcs.iter().enumerate() {
-            let sim = SimCluster::start(sim_config(index, idc, boot_delay))
+            let config = sim_config(index, idc, simulated.boot_delay)
+                .objects(objects.clone())
+                .control(control.clone());
+            let sim = SimCluster::start(config)
                 .await
                 .with_context(|| format!("cannot start the simulated cluster of {}", idc.id))?;
             let client = ClusterClient::for_url(&sim.url())?;
@@ -73,7 +92,7 @@ impl FleetClusters {
         manager: &ManagerConfig,
         shutdown: &watch::Receiver<bool>,
     ) -> FleetClusters {
-        let mut clusters = FleetClusters { reconcilers: Vec::new(), simulated: Vec::new() };
+        let mut clusters = FleetClusters { reconcilers: Vec::new(), simulated: Vec::new(), control: None };
         for idc in &fleet.idcs {
             let Some(context) = &idc.kube_context else {
                 tracing::warn!(idc.id = %idc.id, "IDC names no kubeconfig context; its instances stay pending");
@@ -143,6 +162,11 @@ impl FleetClusters {
             if let Err(error) = sim.shutdown().await {
                 tracing::warn!(error = ?error, "a simulated cluster did not stop cleanly");
             }
+        }
+        if let Some(control) = self.control
+            && let Err(error) = control.shutdown().await
+        {
+            tracing::warn!(error = ?error, "the simulated clusters' control port did not stop cleanly");
         }
     }
 }

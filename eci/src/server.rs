@@ -15,7 +15,7 @@ use eci_store::coordination::RateWindows;
 use eci_store::{Store, StoreConfig};
 use tokio::sync::watch;
 
-use crate::fleet_clusters::FleetClusters;
+use crate::fleet_clusters::{FleetClusters, Simulated};
 
 /// `eci up`: everything in one process, no services needed.
 #[derive(Debug, clap::Args)]
@@ -90,10 +90,11 @@ fn read_fleet(path: &Path) -> anyhow::Result<Fleet> {
     Fleet::from_yaml(&text).with_context(|| format!("fleet file {} is invalid", path.display()))
 }
 
-/// Open files `eci up` needs per simulated IDC, measured: about 8 at rest (its API and control
-/// listeners, the reconciler's watches) and 50 after a 10,000-instance burst (both ends of every
-/// loopback connection live in this one process).
-const OPEN_FILES_PER_SIMULATED_IDC: u64 = 52;
+/// Open files `eci up` needs per simulated IDC, measured: about 7 at rest (its API listener, both
+/// ends of the reconciler's two watches and of the probe's connection) and 20 during a
+/// 10,000-instance burst (the client's bounded pool: both ends of every loopback connection live in
+/// this one process).
+const OPEN_FILES_PER_SIMULATED_IDC: u64 = 24;
 /// Open files the rest of the process needs: the database, the API's listener, its callers.
 const OPEN_FILES_BASE: u64 = 256;
 
@@ -144,7 +145,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         format!("cannot read {}; delete {} to start afresh", credentials.display(), args.data_dir.display())
     })?;
     let kubeconfig = args.data_dir.join("kubeconfig");
-    println!("eci up: {} IDCs, database {}, API on http://{}", fleet.idcs.len(), db.display(), args.listen);
+    println!("eci up: {} IDCs, API on http://{}, database {}", fleet.idcs.len(), args.listen, db.display());
+    // The keys' names only: a banner ends up in terminal scrollback and logs, the keys must not.
+    println!(
+        "keys: {} ({})",
+        credentials.display(),
+        text.lines().filter_map(|l| l.split_once('=')).map(|(name, _)| name).collect::<Vec<_>>().join(", ")
+    );
     if let Some(idc) = fleet.idcs.first() {
         println!(
             "clusters: {} (kubectl --kubeconfig {} --context {} get pods -A)",
@@ -153,10 +160,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             idc.id
         );
     }
-    println!("credentials ({}):\n{text}", credentials.display());
+    println!(
+        "next: export ECI_ENDPOINT=http://{} $(grep ^ECI_TOKEN= {}); eci areas",
+        args.listen,
+        credentials.display()
+    );
     let state = AppState::new(store, RateWindows::in_process(), clock, api_config(&args.tuning));
     let boot_delay = Duration::from_millis(args.sim_boot_delay_ms);
-    let clusters = Clusters::Simulated { fleet, boot_delay, kubeconfig };
+    let objects = args.data_dir.join("clusters.db");
+    let clusters = Clusters::Simulated { fleet, boot_delay, kubeconfig, objects };
     serve_until_shutdown(state, args.listen, &args.tuning, clusters).await
 }
 
@@ -223,9 +235,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Which clusters the instance manager drives.
 enum Clusters {
-    /// One in-process edge-sim cluster per IDC (the embedded default).
-    /// Their addresses are written to `kubeconfig`, a context per IDC, for kubectl.
-    Simulated { fleet: Fleet, boot_delay: Duration, kubeconfig: PathBuf },
+    /// One in-process edge-sim cluster per IDC (the embedded default), their objects kept in the
+    /// SQLite file `objects` so that a restart finds every workload as it was. Their addresses are
+    /// written to `kubeconfig`, a context per IDC, for kubectl.
+    Simulated { fleet: Fleet, boot_delay: Duration, kubeconfig: PathBuf, objects: PathBuf },
     /// The kubeconfig context each IDC names (production). IDCs added later need a restart.
     Kubeconfig { fleet: Fleet },
     /// None: this replica serves the API only.
@@ -269,10 +282,10 @@ async fn serve_until_shutdown(
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let manager = ManagerConfig { clock: state.clock.clone(), ..ManagerConfig::default() };
     let reconcilers = match &clusters {
-        Clusters::Simulated { fleet, boot_delay, kubeconfig } => {
+        Clusters::Simulated { fleet, boot_delay, kubeconfig, objects } => {
+            let simulated = Simulated { boot_delay: *boot_delay, objects };
             let clusters =
-                FleetClusters::simulated(fleet, &state.store, &queue, &manager, *boot_delay, &stopped)
-                    .await?;
+                FleetClusters::simulated(fleet, simulated, &state.store, &queue, &manager, &stopped).await?;
             clusters.write_kubeconfig(kubeconfig)?;
             Some(clusters)
         }

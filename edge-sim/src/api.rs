@@ -424,13 +424,24 @@ fn delete(
 
 /// Remove a terminating object once its grace period is over (or never, if the cluster shuts down first).
 fn spawn_termination(state: &ApiState, target: &Target, name: &str, object: &Value, grace_seconds: u64) {
-    let store = state.store.clone();
-    let mut shutdown = state.shutdown.clone();
-    let (resource, namespace, name) = (target.resource, target.namespace.clone(), name.to_string());
-    let uid = object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let uid = object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let which = (target.resource, target.namespace.clone(), name.to_string(), uid.to_string());
+    finish_termination_after(&state.store, &state.shutdown, which, Duration::from_secs(grace_seconds));
+}
+
+/// Remove the terminating object `(resource, namespace, name, uid)` after `delay`, unless the cluster
+/// shuts down first: the seam a cluster started again on its kept objects finishes the grace periods
+/// that were running when it stopped through.
+pub(crate) fn finish_termination_after(
+    store: &Arc<Store>,
+    shutdown: &signal::Receiver<bool>,
+    (resource, namespace, name, uid): (Resource, Option<String>, String, String),
+    delay: Duration,
+) {
+    let (store, mut shutdown) = (store.clone(), shutdown.clone());
     tokio::spawn(async move {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(grace_seconds)) => {
+            _ = tokio::time::sleep(delay) => {
                 store.finish_termination(resource, namespace.as_deref(), &name, &uid);
             }
             _ = shutdown.changed() => {}

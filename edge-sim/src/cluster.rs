@@ -1,5 +1,5 @@
-//! `SimCluster`: one simulated cluster's store and API server on its own loopback port, and a control
-//! port for fault injection.
+//! `SimCluster`: one simulated cluster's store and API server on its own loopback port, registered
+//! with a control port for fault injection, its objects in memory or kept in a file.
 
 use std::future::IntoFuture;
 use std::io;
@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::api::{self, ApiState, ApiStats};
-use crate::control;
+use crate::control::ControlServer;
+use crate::durable::{DurableError, ObjectFile};
 use crate::engine::{self, EngineConfig, StageEngine};
 use crate::fault::{self, FaultSwitch, LinkListener};
 use crate::node::NodeSpec;
@@ -35,6 +36,24 @@ pub enum ClusterError {
         /// What the OS said.
         #[source]
         source: io::Error,
+    },
+    /// The control port could not be bound.
+    #[error("binding the control port of cluster {cluster}")]
+    BindControlFailed {
+        /// The cluster's name.
+        cluster: String,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// The objects the cluster kept could not be read back.
+    #[error("loading the kept objects of cluster {cluster}")]
+    LoadFailed {
+        /// The cluster's name.
+        cluster: String,
+        /// What the objects file said.
+        #[source]
+        source: DurableError,
     },
     /// A namespace or node from the config could not be created.
     #[error("seeding cluster {cluster}")]
@@ -72,8 +91,12 @@ pub struct SimConfig {
     pub name: String,
     /// Where the API server listens; port 0 picks a free one.
     pub addr: SocketAddr,
-    /// Where the control endpoint (`PUT /sim/fault`) listens, out of reach of the faults it sets.
-    pub control_addr: SocketAddr,
+    /// The control port (`PUT /sim/{name}/fault`) to register with, out of reach of the faults it
+    /// sets; `None` starts one of the cluster's own on a free loopback port.
+    pub control: Option<ControlServer>,
+    /// Where the objects are kept beyond the process, under the cluster's name; `None` keeps them in
+    /// memory only.
+    pub objects: Option<Arc<ObjectFile>>,
     /// The store's tunables (history window, grace periods).
     pub store: StoreConfig,
     /// How often watches that allow bookmarks get one.
@@ -91,7 +114,8 @@ impl Default for SimConfig {
         SimConfig {
             name: "edge-sim".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            control_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            control: None,
+            objects: None,
             store: StoreConfig::default(),
             bookmark_interval: Duration::from_secs(15),
             namespaces: vec!["default".into(), "kube-system".into(), "kube-public".into()],
@@ -114,9 +138,16 @@ impl SimConfig {
         self
     }
 
-    /// Serve the control endpoint on this address instead of a free loopback port.
-    pub fn control_addr(mut self, addr: SocketAddr) -> Self {
-        self.control_addr = addr;
+    /// Register with this control port (shared by many clusters) instead of starting one.
+    pub fn control(mut self, control: ControlServer) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// Keep the objects in this file (under the cluster's name), so that a cluster started again
+    /// with the same name finds them as they were.
+    pub fn objects(mut self, file: Arc<ObjectFile>) -> Self {
+        self.objects = Some(file);
         self
     }
 
@@ -151,6 +182,25 @@ impl SimConfig {
     }
 }
 
+/// Finishes the grace periods of the Pods a kept cluster had terminating when it stopped, at the
+/// moments their `deletionTimestamp`s name (at once for those already past).
+fn finish_kept_terminations(store: &Arc<Store>, shutdown: &watch::Receiver<bool>) {
+    let pods = store.list(Resource::Pods, None, &Default::default()).map(|l| l.items).unwrap_or_default();
+    for pod in pods {
+        let text = |pointer: &str| pod.pointer(pointer).and_then(Value::as_str).map(str::to_string);
+        let Some(at) = text("/metadata/deletionTimestamp") else { continue };
+        let Ok(at) = chrono::DateTime::parse_from_rfc3339(&at) else { continue };
+        let delay = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or_default();
+        let which = (
+            Resource::Pods,
+            text("/metadata/namespace"),
+            text("/metadata/name").unwrap_or_default(),
+            text("/metadata/uid").unwrap_or_default(),
+        );
+        api::finish_termination_after(store, shutdown, which, delay);
+    }
+}
+
 /// One running simulated cluster. Dropping it signals shutdown; `shutdown()` also waits for the server.
 #[derive(Debug)]
 pub struct SimCluster {
@@ -158,8 +208,10 @@ pub struct SimCluster {
     name: String,
     /// Where its API server listens.
     addr: SocketAddr,
-    /// Where its control endpoint listens.
-    control_addr: SocketAddr,
+    /// The control port it is registered with.
+    control: ControlServer,
+    /// Whether the control port is the cluster's own, to stop with it.
+    owns_control: bool,
     /// Its objects.
     store: Arc<Store>,
     /// Its request counters.
@@ -168,8 +220,6 @@ pub struct SimCluster {
     shutdown: watch::Sender<bool>,
     /// The API server task.
     server: Option<JoinHandle<io::Result<()>>>,
-    /// The control endpoint's task.
-    control: Option<JoinHandle<io::Result<()>>>,
     /// The stage engine task, if one runs.
     engine: Option<JoinHandle<()>>,
     /// The fault injected into every request (none by default).
@@ -177,17 +227,24 @@ pub struct SimCluster {
 }
 
 impl SimCluster {
-    /// Create the store, seed namespaces and nodes, bind and serve.
+    /// Create the store (or load what it kept), seed the namespaces and nodes it lacks, bind and serve.
     pub async fn start(config: SimConfig) -> Result<SimCluster, ClusterError> {
         let name = config.name.clone();
-        let store = Arc::new(Store::new(config.store.clone()));
+        let store = match &config.objects {
+            Some(file) => Store::open(config.store.clone(), file.clone(), &name)
+                .map_err(|source| ClusterError::LoadFailed { cluster: name.clone(), source })?,
+            None => Store::new(config.store.clone()),
+        };
+        let store = Arc::new(store);
         let seed = |error| ClusterError::SeedFailed { cluster: name.clone(), source: error };
-        for namespace in &config.namespaces {
+        // What a kept cluster already has stays as it is: its nodes carry what runs on them.
+        let lacks = |resource, object_name: &str| store.get(resource, None, object_name).is_err();
+        for namespace in config.namespaces.iter().filter(|ns| lacks(Resource::Namespaces, ns)) {
             store
                 .create(Resource::Namespaces, None, json!({"metadata": {"name": namespace}}))
                 .map_err(seed)?;
         }
-        for node in &config.nodes {
+        for node in config.nodes.iter().filter(|node| lacks(Resource::Nodes, &node.name)) {
             store.create(Resource::Nodes, None, node.to_object()).map_err(seed)?;
         }
         let bind = |addr: SocketAddr| async move {
@@ -200,11 +257,19 @@ impl SimCluster {
             move |source| ClusterError::BindFailed { cluster, addr, source }
         };
         let (listener, addr) = bind(config.addr).await.map_err(bind_failed(config.addr))?;
-        let (control_listener, control_addr) =
-            bind(config.control_addr).await.map_err(bind_failed(config.control_addr))?;
+        let (control, owns_control) = match config.control.clone() {
+            Some(control) => (control, false),
+            None => {
+                let control = ControlServer::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+                    .await
+                    .map_err(|source| ClusterError::BindControlFailed { cluster: name.clone(), source })?;
+                (control, true)
+            }
+        };
         let (shutdown, signal) = watch::channel(false);
         let stats = Arc::new(ApiStats::default());
         let switch = FaultSwitch::default();
+        control.register(&name, switch.clone(), store.clone());
         let state = ApiState {
             store: store.clone(),
             bookmark_interval: config.bookmark_interval,
@@ -212,6 +277,7 @@ impl SimCluster {
             shutdown: signal.clone(),
             link: switch.subscribe(),
         };
+        finish_kept_terminations(&store, &signal);
         let engine = config.engine.clone().map(|cfg| StageEngine::spawn(store.clone(), cfg, signal.clone()));
         let app =
             api::router(state).layer(axum::middleware::from_fn_with_state(switch.clone(), fault::inject));
@@ -220,24 +286,18 @@ impl SimCluster {
             // An error means the sender is gone: that is a shutdown too.
             let _ = signal.wait_for(|stopped| *stopped).await;
         };
-        let server = tokio::spawn(
-            axum::serve(listener, app).with_graceful_shutdown(stopped(signal.clone())).into_future(),
-        );
-        let control = tokio::spawn(
-            axum::serve(control_listener, control::router(switch.clone(), store.clone()))
-                .with_graceful_shutdown(stopped(signal))
-                .into_future(),
-        );
-        debug!(cluster = %name, %addr, %control_addr, "simulated cluster started");
+        let server =
+            tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(signal)).into_future());
+        debug!(cluster = %name, %addr, control = %control.url(&name), "simulated cluster started");
         Ok(SimCluster {
             name,
             addr,
-            control_addr,
+            control,
+            owns_control,
             store,
             stats,
             shutdown,
             server: Some(server),
-            control: Some(control),
             engine,
             fault: switch,
         })
@@ -270,9 +330,14 @@ impl SimCluster {
         self.addr
     }
 
-    /// The control endpoint's address (see [`control`]), which no fault reaches.
+    /// The control port's address (see [`crate::control`]), which no fault reaches.
     pub fn control_addr(&self) -> SocketAddr {
-        self.control_addr
+        self.control.addr()
+    }
+
+    /// The base URL of this cluster's control endpoints (`http://127.0.0.1:PORT/sim/{name}`).
+    pub fn control_url(&self) -> String {
+        self.control.url(&self.name)
     }
 
     /// The cluster's objects, for tests and the stage engine.
@@ -320,12 +385,12 @@ impl SimCluster {
         if let Some(engine) = self.engine.take() {
             engine.await.map_err(|source| ClusterError::TaskFailed { cluster: cluster.clone(), source })?;
         }
-        if let Some(control) = self.control.take() {
-            match control.await {
-                Ok(Ok(())) => {}
-                Ok(Err(source)) => return Err(ClusterError::ServeFailed { cluster, source }),
-                Err(source) => return Err(ClusterError::TaskFailed { cluster, source }),
-            }
+        self.control.unregister(&cluster);
+        if self.owns_control {
+            self.control
+                .shutdown()
+                .await
+                .map_err(|source| ClusterError::ServeFailed { cluster: cluster.clone(), source })?;
         }
         match server.await {
             Ok(Ok(())) => {

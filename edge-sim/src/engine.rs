@@ -261,6 +261,11 @@ impl StageEngine {
         for resource in WORKLOADS {
             let all =
                 self.store.list(resource, None, &ListOptions::default()).map(|l| l.items).unwrap_or_default();
+            // A cluster that kept its objects across a restart has handed addresses out already.
+            let handed_out = all.iter().filter_map(|o| workload_ip(resource, o));
+            if let Some(last) = handed_out.filter_map(|ip| pod_ip_index(self.config.pod_network, ip)).max() {
+                self.next_ip = self.next_ip.max(last + 1);
+            }
             for object in all.iter().filter(|o| bound_node(resource, o).is_some()) {
                 self.on_workload(resource, object);
             }
@@ -468,7 +473,7 @@ impl StageEngine {
             .unwrap_or_else(|| "10.0.0.1".into());
         let n = self.next_ip;
         let [a, b] = self.config.pod_network;
-        let ip = format!("{a}.{b}.{}.{}", (n / 250) % 256, n % 250 + 2);
+        let ip = pod_ip([a, b], n);
         let booted = self.store.modify_if(resource, Some(namespace), name, |o| {
             let still_waiting = text(o, "/metadata/uid") == Some(uid) && waiting(resource, o);
             if !still_waiting {
@@ -488,6 +493,31 @@ impl StageEngine {
             Ok(None) => {}
             Err(error) => debug!(%error, %name, "workload went away before it booted"),
         }
+    }
+}
+
+/// The `n`th address handed out in `network`.
+fn pod_ip([a, b]: [u8; 2], n: u32) -> String {
+    format!("{a}.{b}.{}.{}", (n / 250) % 256, n % 250 + 2)
+}
+
+/// Which `n` handed out `ip` in `network`, if it is one of its addresses.
+fn pod_ip_index([a, b]: [u8; 2], ip: &str) -> Option<u32> {
+    let mut octets = ip.split('.').map(|o| o.parse::<u32>().ok());
+    let (Some(Some(first)), Some(Some(second)), Some(Some(third)), Some(Some(fourth)), None) =
+        (octets.next(), octets.next(), octets.next(), octets.next(), octets.next())
+    else {
+        return None;
+    };
+    (first == u32::from(a) && second == u32::from(b) && (2..252).contains(&fourth))
+        .then(|| third * 250 + fourth - 2)
+}
+
+/// The address a running workload was given.
+fn workload_ip(resource: Resource, object: &Value) -> Option<&str> {
+    match resource {
+        Resource::Pods => text(object, "/status/podIP"),
+        _ => text(object, "/status/interfaces/0/ipAddress"),
     }
 }
 

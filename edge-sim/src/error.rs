@@ -58,6 +58,9 @@ pub enum Error {
         /// The oldest resourceVersion a watch can still resume from.
         oldest: u64,
     },
+    /// The change could not be kept in the cluster's objects file (500 InternalError); nothing changed.
+    #[error("the change could not be stored: {0}")]
+    StorageFailed(String),
 }
 
 /// The simulator's result type.
@@ -73,6 +76,7 @@ impl Error {
             Error::Invalid { .. } => (422, "Invalid"),
             Error::BadRequest(_) | Error::Selector(_) => (400, "BadRequest"),
             Error::Expired { .. } => (410, "Expired"),
+            Error::StorageFailed(_) => (500, "InternalError"),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A simulated edge cluster that speaks the Kubernetes REST API (in the spirit of KWOK), so that real
 //! clients (`kubectl`, the `kube` crate) can drive it over loopback HTTP. Many clusters can run in one
-//! process, each on its own port.
+//! process, each on its own port, their objects in memory or kept in one SQLite file.
 //!
 //! Layout (one idea per file):
 //! - [`cluster`]: [`SimCluster`] — start a store and its API server on a port, seed namespaces and nodes,
@@ -22,7 +22,9 @@
 //! - [`quantity`]: Kubernetes quantities (`500m`, `128Mi`) as integers.
 //! - [`node`]: [`NodeSpec`] — pre-created nodes with allocatable cpu, memory and pods.
 //! - [`fault`]: [`Fault`] — fault injection (unreachable, black hole, slow, flapping) per cluster.
-//! - [`control`]: the control port — set the fault, evict a workload as its node would.
+//! - [`control`]: [`ControlServer`] — the control port of many clusters: set a cluster's fault, evict a
+//!   workload as its node would.
+//! - [`durable`]: [`ObjectFile`] — where clusters keep their objects beyond the process (SQLite).
 //! - [`error`]: the one error type, mapped to a `Status` reason and code.
 //!
 //! **Invariant:** every object and every list carries a non-empty `metadata.resourceVersion`, and every
@@ -34,6 +36,7 @@ pub mod api;
 pub mod cluster;
 pub mod control;
 pub mod discovery;
+pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod fault;
@@ -50,6 +53,8 @@ pub mod table;
 pub mod watch;
 
 pub use cluster::{ClusterError, SimCluster, SimConfig};
+pub use control::ControlServer;
+pub use durable::ObjectFile;
 pub use engine::EngineConfig;
 pub use error::{Error, Result};
 pub use fault::Fault;

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use crate::durable::{DurableError, ObjectFile, Write};
 use crate::error::{Error, Result};
 use crate::patch::merge_patch;
 use crate::resource::Resource;
@@ -221,6 +222,9 @@ pub struct Store {
     inner: Mutex<Inner>,
     /// Feeds live watches; sent under the lock so subscribers see changes in resourceVersion order.
     changes: broadcast::Sender<Arc<Change>>,
+    /// Where every change is written before it is applied, under the cluster's name; `None` keeps
+    /// the cluster in memory only.
+    durable: Option<(Arc<ObjectFile>, String)>,
 }
 
 fn now_timestamp() -> String {
@@ -260,7 +264,25 @@ impl Store {
         let (changes, _) = broadcast::channel(config.watch_buffer.max(16));
         let inner =
             Inner { resource_version: 0, objects: BTreeMap::new(), history: VecDeque::new(), compacted: 0 };
-        Store { config, inner: Mutex::new(inner), changes }
+        Store { config, inner: Mutex::new(inner), changes, durable: None }
+    }
+
+    /// A store kept in `file` under `cluster`, with whatever that cluster had written there (nothing,
+    /// the first time). Its change history starts empty at the kept resourceVersion, so watches from
+    /// before are `Expired` and relist.
+    pub fn open(config: StoreConfig, file: Arc<ObjectFile>, cluster: &str) -> Result<Store, DurableError> {
+        let kept = file.load(cluster)?;
+        let mut store = Store::new(config);
+        let inner = store.inner.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.resource_version = kept.resource_version;
+        inner.compacted = kept.resource_version;
+        inner.objects = kept
+            .objects
+            .into_iter()
+            .map(|(resource, ns, name, object)| ((resource, ns, name), object))
+            .collect();
+        store.durable = Some((file, cluster.to_string()));
+        Ok(store)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -278,7 +300,8 @@ impl Store {
         (resource, ns.to_string(), name.to_string())
     }
 
-    /// Stamp the next resourceVersion, apply the change to the map, record it and tell the watches.
+    /// Stamp the next resourceVersion, keep the change (when durable), apply it to the map, record it
+    /// and tell the watches. A change that cannot be kept is not applied either.
     fn commit(
         &self,
         inner: &mut Inner,
@@ -286,11 +309,23 @@ impl Store {
         key: Key,
         mut object: Value,
         previous: Option<Value>,
-    ) -> Value {
-        inner.resource_version += 1;
-        let rv = inner.resource_version;
+    ) -> Result<Value> {
+        let rv = inner.resource_version + 1;
         metadata_mut(&mut object).insert("resourceVersion".into(), Value::String(rv.to_string()));
         let resource = key.0;
+        if let Some((file, cluster)) = &self.durable {
+            let write = Write {
+                resource,
+                namespace: &key.1,
+                name: &key.2,
+                object: (event != EventType::Deleted).then_some(&object),
+            };
+            file.write(cluster, rv, &write).map_err(|error| {
+                warn!(%cluster, %resource, name = %key.2, error = %error, "a change could not be stored");
+                Error::StorageFailed(error.to_string())
+            })?;
+        }
+        inner.resource_version = rv;
         debug!(%resource, namespace = %key.1, name = %key.2, rv, event = event.as_str(), "commit");
         if event == EventType::Deleted {
             inner.objects.remove(&key);
@@ -312,7 +347,7 @@ impl Store {
         }
         // No receivers is fine: nobody is watching.
         let _ = self.changes.send(change);
-        object
+        Ok(object)
     }
 
     fn require_namespace(inner: &Inner, resource: Resource, namespace: Option<&str>) -> Result<()> {
@@ -414,7 +449,7 @@ impl Store {
             Resource::Services => assign_node_ports(&inner, &mut object)?,
             _ => {}
         }
-        Ok(self.commit(&mut inner, EventType::Added, key, object, None))
+        self.commit(&mut inner, EventType::Added, key, object, None)
     }
 
     /// One object.
@@ -540,7 +575,7 @@ impl Store {
             .ok_or_else(|| Error::NotFound { resource, name: name.to_string() })?;
         Self::check_version(resource, name, &body, &current)?;
         let next = Self::merge_part(&current, body, part);
-        Ok(self.commit(&mut inner, EventType::Modified, key, next, Some(current)))
+        self.commit(&mut inner, EventType::Modified, key, next, Some(current))
     }
 
     /// Apply a JSON merge patch to an object (or only its status, with `Part::Status`).
@@ -566,7 +601,7 @@ impl Store {
         let mut patched = current.clone();
         merge_patch(&mut patched, patch);
         let next = Self::merge_part(&current, patched, part);
-        Ok(self.commit(&mut inner, EventType::Modified, key, next, Some(current)))
+        self.commit(&mut inner, EventType::Modified, key, next, Some(current))
     }
 
     /// Change an object in place with a closure (spec, status, anything): the seam the stage engine and
@@ -587,7 +622,7 @@ impl Store {
             .ok_or_else(|| Error::NotFound { resource, name: name.to_string() })?;
         let mut next = current.clone();
         change(&mut next);
-        Ok(self.commit(&mut inner, EventType::Modified, key, next, Some(current)))
+        self.commit(&mut inner, EventType::Modified, key, next, Some(current))
     }
 
     /// Change an object in place only if `change` says it did (returns `true`): lets the stage engine
@@ -610,7 +645,7 @@ impl Store {
         if !change(&mut next) {
             return Ok(None);
         }
-        Ok(Some(self.commit(&mut inner, EventType::Modified, key, next, Some(current))))
+        self.commit(&mut inner, EventType::Modified, key, next, Some(current)).map(Some)
     }
 
     /// Delete an object. A pod deleted with a grace period while `honour_grace_period` is on is marked
@@ -642,7 +677,7 @@ impl Store {
                 let meta = metadata_mut(&mut next);
                 meta.insert("deletionTimestamp".into(), json!(at.to_rfc3339_opts(SecondsFormat::Secs, true)));
                 meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-                let object = self.commit(&mut inner, EventType::Modified, key, next, Some(current));
+                let object = self.commit(&mut inner, EventType::Modified, key, next, Some(current))?;
                 return Ok(Deletion::Terminating { object, grace_seconds: grace as u64 });
             }
         }
@@ -654,10 +689,10 @@ impl Store {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             for (key, object) in contained {
-                self.commit(&mut inner, EventType::Deleted, key, object.clone(), Some(object));
+                self.commit(&mut inner, EventType::Deleted, key, object.clone(), Some(object))?;
             }
         }
-        let removed = self.commit(&mut inner, EventType::Deleted, key, current.clone(), Some(current));
+        let removed = self.commit(&mut inner, EventType::Deleted, key, current.clone(), Some(current))?;
         Ok(Deletion::Removed(removed))
     }
 
@@ -674,8 +709,7 @@ impl Store {
         match inner.objects.get(&key) {
             Some(current) if meta_str(current, "uid") == Some(uid) => {
                 let current = current.clone();
-                self.commit(&mut inner, EventType::Deleted, key, current.clone(), Some(current));
-                true
+                self.commit(&mut inner, EventType::Deleted, key, current.clone(), Some(current)).is_ok()
             }
             _ => false,
         }

@@ -1,24 +1,27 @@
-//! Fault injection over HTTP, as tests and the demo use it: `PUT /sim/fault` makes the cluster
+//! Fault injection over HTTP, as tests and the demo use it: `PUT /sim/{cluster}/fault` makes the cluster
 //! unreachable, black-holed, slow or flapping for every client, and heals it again; and what happens
 //! behind a cut link (a node evicting a Pod) is told when the link returns.
 
 use std::time::Duration;
 
-use eci_edge_sim::{EngineConfig, Fault, NodeSpec, SimCluster, SimConfig};
+use eci_edge_sim::{ControlServer, EngineConfig, Fault, NodeSpec, SimCluster, SimConfig};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 use std::io::{Read, Write};
 
-/// Sends one request to the cluster's control port and returns the status code and the body.
+/// Sends one request to `path` under the cluster's control endpoints and returns the status code and
+/// the body.
 async fn control(sim: &SimCluster, method: &str, path: &str, body: &str) -> (u16, String) {
-    let (addr, request) = (
-        sim.control_addr(),
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
+    let path = format!("/sim/{}{path}", sim.name());
+    raw(sim.control_addr(), method, &path, body).await
+}
+
+async fn raw(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(addr).expect("connect");
@@ -34,9 +37,9 @@ async fn control(sim: &SimCluster, method: &str, path: &str, body: &str) -> (u16
     .expect("the request thread")
 }
 
-/// Sends `PUT /sim/fault` with `body` and returns the status code.
+/// Sends `PUT /sim/{cluster}/fault` with `body` and returns the status code.
 async fn put_fault(sim: &SimCluster, body: &str) -> u16 {
-    control(sim, "PUT", "/sim/fault", body).await.0
+    control(sim, "PUT", "/fault", body).await.0
 }
 
 /// Whether `check` comes true within a generous guard: the listener applies a new fault a moment
@@ -151,16 +154,16 @@ async fn a_pod_evicted_behind_a_cut_link_reports_when_it_stopped() {
 
     assert_eq!(put_fault(&sim, r#"{"fault": "unreachable"}"#).await, 204);
     let at = r#"{"at": "2030-01-10T14:00:00.125Z"}"#;
-    let (code, body) = control(&sim, "POST", "/sim/namespaces/default/pods/web/evict", at).await;
+    let (code, body) = control(&sim, "POST", "/namespaces/default/pods/web/evict", at).await;
     assert_eq!(code, 200, "{body}");
     // Evicting what has stopped already changes nothing.
     let later = r#"{"at": "2030-01-10T15:00:00Z"}"#;
-    assert_eq!(control(&sim, "POST", "/sim/namespaces/default/pods/web/evict", later).await.0, 200);
-    let (code, body) = control(&sim, "POST", "/sim/namespaces/default/pods/nope/evict", "").await;
+    assert_eq!(control(&sim, "POST", "/namespaces/default/pods/web/evict", later).await.0, 200);
+    let (code, body) = control(&sim, "POST", "/namespaces/default/pods/nope/evict", "").await;
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("NotFound"), "a Kubernetes Status: {body}");
-    assert_eq!(control(&sim, "POST", "/sim/namespaces/default/services/web/evict", "").await.0, 400);
-    assert_eq!(control(&sim, "POST", "/sim/namespaces/default/pods/web/evict", r#"{"at": 3}"#).await.0, 400);
+    assert_eq!(control(&sim, "POST", "/namespaces/default/services/web/evict", "").await.0, 400);
+    assert_eq!(control(&sim, "POST", "/namespaces/default/pods/web/evict", r#"{"at": 3}"#).await.0, 400);
 
     assert_eq!(put_fault(&sim, r#"{"fault": "none"}"#).await, 204);
     assert!(soon(async || phase(&pods).await == "Failed").await);
@@ -174,4 +177,37 @@ async fn a_pod_evicted_behind_a_cut_link_reports_when_it_stopped() {
     );
     assert!(!container.ready);
     sim.shutdown().await.expect("shutdown");
+}
+
+/// Many clusters share one control port, each under its name: a fault set for one reaches no other,
+/// and a name no cluster has is a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_control_port_serves_many_clusters_by_name() {
+    let control = ControlServer::start(([127, 0, 0, 1], 0).into()).await.expect("control port");
+    let start = async |name: &str| {
+        SimCluster::start(SimConfig::default().name(name).without_engine().control(control.clone()))
+            .await
+            .expect("start")
+    };
+    let (east, west) = (start("idc-east").await, start("idc-west").await);
+    assert_eq!(east.control_addr(), west.control_addr());
+    assert_eq!(east.control_url(), format!("http://{}/sim/idc-east", control.addr()));
+    let client =
+        |sim: &SimCluster| kube::Client::try_from(kube::Config::new(sim.url().parse().unwrap())).unwrap();
+    let (to_east, to_west) = (client(&east), client(&west));
+
+    assert_eq!(put_fault(&east, r#"{"fault": "unreachable"}"#).await, 204);
+    assert!(!answers(&to_east).await, "the faulted cluster is cut off");
+    assert!(answers(&to_west).await, "its neighbour on the same control port is not");
+    assert_eq!(raw(control.addr(), "PUT", "/sim/idc-nowhere/fault", r#"{"fault": "none"}"#).await.0, 404);
+    assert_eq!(put_fault(&east, r#"{"fault": "none"}"#).await, 204);
+    assert!(soon(async || answers(&to_east).await).await);
+
+    let east_fault = format!("/sim/{}/fault", east.name());
+    east.shutdown().await.expect("shutdown");
+    let after_stop = raw(control.addr(), "PUT", &east_fault, r#"{"fault": "none"}"#).await.0;
+    assert_eq!(after_stop, 404, "a stopped cluster leaves the port");
+    assert_eq!(put_fault(&west, r#"{"fault": "none"}"#).await, 204, "the others stay");
+    west.shutdown().await.expect("shutdown");
+    control.shutdown().await.expect("control shutdown");
 }

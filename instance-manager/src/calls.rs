@@ -85,6 +85,7 @@ fn is_transient(e: &kube::Error) -> bool {
 /// One IDC's cluster as the reconciler calls it.
 pub(crate) struct ClusterCalls {
     client: kube::Client,
+    probe: kube::Client,
     /// Paces every request to the cluster but the probe, which must not queue behind a batch.
     limiter: DefaultDirectRateLimiter,
     request_timeout: Duration,
@@ -98,6 +99,7 @@ impl ClusterCalls {
         let burst = NonZeroU32::new(config.request_burst).unwrap_or(per_second);
         ClusterCalls {
             client: client.kube().clone(),
+            probe: client.probe().clone(),
             limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
             request_timeout: config.request_timeout,
             request_retries: config.request_retries,
@@ -108,7 +110,7 @@ impl ClusterCalls {
     /// Asks the API server its version, once and unpaced, giving up after `timeout`: whether the
     /// link works at all.
     pub(crate) async fn probe(&self, timeout: Duration) -> ProbeResult {
-        match tokio::time::timeout(timeout, self.client.apiserver_version()).await {
+        match tokio::time::timeout(timeout, self.probe.apiserver_version()).await {
             Ok(Ok(_)) => ProbeResult::Answered,
             _ => ProbeResult::Missed,
         }

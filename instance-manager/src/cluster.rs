@@ -2,13 +2,26 @@
 //! of the platform names a cluster by its address or its kubeconfig context and gets a
 //! [`ClusterClient`] to hand to the reconciler.
 
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, KubeconfigError};
+use tower::limit::ConcurrencyLimitLayer;
+
+/// Requests in flight at once to one cluster; more wait for one to finish. A watch holds its slot
+/// only until its stream starts, so a cluster client opens at most this many connections beside its
+/// watches and its probe's: a 10,000-instance burst reuses a few connections per IDC instead of
+/// opening one per request, which over a fleet of a hundred clusters is thousands of descriptors.
+pub const REQUESTS_IN_FLIGHT: usize = 8;
 
 /// A client for an IDC's cluster as the reconciler wants it: without kube's built-in retries, which
 /// would wait out a partition for minutes inside one request; the reconciler paces, times out and
-/// retries requests itself, and treats a cluster that keeps failing as disconnected.
+/// retries requests itself, and treats a cluster that keeps failing as disconnected. Its requests
+/// share a bounded number of connections ([`REQUESTS_IN_FLIGHT`]); the reachability probe has its
+/// own, so a busy IDC is never taken for an unreachable one because the probe waited its turn.
 #[derive(Clone)]
-pub struct ClusterClient(kube::Client);
+pub struct ClusterClient {
+    work: kube::Client,
+    probe: kube::Client,
+}
 
 /// Why no client could be made for a cluster.
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +63,19 @@ impl ClusterClient {
 
     fn from_config(mut config: kube::Config) -> Result<ClusterClient, ClientError> {
         config.default_retry = false;
-        kube::Client::try_from(config).map(ClusterClient).map_err(ClientError::BuildFailed)
+        let builder = |config| ClientBuilder::try_from(config).map_err(ClientError::BuildFailed);
+        let work =
+            builder(config.clone())?.with_layer(&ConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT)).build();
+        Ok(ClusterClient { work, probe: builder(config)?.build() })
     }
 
     /// The kube client underneath, for the reconciler's requests and reflectors.
     pub(crate) fn kube(&self) -> &kube::Client {
-        &self.0
+        &self.work
+    }
+
+    /// The kube client the reachability probe goes through.
+    pub(crate) fn probe(&self) -> &kube::Client {
+        &self.probe
     }
 }

@@ -15,7 +15,8 @@ pub struct ManagerConfig {
     pub manifest: ManifestConfig,
     /// Pending instances taken per pass.
     pub batch_size: u32,
-    /// Create requests in flight at once per IDC, so a big batch cannot flood a small cluster.
+    /// Create requests in flight at once per IDC, so a big batch cannot flood a small cluster; more
+    /// than the client's own bound ([`crate::cluster::REQUESTS_IN_FLIGHT`]) would only queue there.
     pub concurrency: usize,
     /// A pass runs at least this often even when nothing changed.
     pub resync: Duration,
@@ -68,7 +69,7 @@ impl Default for ManagerConfig {
         ManagerConfig {
             manifest: ManifestConfig::default(),
             batch_size: 500,
-            concurrency: 32,
+            concurrency: crate::cluster::REQUESTS_IN_FLIGHT,
             resync: Duration::from_secs(2),
             vanish_grace: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(5),

@@ -1,5 +1,6 @@
 //! `eci batch create|list|get|delete`: batches are what customers ask for (N instances of one
-//! size, placed by area and carrier), so this is the client's main entry point.
+//! size, placed by area and carrier), so this is the client's main entry point. `--wait` of create
+//! and get lives in [`super::wait`].
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,8 @@ use serde_json::Value;
 
 use super::http::{Api, Query};
 use super::render::{self, dash, finish, key_values, table, when};
-use super::{OutputFormat, note, parse};
+use super::wait::{self, WaitArgs};
+use super::{Answer, OutputFormat, note, parse};
 
 /// The `batch` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -22,6 +24,8 @@ pub enum BatchCommand {
     Get {
         /// Batch ID (b-…).
         id: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Release a batch: all its instances are stopped and its capacity freed.
     Delete {
@@ -93,6 +97,8 @@ pub struct BatchCreateArgs {
     /// Retrying with the same key returns the first batch instead of creating another.
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 /// Filters and paging of `batch list`.
@@ -112,32 +118,36 @@ pub struct BatchListArgs {
     pub all: bool,
 }
 
-/// Runs one `batch` subcommand and returns the text to print.
-pub async fn run(api: &Api, cmd: BatchCommand, output: OutputFormat) -> Result<String> {
+/// Runs one `batch` subcommand and returns the text to print, with the verdict of `--wait`.
+pub async fn run(api: &Api, cmd: BatchCommand, output: OutputFormat) -> Result<Answer> {
     match cmd {
         BatchCommand::Create(args) => {
             let body = create_body(&args)?;
             let answer = api.post(&["v1", "batches"], &body, args.idempotency_key.as_deref()).await?;
-            render::one(output, answer, "batch", |b: &Batch| {
+            let (answer, verdict) = wait::if_asked(api, answer, &args.wait, output).await;
+            let text = render::one(output, answer, "batch", |b: &Batch| {
                 if b.count < args.count {
                     note(&format!("note: placed {} of the {} instances asked for", b.count, args.count));
                 }
                 batch_view(b)
-            })
+            })?;
+            Ok(Answer { text, verdict })
         }
         BatchCommand::List(args) => {
             let answer = api.list(&["v1", "batches"], &list_query(&args), args.all).await?;
-            render::many(output, answer, "batches", batch_table)
+            render::many(output, answer, "batches", batch_table).map(Answer::from)
         }
-        BatchCommand::Get { id } => {
+        BatchCommand::Get { id, wait } => {
             let answer = api.get(&["v1", "batches", &id], &Vec::new()).await?;
-            render::one(output, answer, "batch", batch_view)
+            let (answer, verdict) = wait::if_asked(api, answer, &wait, output).await;
+            Ok(Answer { text: render::one(output, answer, "batch", batch_view)?, verdict })
         }
         BatchCommand::Delete { id } => {
             let answer = api.delete(&["v1", "batches", &id]).await?;
             render::one(output, answer, "batch", |b: &Batch| {
                 format!("batch {} is {}", b.id, dash(b.state.as_deref()))
             })
+            .map(Answer::from)
         }
     }
 }
@@ -327,7 +337,7 @@ fn batch_view(b: &Batch) -> String {
 
 /// Instance counts by state in lifecycle order (`pending 880, running 120`), then any state this
 /// client does not know yet.
-fn counts(counts: &BTreeMap<String, u64>) -> String {
+pub(super) fn counts(counts: &BTreeMap<String, u64>) -> String {
     let known: Vec<&str> = eci_core::InstanceState::ALL.iter().map(|s| s.as_str()).collect();
     let ordered =
         known.iter().copied().chain(counts.keys().map(String::as_str).filter(|k| !known.contains(k)));

@@ -4,8 +4,9 @@
 //! Layout: [`http`] is the only place that talks to the server (URLs, bearer token, timeouts,
 //! turning failures into one readable line); one file per resource turns arguments into a request
 //! and the answer into text; [`render`] holds the table and formatting helpers and [`parse`] the
-//! argument parsers that several commands share. Every command returns the text to print, so that
-//! output happens in one place and rendering stays testable without a server.
+//! argument parsers that several commands share; [`wait`] is `batch … --wait`, polling a batch
+//! until its instances run. Every command returns the text to print, so that output happens in one
+//! place and rendering stays testable without a server.
 
 mod areas;
 mod batch;
@@ -15,6 +16,7 @@ mod http;
 mod instance;
 mod parse;
 mod render;
+mod wait;
 
 use std::io::Write;
 
@@ -81,19 +83,35 @@ pub enum ClientCommand {
 ///
 /// On failure returns an error whose `Display` is a single line meant to be printed as
 /// `error: {err}` (for example `insufficient_capacity: only 812 of 1000 instances fit (HTTP 422)`);
-/// nothing is printed here in that case.
+/// nothing is printed here in that case. The one exception is a `--wait` whose instances failed:
+/// the batch is printed all the same, and the error's first line says how many failed, the lines
+/// below it why.
 pub async fn run(args: ClientArgs, cmd: ClientCommand) -> anyhow::Result<()> {
     let api = http::Api::new(&args.endpoint, args.token.as_deref())?;
     let output = args.output;
-    let text = match cmd {
+    let answer: Answer = match cmd {
         ClientCommand::Batch(cmd) => batch::run(&api, cmd, output).await?,
-        ClientCommand::Instance(cmd) => instance::run(&api, cmd, output).await?,
-        ClientCommand::Capacity(cmd) => capacity::run(&api, cmd, output).await?,
-        ClientCommand::Areas => areas::run(&api, output).await?,
-        ClientCommand::Usage(cmd) => billing::usage(&api, cmd, output).await?,
-        ClientCommand::Invoice(cmd) => billing::invoice(&api, cmd, output).await?,
+        ClientCommand::Instance(cmd) => instance::run(&api, cmd, output).await?.into(),
+        ClientCommand::Capacity(cmd) => capacity::run(&api, cmd, output).await?.into(),
+        ClientCommand::Areas => areas::run(&api, output).await?.into(),
+        ClientCommand::Usage(cmd) => billing::usage(&api, cmd, output).await?.into(),
+        ClientCommand::Invoice(cmd) => billing::invoice(&api, cmd, output).await?.into(),
     };
-    print_stdout(&text)
+    print_stdout(&answer.text)?;
+    answer.verdict
+}
+
+/// What a command prints, and whether it failed all the same: `batch … --wait` prints the batch it
+/// waited for even when the wait failed, so that a script still learns the id it has to clean up.
+struct Answer {
+    text: String,
+    verdict: anyhow::Result<()>,
+}
+
+impl From<String> for Answer {
+    fn from(text: String) -> Answer {
+        Answer { text, verdict: Ok(()) }
+    }
 }
 
 /// Writes `text` and a newline to stdout; a closed pipe (`eci batch list | head -1`) is not an
