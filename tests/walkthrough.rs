@@ -168,6 +168,13 @@ impl Server {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
+    /// Kills the server with SIGKILL, no goodbye, as a crash would, and reaps it.
+    fn kill(&mut self) {
+        let mut child = self.child.take().expect("the server is running");
+        child.kill().expect("SIGKILL the server");
+        child.wait().expect("reap the server");
+    }
+
     /// Sends SIGTERM and waits (a bounded number of polls) for the server to exit.
     fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.as_ref().expect("the server is not running").id();
@@ -968,9 +975,7 @@ async fn a_control_plane_killed_mid_batch_creates_every_instance_exactly_once() 
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut child = server.child.take().expect("the server is running");
-    child.kill().expect("SIGKILL the server");
-    child.wait().expect("reap the server");
+    server.kill();
     let at_kill = pods(&sims);
     assert!(
         (50..COUNT).contains(&at_kill.len()),
@@ -1059,11 +1064,6 @@ async fn eci_up_killed_and_started_again_keeps_every_instance_running() {
     let args =
         ["up", "--data-dir", data.to_str().expect("a UTF-8 path"), "--fleet", fleet.to_str().expect("UTF-8")];
     let start = || tokio::task::block_in_place(|| Server::start_in(tmp.path(), &args, tmp.path()));
-    let kill = |server: &mut Server| {
-        let mut child = server.child.take().expect("the server is running");
-        child.kill().expect("SIGKILL the server");
-        child.wait().expect("reap the server");
-    };
     let mut server = start();
     let token = read_credentials(&data.join("credentials"))["ECI_TOKEN"].clone();
     let http = reqwest::Client::new();
@@ -1117,9 +1117,9 @@ async fn eci_up_killed_and_started_again_keeps_every_instance_running() {
     let before = instances(&server, &batch).await;
     let pods_before = kept_pods(&data);
     assert_eq!(pods_before.len() as u64, COUNT);
-    kill(&mut server);
+    server.kill();
 
-    let server = start();
+    let mut server = start();
     // A second batch running proves the reconcilers of both IDCs have looked at their clusters.
     let second = create(&server, 10).await;
     until(&server, &second, &all_running).await;
@@ -1161,8 +1161,7 @@ async fn eci_up_killed_and_started_again_keeps_every_instance_running() {
         .await
         .expect("DELETE");
     assert_eq!(answer.status(), 200);
-    let mut server = server;
-    kill(&mut server);
+    server.kill();
     let left = kept_pods(&data).len() as u64;
     assert!(left > 10, "the kill should land before the release is done: {left} Pods left");
     let server = start();

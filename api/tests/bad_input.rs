@@ -182,10 +182,8 @@ async fn paging_and_filters_outside_their_range_are_refused() {
     each_backend(|store| async move {
         let app = App::seeded(store).await;
         let acme = app.tenant("acme").await;
+        // Out-of-range limits are in errors.rs; here, what is not a limit or a cursor at all.
         for listing in ["/v1/batches", "/v1/instances", "/v1/reservations"] {
-            for limit in ["0", "1001", "1000000000"] {
-                assert_invalid(&app.get(&format!("{listing}?limit={limit}"), &acme.token).await, "limit");
-            }
             for query in ["limit=10000000000000", "limit=1.5", "limit=", "limit=1&limit=2"] {
                 assert_invalid(&app.get(&format!("{listing}?{query}"), &acme.token).await, "query");
             }
