@@ -9,17 +9,19 @@
 //! invoice must then equal, to the micro-unit, the billing rule worked out afresh from the instance
 //! records, and the records must say what happened.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
+use common::{on_each_database, open, settle};
 use eci_api::testing::*;
 use eci_core::{IdcId, InstanceId, TenantId};
 use eci_edge_sim::{EngineConfig, Fault, NodeSpec, Resource, SimCluster, SimConfig};
 use eci_instance_manager::manifest;
 use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
-use eci_store::{Store, StoreConfig, testing};
 use serde_json::{Value, json};
 
 /// Hangzhou, BGP: containers and VMs. The steady batch runs here.
@@ -43,16 +45,7 @@ fn price_change() -> DateTime<Utc> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulated_month_is_invoiced_to_the_micro_unit() {
-    eprintln!("---- running on SQLite ----");
-    let (store, dir) = testing::sqlite_store().await;
-    store.close().await;
-    simulated_month(&testing::sqlite_url(&dir)).await;
-    eprintln!("---- running on PostgreSQL ----");
-    if let Some(db) = testing::postgres_database(testing::DEFAULT_TEST_CONNECTIONS).await {
-        db.store.close().await;
-        simulated_month(&db.url).await;
-        db.cleanup().await;
-    }
+    on_each_database(|url| async move { simulated_month(&url).await }).await;
 }
 
 async fn simulated_month(url: &str) {
@@ -329,12 +322,6 @@ fn expected_invoice(instances: &[Value], now: DateTime<Utc>) -> BTreeMap<String,
 
 // ---- The simulated IDCs and the test's moves --------------------------------------------------------
 
-async fn open(url: &str) -> Store {
-    Store::connect(&StoreConfig::new(url).max_connections(testing::DEFAULT_TEST_CONNECTIONS))
-        .await
-        .unwrap_or_else(|e| panic!("opening the database: {e:?}"))
-}
-
 async fn start_sims() -> BTreeMap<&'static str, SimCluster> {
     let mut sims = BTreeMap::new();
     for idc in [STEADY_IDC, NIGHTLY_IDC] {
@@ -372,23 +359,6 @@ fn start_reconcilers(sims: &BTreeMap<&'static str, SimCluster>, app: &App) -> Ve
             )
         })
         .collect()
-}
-
-/// Runs passes of every reconciler until the tenant's instances are as `done` wants; bounded by
-/// rounds, not by time.
-async fn settle(app: &App, token: &str, reconcilers: &[IdcReconciler], done: impl Fn(&[Value]) -> bool) {
-    let mut instances = Vec::new();
-    for _ in 0..1000 {
-        for reconciler in reconcilers {
-            reconciler.pass().await.expect("pass");
-        }
-        instances = app.all_pages("/v1/instances", token).await;
-        if done(&instances) {
-            return;
-        }
-        tokio::time::sleep(StdDuration::from_millis(20)).await;
-    }
-    panic!("the IDCs did not settle at {}: {instances:#?}", app.clock_now());
 }
 
 /// Moves the clock forward to `at`.

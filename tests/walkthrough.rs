@@ -764,21 +764,33 @@ async fn eci_serve_runs_on_postgresql_with_a_fleet_file() {
     let tmp = TempDirGuard::new("eci-serve").expect("temp dir");
     let fleet = tmp.path().join("fleet.yaml");
     std::fs::write(&fleet, FLEET).expect("write the fleet file");
-    let admin_key = "e2e-admin-key-0f3c9a1d7b";
-    let mut server = Server::start(
-        &[
-            "serve",
-            "--database-url",
-            &db.url,
-            "--redis-url",
-            &redis,
-            "--fleet",
-            fleet.to_str().expect("a UTF-8 temp path"),
-            "--admin-key",
-            admin_key,
-        ],
-        tmp.path(),
+    // Shenzhen's cluster, in a runtime of its own: the client calls below block this thread. The
+    // other IDCs name no reachable cluster, so they sell nothing.
+    let shenzhen =
+        eci_edge_sim::NodeSpec::new("e2e-shenzhen-1-node").cpu_millis(64_000).memory_mib(256 * 1024);
+    let url = sim_on_its_own_thread(eci_edge_sim::SimConfig::default().name("e2e-shenzhen-1").node(shenzhen));
+    let kubeconfig = tmp.path().join("kubeconfig");
+    let contexts = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sz\n  cluster:\n    server: {url}\n\
+         contexts:\n- name: e2e-shenzhen-1\n  context:\n    cluster: sz\n    user: sz\n\
+         users:\n- name: sz\n  user: {{}}\n"
     );
+    std::fs::write(&kubeconfig, contexts).expect("write the kubeconfig");
+    let admin_key = "e2e-admin-key-0f3c9a1d7b";
+    let args = [
+        "serve",
+        "--database-url",
+        &db.url,
+        "--redis-url",
+        &redis,
+        "--fleet",
+        fleet.to_str().expect("a UTF-8 temp path"),
+        "--admin-key",
+        admin_key,
+    ];
+    let env = [("KUBECONFIG", kubeconfig.to_str().expect("a UTF-8 temp path"))];
+    let cwd = std::env::current_dir().expect("current dir");
+    let mut server = Server::launch(&cwd, &args, &env, tmp.path());
     let endpoint = server.endpoint();
     let http = reqwest::Client::new();
 
@@ -877,6 +889,21 @@ async fn eci_serve_runs_on_postgresql_with_a_fleet_file() {
     assert_eq!(status.code(), Some(0), "eci serve did not exit cleanly on SIGTERM{}", server.output());
     drop(server);
     db.cleanup().await;
+}
+
+/// Starts a simulated cluster on a thread and runtime of its own, for tests that block theirs on
+/// the program under test; it lives until the test process ends. Returns its address.
+fn sim_on_its_own_thread(config: eci_edge_sim::SimConfig) -> String {
+    let (sent, url) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime for the cluster");
+        runtime.block_on(async move {
+            let sim = eci_edge_sim::SimCluster::start(config).await.expect("start a simulated IDC");
+            sent.send(sim.url()).expect("the test waits for the address");
+            std::future::pending::<()>().await
+        })
+    });
+    url.recv().expect("the cluster's address")
 }
 
 /// Kill the control plane (SIGKILL, no goodbye) while it is creating a batch's Pods, start it again

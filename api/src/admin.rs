@@ -3,7 +3,10 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use eci_core::capacity::{CapacityShort, ClusterCapacity, MAX_HEADROOM_PERCENT};
 use eci_core::{Area, Carrier, Idc, IdcId, IdcStatus, KeyId, Runtime, TenantId};
+use eci_store::fleet::IdcReport;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -14,7 +17,7 @@ use crate::extract::{Body, Path};
 use crate::openapi::{AdminCall, Conflict, JsonBody, NotFound};
 use crate::wire::rules::{self, TextRule};
 use crate::wire::{
-    AmountView, QuotaBody, SpecBody, TenantView, optional_word_schema, word_list_schema, word_schema,
+    AmountView, QuotaBody, SpecBody, TenantView, optional_word_schema, whole, word_list_schema, word_schema,
 };
 
 routes! { router, ROUTES;
@@ -215,8 +218,14 @@ pub struct IdcBody {
     /// ISPs the IDC is connected to, at least one (`bgp` is multi-line).
     #[schema(schema_with = carriers_schema)]
     pub carriers: Vec<String>,
-    /// What the platform may allocate there in total, across all servers.
+    /// The most the IDC may sell, across all servers: an upper bound. What it sells is read from its
+    /// cluster, within this bound.
     pub capacity: SpecBody,
+    /// Percent of what its cluster offers that is never sold (room for evictions, bursts and daemons
+    /// the kubelet does not reserve for), 0 to 90; default 0.
+    #[serde(default, deserialize_with = "whole::required")]
+    #[schema(minimum = 0, maximum = 90)]
+    pub headroom_percent: u8,
     /// Runtimes its cluster runs: `container` always (added when left out), `rich`, `vm`.
     #[serde(default)]
     #[schema(schema_with = word_list_schema::<Runtime>)]
@@ -243,7 +252,8 @@ fn carriers_schema() -> utoipa::openapi::schema::Array {
     list
 }
 
-/// An IDC's description with its capacity ledger: what is reserved, allocated and free.
+/// An IDC's description with what its cluster was read to offer, what it sells of that, and its
+/// capacity ledger: what is reserved, allocated and free.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct IdcView {
     /// IDC id, chosen by admins: letters, digits, `-` and `_`.
@@ -259,8 +269,18 @@ pub struct IdcView {
     /// ISPs the IDC is connected to.
     #[schema(schema_with = word_list_schema::<Carrier>)]
     pub carriers: Vec<String>,
-    /// What the platform may allocate there in total, across all servers.
+    /// The fleet's bound: the most the IDC may sell, across all servers, whatever its cluster offers.
     pub capacity: AmountView,
+    /// Percent of what its cluster offers that is never sold.
+    #[schema(minimum = 0, maximum = 90)]
+    pub headroom_percent: u8,
+    /// What the IDC sells: what its cluster offers less foreign requests and the headroom, within
+    /// `capacity`; zero until its cluster was first read.
+    pub sellable: AmountView,
+    /// What its cluster was last read to offer; null until it was first read.
+    pub cluster: Option<ClusterView>,
+    /// What is wrong with the IDC now; empty when nothing is.
+    pub conditions: Vec<IdcCondition>,
     /// Runtimes its cluster runs.
     #[schema(schema_with = word_list_schema::<Runtime>)]
     pub runtimes: Vec<String>,
@@ -277,11 +297,69 @@ pub struct IdcView {
     pub reserved: AmountView,
     /// Taken by live instances, including those drawn from reservations.
     pub allocated: AmountView,
-    /// What new instances and reservations may still take.
+    /// What new instances and reservations may still take of what it sells.
     pub free: AmountView,
 }
 
-fn idc_view(idc: &Idc, line: &eci_core::IdcLedger) -> IdcView {
+/// An IDC's cluster as the instance manager last read it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ClusterView {
+    /// Nodes in the cluster, whatever their state.
+    pub nodes: u32,
+    /// Of them, schedulable and Ready: the only ones whose room is sold.
+    pub schedulable_nodes: u32,
+    /// What the schedulable Ready nodes let Pods use (their `status.allocatable`), summed.
+    pub allocatable: AmountView,
+    /// What Pods the platform does not own request on those nodes, and those waiting for a node.
+    pub foreign: AmountView,
+    /// The room of its nodes (allocatable less foreign requests), one per shape no other covers,
+    /// most CPU first: an instance fits the IDC only if one of them covers its size.
+    pub node_shapes: Vec<AmountView>,
+    /// When the cluster was read, UTC RFC 3339.
+    pub read_at: DateTime<Utc>,
+}
+
+impl ClusterView {
+    fn new(cluster: &ClusterCapacity, read_at: DateTime<Utc>) -> Self {
+        ClusterView {
+            nodes: cluster.nodes,
+            schedulable_nodes: cluster.schedulable_nodes,
+            allocatable: AmountView::from(&cluster.allocatable),
+            foreign: AmountView::from(&cluster.foreign),
+            node_shapes: cluster.node_shapes.iter().map(AmountView::from).collect(),
+            read_at,
+        }
+    }
+}
+
+/// Something wrong with an IDC. `type` says which (`capacity_short` is the one there is today; more
+/// may come, so a reader skips types it does not know), `message` says it for people, and each type
+/// carries its own figures beside them.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum IdcCondition {
+    /// The IDC sells less than it has promised to live instances and reservations (its cluster
+    /// shrank, or its bound or headroom changed): it takes nothing new until the promise fits
+    /// again, and nothing it runs is touched.
+    CapacityShort {
+        /// What is short, for people.
+        message: String,
+        /// How much of what is allocated and reserved the IDC no longer sells.
+        short_by: AmountView,
+    },
+}
+
+impl From<&CapacityShort> for IdcCondition {
+    fn from(short: &CapacityShort) -> Self {
+        IdcCondition::CapacityShort {
+            message: short.to_string(),
+            short_by: AmountView::from(&short.short_by),
+        }
+    }
+}
+
+fn idc_view(report: &IdcReport) -> IdcView {
+    let IdcReport { idc, line, cluster } = report;
     IdcView {
         id: idc.id.0.clone(),
         name: idc.name.clone(),
@@ -290,6 +368,10 @@ fn idc_view(idc: &Idc, line: &eci_core::IdcLedger) -> IdcView {
         city: idc.area.city.clone(),
         carriers: idc.carriers.iter().map(|c| c.to_string()).collect(),
         capacity: AmountView::from(&idc.capacity),
+        headroom_percent: idc.headroom_percent,
+        sellable: AmountView::from(&line.total),
+        cluster: cluster.as_ref().map(|(c, read_at)| ClusterView::new(c, *read_at)),
+        conditions: line.short().iter().map(IdcCondition::from).collect(),
         runtimes: idc.runtimes.iter().map(|r| r.to_string()).collect(),
         status: idc.status.to_string(),
         kube_context: idc.kube_context.clone(),
@@ -301,13 +383,15 @@ fn idc_view(idc: &Idc, line: &eci_core::IdcLedger) -> IdcView {
     }
 }
 
-/// List every IDC, in id order, with what is reserved, allocated and free in it.
+/// List every IDC, in id order, with what its cluster offers, what it sells, and what is reserved,
+/// allocated and free in it.
 #[utoipa::path(get, path = "/v1/admin/idcs", responses((status = 200, body = Vec<IdcView>), AdminCall))]
 pub async fn list_idcs(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<IdcView>>> {
-    Ok(Json(state.store.list_idcs().await?.iter().map(|(i, l)| idc_view(i, l)).collect()))
+    Ok(Json(state.store.idc_reports().await?.iter().map(idc_view).collect()))
 }
 
-/// Get one IDC, with what is reserved, allocated and free in it.
+/// Get one IDC, with what its cluster offers, what it sells, and what is reserved, allocated and
+/// free in it.
 #[utoipa::path(get, path = "/v1/admin/idcs/{id}",
     params(("id" = rules::IdcIdText, Path, description = "The IDC's id.")),
     responses((status = 200, body = IdcView), AdminCall, (status = 404, response = NotFound)))]
@@ -317,11 +401,11 @@ pub async fn get_idc(
     Path(id): Path<String>,
 ) -> Result<Json<IdcView>> {
     let id = rules::known_id::<rules::IdcIdText>("IDC", id)?;
-    let (idc, line) = state.store.get_idc(&IdcId(id)).await?;
-    Ok(Json(idc_view(&idc, &line)))
+    Ok(Json(idc_view(&state.store.idc_report(&IdcId(id)).await?)))
 }
 
-/// Add an IDC or change one. Its area codes must not clash with the fleet's.
+/// Add an IDC or change one. Its area codes must not clash with the fleet's. A new IDC sells nothing
+/// until its cluster is first read; a changed bound or headroom applies to the last reading at once.
 #[utoipa::path(put, path = "/v1/admin/idcs/{id}",
     params(("id" = rules::IdcIdText, Path, description = "The IDC's id.")), request_body = IdcBody,
     responses((status = 200, body = IdcView), AdminCall, JsonBody, (status = 409, response = Conflict)))]
@@ -347,6 +431,12 @@ pub async fn put_idc(
     }
     if let Some(host) = &body.ssh_ingress_host {
         rules::Host::require("ssh_ingress_host", host)?;
+    }
+    if body.headroom_percent > MAX_HEADROOM_PERCENT {
+        return Err(ApiError::invalid(
+            "headroom_percent",
+            format!("must be between 0 and {MAX_HEADROOM_PERCENT}"),
+        ));
     }
     let mut runtimes = body
         .runtimes
@@ -382,6 +472,7 @@ pub async fn put_idc(
         kube_context: body.kube_context.clone(),
         rich_runtime_class: body.rich_runtime_class.clone(),
         ssh_ingress_host: body.ssh_ingress_host.clone(),
+        headroom_percent: body.headroom_percent,
     };
     idc.validate().map_err(|e| ApiError::invalid("idc", e.to_string()))?;
     let mut fleet = state.store.snapshot().await?.fleet;
@@ -391,8 +482,7 @@ pub async fn put_idc(
     eci_core::fleet::check_area_codes(fleet.idcs.iter().map(|i| &i.area))
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "area_conflict", e.to_string()))?;
     state.store.upsert_idc(&idc, state.clock.now()).await?;
-    let (idc, line) = state.store.get_idc(&idc.id).await?;
-    Ok(Json(idc_view(&idc, &line)))
+    Ok(Json(idc_view(&state.store.idc_report(&idc.id).await?)))
 }
 
 /// Stop placing new instances in an IDC; what runs there keeps running.
@@ -406,6 +496,5 @@ pub async fn drain_idc(
 ) -> Result<Json<IdcView>> {
     let id = IdcId(rules::known_id::<rules::IdcIdText>("IDC", id)?);
     state.store.set_idc_status(&id, IdcStatus::Draining, state.clock.now()).await?;
-    let (idc, line) = state.store.get_idc(&id).await?;
-    Ok(Json(idc_view(&idc, &line)))
+    Ok(Json(idc_view(&state.store.idc_report(&id).await?)))
 }

@@ -27,12 +27,12 @@ impl<S: Send + Sync, T: DeserializeOwned + ToSchema> FromRequest<S> for Body<T> 
             .collect();
         let schema = serde_json::to_value(T::schema()).unwrap_or_default();
         no_array_for_an_object(&schema, &components, &value, "body")?;
-        serde_json::from_value(value).map(Body).map_err(|e| {
-            ApiError::invalid(
-                "body",
-                format!("Failed to deserialize the JSON body into the target type: {e}"),
-            )
-        })
+        // Read again from text through axum, whose errors name the path of the value at fault
+        // (`create_timeout_seconds: invalid type: ...`), which a `Value` alone cannot tell.
+        let text = serde_json::to_vec(&value).expect("a JSON value always serializes");
+        axum::Json::<T>::from_bytes(&text)
+            .map(|axum::Json(body)| Body(body))
+            .map_err(|e| ApiError::invalid("body", e.body_text()))
     }
 }
 

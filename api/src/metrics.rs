@@ -1,16 +1,20 @@
-//! Prometheus metrics: every request by route and status, with its latency, and what the platform
-//! handed out. Served at `GET /metrics`.
+//! Prometheus metrics: every request by route and status, with its latency, what the platform
+//! handed out, and each IDC's ledger line as the store holds it at the scrape (what it sells, what
+//! is allocated and reserved, whether it is short). Served at `GET /metrics`.
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use eci_store::fleet::IdcReport;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -30,11 +34,95 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IdcLabels {
+    idc: String,
+}
+
+/// Per-IDC gauges, set from the store's reports at each scrape: the store is the truth every
+/// replica shares, so no replica keeps figures of its own that could disagree.
+#[derive(Default)]
+struct IdcGauges {
+    sellable_cpu: Family<IdcLabels, Gauge>,
+    allocated_cpu: Family<IdcLabels, Gauge>,
+    reserved_cpu: Family<IdcLabels, Gauge>,
+    sellable_memory: Family<IdcLabels, Gauge>,
+    allocated_memory: Family<IdcLabels, Gauge>,
+    reserved_memory: Family<IdcLabels, Gauge>,
+    capacity_short: Family<IdcLabels, Gauge>,
+    read_at: Family<IdcLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl IdcGauges {
+    fn register(&self, registry: &mut Registry) {
+        let families = [
+            ("idc_sellable_cpu_millis", "What the IDC sells, in milli-vCPU", &self.sellable_cpu),
+            ("idc_allocated_cpu_millis", "Milli-vCPU live instances take in the IDC", &self.allocated_cpu),
+            ("idc_reserved_cpu_millis", "Milli-vCPU reservations hold in the IDC", &self.reserved_cpu),
+            ("idc_sellable_memory_mib", "What the IDC sells, in MiB", &self.sellable_memory),
+            ("idc_allocated_memory_mib", "MiB live instances take in the IDC", &self.allocated_memory),
+            ("idc_reserved_memory_mib", "MiB reservations hold in the IDC", &self.reserved_memory),
+            (
+                "idc_capacity_short",
+                "1 when the IDC sells less than it promised to instances and reservations",
+                &self.capacity_short,
+            ),
+        ];
+        for (name, help, family) in families {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "idc_capacity_read_timestamp_seconds",
+            "When the IDC's cluster was last read, in seconds since the Unix epoch",
+            self.read_at.clone(),
+        );
+    }
+
+    /// Replaces every IDC's figures with those of `reports`; with `None` (the store could not be
+    /// read) there are none, rather than stale ones an alert would go on trusting.
+    fn set(&self, reports: Option<&[IdcReport]>) {
+        let every = [
+            &self.sellable_cpu,
+            &self.allocated_cpu,
+            &self.reserved_cpu,
+            &self.sellable_memory,
+            &self.allocated_memory,
+            &self.reserved_memory,
+            &self.capacity_short,
+        ];
+        for family in every {
+            family.clear();
+        }
+        self.read_at.clear();
+        for IdcReport { idc, line, cluster } in reports.unwrap_or_default() {
+            let labels = IdcLabels { idc: idc.id.0.clone() };
+            let set = |family: &Family<IdcLabels, Gauge>, n: u64| {
+                family.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
+            };
+            set(&self.sellable_cpu, line.total.cpu.0);
+            set(&self.allocated_cpu, line.allocated.cpu.0);
+            set(&self.reserved_cpu, line.reserved.cpu.0);
+            set(&self.sellable_memory, line.total.memory.0);
+            set(&self.allocated_memory, line.allocated.memory.0);
+            set(&self.reserved_memory, line.reserved.memory.0);
+            set(&self.capacity_short, u64::from(line.short().is_some()));
+            if let Some((_, read_at)) = cluster {
+                // Milliseconds since the epoch stay below 2^53 (exact in an f64) for 285,000 years.
+                self.read_at.get_or_create(&labels).set(read_at.timestamp_millis() as f64 / 1000.0);
+            }
+        }
+    }
+}
+
 /// The platform's metrics and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    idcs: IdcGauges,
+    /// Held from setting the IDC gauges to encoding them, so that two scrapes at once cannot
+    /// interleave their clearing and setting.
+    scrape: Mutex<()>,
     /// Instances accepted into new batches.
     pub instances_created: Counter,
     /// Batches created (idempotent replays not counted).
@@ -64,12 +152,25 @@ impl Default for Metrics {
             instances_created.clone(),
         );
         registry.register("batches_created", "Batches created", batches_created.clone());
-        Metrics { registry, requests, latency, instances_created, batches_created }
+        let idcs = IdcGauges::default();
+        idcs.register(&mut registry);
+        Metrics {
+            registry,
+            requests,
+            latency,
+            idcs,
+            scrape: Mutex::new(()),
+            instances_created,
+            batches_created,
+        }
     }
 }
 
 impl Metrics {
-    fn encode(&self) -> String {
+    /// The text of a scrape, with the IDC gauges of `reports` (none when they could not be read).
+    fn encode(&self, reports: Option<&[IdcReport]>) -> String {
+        let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        self.idcs.set(reports);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
@@ -97,13 +198,21 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
 }
 
 /// `GET /metrics` in the Prometheus text format. Unauthenticated, like `/healthz`: scrapers carry no
-/// API key, and it names no tenant.
+/// API key, and it names no tenant. The IDC gauges are read from the store at each scrape; when it
+/// cannot be read they are left out and the rest is served.
 #[utoipa::path(get, path = "/metrics", security(()),
     responses((status = 200, description = "The metrics, in the OpenMetrics text format.", body = String,
         content_type = "application/openmetrics-text")))]
 pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
+    let reports = match state.store.idc_reports().await {
+        Ok(reports) => Some(reports),
+        Err(error) => {
+            tracing::error!(?error, "reading the IDCs for /metrics; their gauges are left out");
+            None
+        }
+    };
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.metrics.encode(),
+        state.metrics.encode(reports.as_deref()),
     )
 }

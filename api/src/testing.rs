@@ -14,7 +14,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use chrono::{DateTime, Duration, Utc};
-use eci_core::{ManualClock, MiB, MilliCpu, Quota, Resources};
+use eci_core::{IdcId, ManualClock, MiB, MilliCpu, Quota, Resources};
 use eci_store::Store;
 use eci_store::coordination::RateWindows;
 use eci_store::testing;
@@ -297,6 +297,20 @@ impl App {
     /// A tenant as admins see it.
     pub async fn admin_tenant(&self, id: &str) -> Value {
         self.get(&format!("/v1/admin/tenants/{id}"), ADMIN).await.expect_status(StatusCode::OK)
+    }
+
+    /// An IDC as admins see it.
+    pub async fn admin_idc(&self, id: &str) -> Value {
+        self.get(&format!("/v1/admin/idcs/{id}"), ADMIN).await.expect_status(StatusCode::OK)
+    }
+
+    /// Has an IDC's cluster read as exactly as big as its bound, like the seeded IDCs': what its
+    /// instance manager would record on its first pass, without which an IDC put through the admin
+    /// API sells nothing. Returns the IDC as admins then see it.
+    pub async fn read_cluster_as_bound(&self, id: &str) -> Value {
+        let (idc, _) = self.store.get_idc(&IdcId(id.to_string())).await.expect("a known IDC");
+        testing::read_cluster_as_bound(&self.store, &idc).await;
+        self.admin_idc(id).await
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use eci_core::records::MAX_CREATE_TIMEOUT_SECONDS;
 use eci_core::words::Word;
 use eci_core::{
     Batch, BatchRequest, Carrier, CarrierPerIdc, Instance, MiB, MilliCpu, PlacedArea, PlacementSpec, Quota,
@@ -147,6 +148,12 @@ pub struct CreateBatchBody {
     #[serde(default, deserialize_with = "whole::optional")]
     #[schema(minimum = 1, maximum = 31622400)]
     pub ttl_seconds: Option<u64>,
+    /// How long each instance's Pod or VM may take to start once it is in its cluster (waiting for a
+    /// node, pulling its image, booting) before the instance fails with the cluster's reason: 1 to
+    /// 3600 seconds; 120 when absent.
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(minimum = 1, maximum = 3600)]
+    pub create_timeout_seconds: Option<u32>,
     /// At most 32 Kubernetes labels, put on every instance's Pod or VM; listings filter and usage groups
     /// by them.
     #[serde(default)]
@@ -361,6 +368,12 @@ impl CreateBatchBody {
         if let Some(r) = &self.reservation_id {
             rules::ReservationIdText::require("reservation_id", r)?;
         }
+        if self.create_timeout_seconds.is_some_and(|t| t == 0 || t > MAX_CREATE_TIMEOUT_SECONDS) {
+            return Err(ApiError::invalid(
+                "create_timeout_seconds",
+                format!("must be between 1 and {MAX_CREATE_TIMEOUT_SECONDS}"),
+            ));
+        }
         Ok(BatchRequest {
             count: self.count,
             spec,
@@ -376,6 +389,7 @@ impl CreateBatchBody {
             placement: self.placement.to_spec(known_area)?,
             reservation_id: self.reservation_id.map(ReservationId),
             ttl_seconds: self.ttl_seconds,
+            create_timeout_seconds: self.create_timeout_seconds,
             labels: self.labels,
         })
     }
@@ -395,6 +409,9 @@ pub struct BatchView {
     pub requested: u64,
     /// Instances by state.
     pub counts: BTreeMap<String, u64>,
+    /// Why its failed instances failed, in the cluster's words: one entry per reason, the most
+    /// common first (then by reason); empty while none failed.
+    pub failures: Vec<FailureView>,
     /// The size of each instance.
     pub spec: SpecBody,
     /// How its instances run: `container`, `rich` (Kata) or `vm` (KubeVirt).
@@ -410,12 +427,27 @@ pub struct BatchView {
     pub labels: BTreeMap<String, String>,
     /// The reservation it draws on (id starting `r-`), if any.
     pub reservation_id: Option<String>,
+    /// How long each instance may take to start in its cluster before it fails, in seconds: as
+    /// given at creation, or the platform's default.
+    #[schema(minimum = 1, maximum = 3600)]
+    pub create_timeout_seconds: u32,
     /// When it was created, UTC RFC 3339.
     pub created_at: DateTime<Utc>,
     /// When its TTL runs out and it releases itself, UTC RFC 3339; null without a TTL.
     pub expires_at: Option<DateTime<Utc>>,
     /// When it was released or expired, UTC RFC 3339; null while active.
     pub released_at: Option<DateTime<Utc>>,
+}
+
+/// How many of a batch's instances failed for one reason.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FailureView {
+    /// Why they failed, as their cluster said it (`Unschedulable: 0/2 nodes are available: 2
+    /// Insufficient cpu`, `ErrImagePull: ...`).
+    pub reason: String,
+    /// How many failed for it; at least 1.
+    #[schema(minimum = 1)]
+    pub count: u64,
 }
 
 /// How many instances of a batch are in one city on one carrier.
@@ -453,12 +485,16 @@ impl From<&Batch> for BatchView {
         for (state, n) in &b.counts {
             counts.insert(state.to_string(), *n);
         }
+        let mut failures: Vec<FailureView> =
+            b.failures.iter().map(|(reason, &count)| FailureView { reason: reason.clone(), count }).collect();
+        failures.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.reason.cmp(&y.reason)));
         BatchView {
             id: b.id.0.clone(),
             state: b.state,
             count: b.count,
             requested: b.request.count,
             counts,
+            failures,
             spec: SpecBody::from_resources(&b.request.spec),
             runtime: b.request.runtime,
             image: b.request.workload.image.clone(),
@@ -466,6 +502,7 @@ impl From<&Batch> for BatchView {
             placement_request: PlacementBody::from_spec(&b.request.placement),
             labels: b.request.labels.clone(),
             reservation_id: b.request.reservation_id.as_ref().map(|r| r.0.clone()),
+            create_timeout_seconds: b.request.create_timeout_seconds(),
             created_at: b.created_at,
             expires_at: b.expires_at,
             released_at: b.ended_at,

@@ -251,15 +251,22 @@ async fn whole_numbers_are_taken_however_json_spells_them() {
         let acme = app.tenant("acme").await;
         let headers = json_headers(&acme.token);
         let text = r#"{"count": 2.0, "spec": {"cpu": "1", "memory": "4Gi", "gpu": 0.0}, "image": "nginx:1.27",
-            "ports": [8.0e1], "ttl_seconds": 3600.000}"#;
+            "ports": [8.0e1], "ttl_seconds": 3600.000, "create_timeout_seconds": 3e2}"#;
         let reply = send_raw(&app.router, Method::POST, "/v1/batches", &headers, Some(text.into())).await;
         let created = reply.expect_status(StatusCode::ACCEPTED);
-        assert_eq!(created["count"], 2);
+        assert_eq!((&created["count"], &created["create_timeout_seconds"]), (&json!(2), &json!(300)));
         for count in ["2.5", "-1", "1e5", "\"2\""] {
             let text =
                 format!(r#"{{"count": {count}, "spec": {{"cpu": "1", "memory": "4Gi"}}, "image": "x"}}"#);
             let reply = send_raw(&app.router, Method::POST, "/v1/batches", &headers, Some(text)).await;
             assert_refused(&reply, count);
+        }
+        // What is no whole number at all breaks the body's shape; the reason names the field.
+        for timeout in [json!("x"), json!(1.5)] {
+            let body = with(&batch(1), |b| b["create_timeout_seconds"] = timeout.clone());
+            let details = assert_invalid(&app.post("/v1/batches", &acme.token, body).await, "body");
+            let reason = details["reason"].as_str().unwrap();
+            assert!(reason.contains("create_timeout_seconds"), "{timeout}: {reason}");
         }
     })
     .await;

@@ -31,6 +31,8 @@ async fn a_new_batch_is_accepted_and_shows_its_placement_by_area_and_carrier_onl
         assert_eq!(time(&batch["created_at"]), t0());
         assert_eq!(batch["expires_at"], Value::Null);
         assert_eq!(batch["released_at"], Value::Null);
+        assert_eq!(batch["create_timeout_seconds"], 120, "the platform's default");
+        assert_eq!(batch["failures"], json!([]));
 
         let placement = batch["placement"].as_array().expect("a placement list");
         assert!(!placement.is_empty());
@@ -408,16 +410,23 @@ async fn a_batch_ends_by_itself_with_its_last_instance() {
         assert_eq!(ended["state"], "released", "{ended}");
         assert_eq!(time(&ended["released_at"]), t0() + chrono::Duration::seconds(5), "{ended}");
 
-        let doomed = app.create_batch(&acme.token, batch(2)).await;
+        let doomed = app.create_batch(&acme.token, batch(3)).await;
         let doomed_id = doomed["id"].as_str().unwrap();
-        let failed = eci_store::instances::Observed::Failed { reason: "ErrImagePull".into(), ended_at: None };
-        for i in app.all_pages(&format!("/v1/batches/{doomed_id}/instances"), &acme.token).await {
+        let unschedulable = "Unschedulable: 0/2 nodes are available: 2 Insufficient cpu";
+        let instances = app.all_pages(&format!("/v1/batches/{doomed_id}/instances"), &acme.token).await;
+        for (i, reason) in instances.iter().zip(["ErrImagePull", unschedulable, unschedulable]) {
             let id = eci_core::InstanceId(i["id"].as_str().unwrap().to_string());
+            let failed = eci_store::instances::Observed::Failed { reason: reason.into(), ended_at: None };
             app.store.record_observation(&id, &failed, app.clock_now()).await.expect("failure recorded");
         }
         let gone =
             app.get(&format!("/v1/batches/{doomed_id}"), &acme.token).await.expect_status(StatusCode::OK);
-        assert_eq!((&gone["state"], &gone["counts"]["failed"]), (&json!("failed"), &json!(2)), "{gone}");
+        assert_eq!((&gone["state"], &gone["counts"]["failed"]), (&json!("failed"), &json!(3)), "{gone}");
+        assert_eq!(
+            gone["failures"],
+            json!([{ "reason": unschedulable, "count": 2 }, { "reason": "ErrImagePull", "count": 1 }]),
+            "the most common reason first"
+        );
         let listed = app.get("/v1/batches?state=failed", &acme.token).await.expect_status(StatusCode::OK);
         let ids: Vec<&str> =
             listed["items"].as_array().unwrap().iter().filter_map(|b| b["id"].as_str()).collect();

@@ -8,8 +8,9 @@ use axum::http::{Method, StatusCode};
 use eci_api::testing::*;
 use serde_json::{Value, json};
 
-/// Three dual-line (telecom and unicom) IDCs of room for 16 small instances each, one per city of
-/// Sichuan, so that a city in the placement view stands for one IDC.
+/// Three dual-line (telecom and unicom) IDCs of room for 16 small instances each (their clusters
+/// read as big as their bounds), one per city of Sichuan, so that a city in the placement view
+/// stands for one IDC.
 const CITIES: [&str; 3] = ["chengdu", "mianyang", "leshan"];
 
 async fn with_dual_line_idcs(app: &App) {
@@ -18,7 +19,9 @@ async fn with_dual_line_idcs(app: &App) {
             "region": "west-china", "province": "sichuan", "city": city,
             "carriers": ["telecom", "unicom"], "capacity": { "cpu": "16", "memory": "64Gi" },
         });
-        app.put(&format!("/v1/admin/idcs/sc-{city}-1"), ADMIN, idc).await.expect_status(StatusCode::OK);
+        let id = format!("sc-{city}-1");
+        app.put(&format!("/v1/admin/idcs/{id}"), ADMIN, idc).await.expect_status(StatusCode::OK);
+        app.read_cluster_as_bound(&id).await;
     }
 }
 

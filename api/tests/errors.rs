@@ -38,6 +38,8 @@ async fn a_bad_batch_body_is_refused_naming_the_field_at_fault() {
             ("placement.strategy", with(&base, |b| b["placement"] = json!({ "strategy": "random" }))),
             ("placement.max_per_idc", with(&base, |b| b["placement"] = json!({ "max_per_idc": 0 }))),
             ("ttl_seconds", with(&base, |b| b["ttl_seconds"] = json!(0))),
+            ("create_timeout_seconds", with(&base, |b| b["create_timeout_seconds"] = json!(0))),
+            ("create_timeout_seconds", with(&base, |b| b["create_timeout_seconds"] = json!(3601))),
             ("labels.-bad", with(&base, |b| b["labels"] = json!({ "-bad": "x" }))),
             ("env.1PATH", with(&base, |b| b["env"] = json!({ "1PATH": "x" }))),
             ("ports[0]", with(&base, |b| b["ports"] = json!([0]))),

@@ -1,8 +1,11 @@
 //! What customers can learn about the fleet (the OpenAPI document, the area tree, capacity by size,
-//! area and carrier), and how admins change it: adding, changing and draining IDCs.
+//! area and carrier), how admins change it (adding, changing and draining IDCs), and what an IDC
+//! sells of what its cluster was read to offer.
 
 use axum::http::{Method, StatusCode};
 use eci_api::testing::*;
+use eci_core::capacity::ClusterCapacity;
+use eci_core::{IdcId, MiB, MilliCpu, Resources};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -184,7 +187,7 @@ fn chengdu() -> Value {
 }
 
 #[tokio::test]
-async fn an_admin_adds_an_idc_and_customers_see_its_city_and_capacity() {
+async fn an_admin_adds_an_idc_and_customers_see_its_city_and_capacity_once_its_cluster_is_read() {
     each_backend(|store| async move {
         let app = App::seeded(store).await;
         let acme = app.tenant("acme").await;
@@ -196,16 +199,24 @@ async fn an_admin_adds_an_idc_and_customers_see_its_city_and_capacity() {
                 "id": "sc-cd-1", "name": "Chengdu 1",
                 "region": "west-china", "province": "sichuan", "city": "chengdu",
                 "carriers": ["telecom", "mobile"], "capacity": { "cpu": "8", "memory": "32Gi", "gpu": 0 },
+                "headroom_percent": 0, "sellable": zero, "cluster": null, "conditions": [],
                 "runtimes": ["container"], "status": "active", "kube_context": null,
                 "rich_runtime_class": null, "ssh_ingress_host": null,
-                "reserved": zero, "allocated": zero, "free": { "cpu": "8", "memory": "32Gi", "gpu": 0 },
+                "reserved": zero, "allocated": zero, "free": zero,
             })
         );
-        assert_eq!(app.get("/v1/admin/idcs/sc-cd-1", ADMIN).await.expect_status(StatusCode::OK), added);
+        assert_eq!(app.admin_idc("sc-cd-1").await, added);
         assert_eq!(
             app.get("/v1/admin/idcs", ADMIN).await.expect_status(StatusCode::OK).as_array().unwrap().len(),
             7
         );
+        // Until its cluster is read, the IDC sells nothing: its bound is no promise of room.
+        assert_eq!(app.capacity(&acme.token, &format!("{SMALL}&area=chengdu")).await, 0);
+        let refused =
+            app.post("/v1/batches", &acme.token, batch_in(1, json!({ "areas": ["chengdu"] }))).await;
+        assert_error(&refused, StatusCode::UNPROCESSABLE_ENTITY, "insufficient_capacity");
+        let read = app.read_cluster_as_bound("sc-cd-1").await;
+        assert_eq!((&read["sellable"], &read["free"]), (&added["capacity"], &added["capacity"]));
 
         let areas = app.get("/v1/areas", &acme.token).await.expect_status(StatusCode::OK);
         let west = areas["regions"]
@@ -234,9 +245,12 @@ async fn an_admin_adds_an_idc_and_customers_see_its_city_and_capacity() {
             .await;
         assert!(instances.iter().all(|i| i["idc"] == "sc-cd-1" && i["carrier"] == "mobile"), "{instances:?}");
 
-        // Growing it keeps what it runs.
+        // Growing it keeps what it runs. A higher bound sells no more than the cluster last read; a
+        // reading of the grown cluster does.
         let bigger = with(&chengdu(), |b| b["capacity"] = json!({ "cpu": "16", "memory": "64Gi" }));
-        let grown = app.put("/v1/admin/idcs/sc-cd-1", ADMIN, bigger).await.expect_status(StatusCode::OK);
+        let bound = app.put("/v1/admin/idcs/sc-cd-1", ADMIN, bigger).await.expect_status(StatusCode::OK);
+        assert_eq!(bound["sellable"], json!({ "cpu": "8", "memory": "32Gi", "gpu": 0 }));
+        let grown = app.read_cluster_as_bound("sc-cd-1").await;
         assert_eq!(grown["allocated"], json!({ "cpu": "6", "memory": "24Gi", "gpu": 0 }));
         assert_eq!(grown["free"], json!({ "cpu": "10", "memory": "40Gi", "gpu": 0 }));
         assert_eq!(app.capacity(&acme.token, &format!("{SMALL}&area=chengdu")).await, 10);
@@ -257,7 +271,8 @@ async fn an_admin_adds_an_idc_and_customers_see_its_city_and_capacity() {
         let bgp = json!({ "region": "south-china", "province": "guangdong", "city": "shenzhen",
             "carriers": ["bgp"],
             "capacity": { "cpu": "4", "memory": "16Gi" }, "runtimes": ["vm"] });
-        let third = app.put("/v1/admin/idcs/gd-sz-3", ADMIN, bgp).await.expect_status(StatusCode::OK);
+        app.put("/v1/admin/idcs/gd-sz-3", ADMIN, bgp).await.expect_status(StatusCode::OK);
+        let third = app.read_cluster_as_bound("gd-sz-3").await;
         assert_eq!(
             (third["name"].as_str(), third["runtimes"].clone()),
             (Some("gd-sz-3"), json!(["container", "vm"]))
@@ -267,6 +282,96 @@ async fn an_admin_adds_an_idc_and_customers_see_its_city_and_capacity() {
         let shenzhen = json!({ "code": "shenzhen", "carriers": ["telecom", "unicom", "bgp"], "idcs": 3 });
         assert_eq!(south["provinces"][0]["cities"][1], shenzhen);
         assert_eq!(app.capacity(&acme.token, &format!("{SMALL}&area=shenzhen&carrier=bgp")).await, 4);
+        eci_store::testing::assert_ledger_consistent(&app.store).await;
+    })
+    .await;
+}
+
+/// The seeded `gd-gz-1` as admins describe it, with `headroom_percent`.
+fn guangzhou(headroom_percent: u8) -> Value {
+    json!({
+        "region": "south-china", "province": "guangdong", "city": "guangzhou",
+        "carriers": ["telecom", "unicom"], "capacity": { "cpu": "32", "memory": "128Gi" },
+        "headroom_percent": headroom_percent,
+    })
+}
+
+#[tokio::test]
+async fn an_idc_sells_what_its_cluster_was_read_to_offer_and_says_when_that_falls_short() {
+    each_backend(|store| async move {
+        let app = App::seeded(store).await;
+        let acme = app.tenant("acme").await;
+        let zero = json!({ "cpu": "0", "memory": "0Mi", "gpu": 0 });
+        let bound = json!({ "cpu": "32", "memory": "128Gi", "gpu": 0 });
+        let seeded = app.admin_idc("gd-gz-1").await;
+        assert_eq!((&seeded["capacity"], &seeded["sellable"]), (&bound, &bound), "{seeded}");
+        assert_eq!((&seeded["headroom_percent"], &seeded["conditions"]), (&json!(0), &json!([])));
+        let cluster = &seeded["cluster"];
+        assert_eq!((&cluster["nodes"], &cluster["schedulable_nodes"]), (&json!(1), &json!(1)), "{cluster}");
+        assert_eq!((&cluster["allocatable"], &cluster["foreign"]), (&bound, &zero));
+        assert_eq!(cluster["node_shapes"], json!([bound]));
+        assert_eq!(time(&cluster["read_at"]), t0());
+
+        // Headroom keeps a share of what the cluster offers out of sale.
+        let path = "/v1/admin/idcs/gd-gz-1";
+        let kept = app.put(path, ADMIN, guangzhou(25)).await.expect_status(StatusCode::OK);
+        assert_eq!(kept["headroom_percent"], 25);
+        assert_eq!(kept["sellable"], json!({ "cpu": "24", "memory": "96Gi", "gpu": 0 }));
+        assert_eq!(app.admin_idc("gd-gz-1").await, kept);
+        assert_eq!(app.capacity(&acme.token, &format!("{SMALL}&area=guangzhou")).await, 24);
+        app.put(path, ADMIN, guangzhou(0)).await.expect_status(StatusCode::OK);
+
+        // The cluster shrinks under 20 running instances: three nodes, one cordoned, and foreign Pods.
+        let running = app.create_batch(&acme.token, batch_in(20, json!({ "areas": ["guangzhou"] }))).await;
+        app.advance(60);
+        let res = |cpu: u64, gib: u64| Resources::new(MilliCpu(cpu * 1000), MiB(gib * 1024), 0);
+        let smaller = ClusterCapacity {
+            nodes: 3,
+            schedulable_nodes: 2,
+            allocatable: res(16, 64),
+            foreign: res(1, 4),
+            node_shapes: vec![res(7, 28)],
+        };
+        let id = IdcId("gd-gz-1".into());
+        app.store.record_cluster_capacity(&id, &smaller, app.clock_now()).await.expect("a reading recorded");
+        let short = app.admin_idc("gd-gz-1").await;
+        assert_eq!(short["sellable"], json!({ "cpu": "15", "memory": "60Gi", "gpu": 0 }), "{short}");
+        assert_eq!(
+            short["cluster"],
+            json!({
+                "nodes": 3, "schedulable_nodes": 2,
+                "allocatable": { "cpu": "16", "memory": "64Gi", "gpu": 0 },
+                "foreign": { "cpu": "1", "memory": "4Gi", "gpu": 0 },
+                "node_shapes": [{ "cpu": "7", "memory": "28Gi", "gpu": 0 }],
+                "read_at": short["cluster"]["read_at"],
+            })
+        );
+        assert_eq!(time(&short["cluster"]["read_at"]), t0() + chrono::Duration::seconds(60));
+        assert_eq!(
+            short["conditions"],
+            json!([{
+                "type": "capacity_short",
+                "message": "sellable cpu 15, memory 60Gi but cpu 20, memory 80Gi promised to instances \
+                    and reservations: short by cpu 5, memory 20Gi",
+                "short_by": { "cpu": "5", "memory": "20Gi", "gpu": 0 },
+            }])
+        );
+        assert_eq!(
+            (&short["allocated"], &short["free"]),
+            (&json!({ "cpu": "20", "memory": "80Gi", "gpu": 0 }), &zero)
+        );
+
+        // It takes nothing new, and nothing it runs is touched.
+        let refused =
+            app.post("/v1/batches", &acme.token, batch_in(1, json!({ "areas": ["guangzhou"] }))).await;
+        assert_error(&refused, StatusCode::UNPROCESSABLE_ENTITY, "insufficient_capacity");
+        let batch_path = format!("/v1/batches/{}", running["id"].as_str().unwrap());
+        let still = app.get(&batch_path, &acme.token).await.expect_status(StatusCode::OK);
+        assert_eq!((&still["state"], &still["counts"]["pending"]), (&json!("active"), &json!(20)));
+
+        // A reading that covers the promise again clears the condition.
+        let grown = app.read_cluster_as_bound("gd-gz-1").await;
+        assert_eq!((&grown["sellable"], &grown["conditions"]), (&bound, &json!([])));
         eci_store::testing::assert_ledger_consistent(&app.store).await;
     })
     .await;
@@ -305,6 +410,7 @@ async fn a_bad_idc_description_is_refused_and_changes_nothing() {
             ("sc-cd-1", "capacity.memory", with(&good, |b| b["capacity"]["memory"] = json!("lots"))),
             ("sc-cd-1", "runtimes[0]", with(&good, |b| b["runtimes"] = json!(["docker"]))),
             ("sc-cd-1", "status", with(&good, |b| b["status"] = json!("broken"))),
+            ("sc-cd-1", "headroom_percent", with(&good, |b| b["headroom_percent"] = json!(91))),
             ("sc-cd-1", "rich_runtime_class", with(&good, |b| b["rich_runtime_class"] = json!("Kata QEMU"))),
             (
                 "sc-cd-1",

@@ -194,6 +194,9 @@ pub fn allocate(
                 .slots
                 .iter()
                 .filter(|s| s.used < s.count)
+                // An IDC whose cluster no longer backs what it promised takes no new instance, not
+                // even one its reservation holds room for.
+                .filter(|s| snapshot.ledger.idcs.get(&s.idc).is_none_or(|l| l.short().is_none()))
                 .map(|s| Slot {
                     idc: s.idc.clone(),
                     carriers: CarrierSet::single(s.carrier),
@@ -310,6 +313,7 @@ mod tests {
             kube_context: None,
             rich_runtime_class: None,
             ssh_ingress_host: None,
+            headroom_percent: 0,
         }
     }
 
@@ -428,6 +432,7 @@ mod tests {
                         },
                         reservation_id: reservation.as_ref().map(|r| r.id.clone()),
                         ttl_seconds: None,
+                        create_timeout_seconds: None,
                         labels: Default::default(),
                     };
                     Case { snapshot, reservation, tenant, request }
@@ -537,6 +542,7 @@ mod tests {
             placement: PlacementSpec { all_or_nothing: true, ..Default::default() },
             reservation_id: Some(reservation.id.clone()),
             ttl_seconds: None,
+            create_timeout_seconds: None,
             labels: Default::default(),
         };
         let refused = allocate(&snapshot, &tenant, Some(&reservation), &request, now());
@@ -576,6 +582,7 @@ mod tests {
             placement: placement.clone(),
             reservation_id: None,
             ttl_seconds: None,
+            create_timeout_seconds: None,
             labels: Default::default(),
         };
         let allocation = allocate(&snapshot, &tenant, None, &request, now()).unwrap();

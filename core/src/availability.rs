@@ -14,7 +14,7 @@ pub fn availability(fleet: &Fleet, ledger: &Ledger, request: &PlacementRequest) 
     let mut sums: BTreeMap<(&Area, Carrier), u64> = BTreeMap::new();
     for idc in fleet.idcs.iter().filter(|i| request.matches(i)) {
         let carriers = request.carriers_in(idc);
-        let mut n = ledger.free(&idc.id).how_many(&request.spec);
+        let mut n = ledger.room_for(&idc.id, &request.spec);
         if let Some(max) = request.max_per_idc {
             n = n.min(max);
         }

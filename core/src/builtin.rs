@@ -91,6 +91,7 @@ pub fn builtin_fleet() -> Fleet {
                     kube_context: Some(id.clone()),
                     rich_runtime_class: None,
                     ssh_ingress_host: None,
+                    headroom_percent: 0,
                     id: IdcId(id),
                     area: Area::new(region, province, city),
                     carriers,

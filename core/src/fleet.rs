@@ -131,7 +131,8 @@ pub struct Idc {
     pub area: Area,
     /// Never empty: an IDC without a carrier serves nobody.
     pub carriers: Vec<Carrier>,
-    /// What the platform may allocate in total, across all servers.
+    /// The most the platform may sell there, across all servers: the fleet file's bound. What it
+    /// sells is what the cluster offers within it ([`crate::capacity::sellable`]).
     pub capacity: Resources,
     /// Always contains `container`.
     pub runtimes: Vec<Runtime>,
@@ -144,6 +145,10 @@ pub struct Idc {
     /// Where ssh reaches this IDC's instances from outside: an address that forwards the nodes' ssh
     /// NodePorts (the IDC's NAT or load balancer). The node's own address when unset.
     pub ssh_ingress_host: Option<String>,
+    /// Percent of what the cluster offers that is never sold (spare room for evictions, bursts and
+    /// daemons the kubelet does not reserve for): the fleet file's default when the IDC names none.
+    #[serde(default)]
+    pub headroom_percent: u8,
 }
 
 impl Idc {
@@ -182,6 +187,9 @@ impl Idc {
         let host_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']');
         if self.ssh_ingress_host.as_deref().is_some_and(|h| h.is_empty() || !h.chars().all(host_char)) {
             return bad("`ssh_ingress_host` must be a host name or an IP address");
+        }
+        if self.headroom_percent > crate::capacity::MAX_HEADROOM_PERCENT {
+            return bad("`headroom_percent` must be between 0 and 90");
         }
         Ok(())
     }
@@ -269,11 +277,15 @@ struct IdcFile {
     kube_context: Option<String>,
     rich_runtime_class: Option<String>,
     ssh_ingress_host: Option<String>,
+    headroom_percent: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FleetFile {
+    /// The headroom of every IDC that names none.
+    #[serde(default)]
+    headroom_percent: u8,
     idcs: Vec<IdcFile>,
 }
 
@@ -281,6 +293,7 @@ impl Fleet {
     /// Reads a fleet file:
     ///
     /// ```yaml
+    /// headroom_percent: 5                  # optional; kept back in every IDC (0 when absent)
     /// idcs:
     ///   - id: gd-sz-01
     ///     region: south-china
@@ -293,7 +306,11 @@ impl Fleet {
     ///     kube_context: gd-sz-01            # the kubeconfig context of its cluster
     ///     rich_runtime_class: kata-qemu     # optional; the platform's default otherwise
     ///     ssh_ingress_host: 203.0.113.10    # optional; the nodes' addresses otherwise
+    ///     headroom_percent: 10              # optional; the file's own otherwise
     /// ```
+    ///
+    /// `cpu`, `memory` and `gpu` bound what the IDC sells; what it really sells is read from its
+    /// cluster ([`crate::capacity`]).
     pub fn from_yaml(text: &str) -> Result<Fleet, FleetError> {
         let file: FleetFile = serde_yaml::from_str(text).map_err(FleetError::Parse)?;
         let mut idcs = Vec::with_capacity(file.idcs.len());
@@ -317,6 +334,7 @@ impl Fleet {
                 kube_context: f.kube_context,
                 rich_runtime_class: f.rich_runtime_class,
                 ssh_ingress_host: f.ssh_ingress_host,
+                headroom_percent: f.headroom_percent.unwrap_or(file.headroom_percent),
             });
         }
         let fleet = Fleet { idcs };
@@ -399,6 +417,7 @@ mod tests {
             "rich_runtime_class: kata-",
             "ssh_ingress_host: a b",
             "ssh_ingress_host: ''",
+            "headroom_percent: 91",
         ] {
             assert!(
                 matches!(Fleet::from_yaml(&format!("{base}    {bad}\n")), Err(FleetError::InvalidIdc { .. })),
@@ -411,5 +430,11 @@ mod tests {
         .unwrap();
         assert_eq!(good.idcs[0].rich_runtime_class.as_deref(), Some("kata-qemu"));
         assert_eq!(good.idcs[0].ssh_ingress_host.as_deref(), Some("ssh.gd-sz.example.net"));
+        let two = format!(
+            "{base}  - id: b\n    region: north-china\n    province: beijing\n    city: beijing-city\n    carriers: [bgp]\n    cpu: \"8\"\n    memory: 32Gi\n    headroom_percent: 20\n"
+        );
+        let headrooms = Fleet::from_yaml(&format!("headroom_percent: 5\n{two}")).unwrap();
+        let headrooms: Vec<u8> = headrooms.idcs.iter().map(|i| i.headroom_percent).collect();
+        assert_eq!(headrooms, [5, 20], "an IDC's own headroom wins over the file's");
     }
 }

@@ -50,6 +50,11 @@ pub enum LedgerError {
 pub struct Ledger {
     /// One line per IDC, keyed and ordered by id.
     pub idcs: BTreeMap<IdcId, IdcLedger>,
+    /// Per IDC whose cluster was read, the rooms of its nodes ([`ClusterCapacity::node_shapes`]):
+    /// a spec no shape covers is not placed there. An IDC absent here is bounded by its total alone.
+    ///
+    /// [`ClusterCapacity::node_shapes`]: crate::capacity::ClusterCapacity::node_shapes
+    pub node_shapes: BTreeMap<IdcId, Vec<Resources>>,
 }
 
 /// Which column of a ledger line a change touches.
@@ -64,7 +69,19 @@ pub enum Column {
 impl Ledger {
     /// An empty ledger sized to the fleet.
     pub fn for_fleet(fleet: &Fleet) -> Self {
-        Ledger { idcs: fleet.idcs.iter().map(|i| (i.id.clone(), IdcLedger::new(i.capacity))).collect() }
+        Ledger {
+            idcs: fleet.idcs.iter().map(|i| (i.id.clone(), IdcLedger::new(i.capacity))).collect(),
+            node_shapes: BTreeMap::new(),
+        }
+    }
+
+    /// How many more instances of `spec` `idc` can take: its free room, if one of its nodes can
+    /// hold the spec at all.
+    pub fn room_for(&self, idc: &IdcId, spec: &Resources) -> u64 {
+        if !crate::capacity::fits_a_node(self.node_shapes.get(idc).map(Vec::as_slice), spec) {
+            return 0;
+        }
+        self.free(idc).how_many(spec)
     }
 
     /// What `idc` has free; nothing when the ledger does not know it.
@@ -120,6 +137,7 @@ mod tests {
             1..12,
         )
         .prop_map(|lines| Ledger {
+            node_shapes: BTreeMap::new(),
             idcs: lines
                 .into_iter()
                 .enumerate()
@@ -240,7 +258,7 @@ mod tests {
         let line =
             IdcLedger { total: res(1000, 1024, 0), reserved: res(0, 0, 0), allocated: res(2000, 512, 0) };
         assert_eq!(line.free(), res(0, 512, 0));
-        let mut ledger = Ledger { idcs: [(id(1), line)].into() };
+        let mut ledger = Ledger { idcs: [(id(1), line)].into(), ..Ledger::default() };
         assert_eq!(
             ledger.take(Column::Allocated, &[(id(1), res(1, 1, 0))]),
             Err(LedgerError::OverCommit(id(1)))

@@ -4,6 +4,7 @@
 //! - [`ids`]: one newtype per kind of identifier.
 //! - [`fleet`]: IDCs, areas, carriers, runtimes; fleet files. [`builtin`]: the embedded default fleet.
 //! - [`ledger`]: total / reserved / allocated capacity per IDC.
+//! - [`capacity`]: what an IDC can sell, from its cluster's nodes.
 //! - [`placement`]: the planner that spreads or packs a request over the fleet.
 //! - [`allocation`]: a batch's whole allocation (reservation, pool, quota) over one [`Snapshot`].
 //! - [`lifecycle`]: instance, batch and reservation state machines.
@@ -18,6 +19,7 @@
 pub mod allocation;
 pub mod availability;
 pub mod builtin;
+pub mod capacity;
 pub mod clock;
 pub mod fleet;
 pub mod ids;

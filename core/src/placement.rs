@@ -228,7 +228,7 @@ pub fn plan(fleet: &Fleet, ledger: &Ledger, request: &PlacementRequest) -> Resul
     let mut slots = Vec::new();
     for idc in fleet.idcs.iter().filter(|i| request.matches(i)) {
         any_match = true;
-        let mut n = ledger.free(&idc.id).how_many(&request.spec);
+        let mut n = ledger.room_for(&idc.id, &request.spec);
         if let Some(max) = request.max_per_idc {
             n = n.min(max);
         }
@@ -406,6 +406,7 @@ mod tests {
             kube_context: None,
             rich_runtime_class: None,
             ssh_ingress_host: None,
+            headroom_percent: 0,
         }
     }
 
@@ -475,6 +476,11 @@ mod tests {
             let allocated =
                 res(part(left.cpu.0, ac), part(left.memory.0, am), part(u64::from(left.gpu), ag) as u32);
             ledger.idcs.insert(idc.id.clone(), IdcLedger { total: t, reserved, allocated });
+            // Some IDCs are made of nodes half their size: a spec bigger than a node is not placed there.
+            if rg % 3 == 0 {
+                let node = res(t.cpu.0 / 2, t.memory.0 / 2, t.gpu / 2);
+                ledger.node_shapes.insert(idc.id.clone(), vec![node]);
+            }
         }
         ledger
     }
@@ -574,7 +580,14 @@ mod tests {
             }
             any = true;
             let free = ledger.idcs.get(&idc.id).map(|l| l.total.saturating_sub(&(l.reserved + l.allocated)));
-            let free = free.unwrap_or(Resources::ZERO);
+            let mut free = free.unwrap_or(Resources::ZERO);
+            if ledger
+                .node_shapes
+                .get(&idc.id)
+                .is_some_and(|nodes| !nodes.iter().any(|n| n.covers(&request.spec)))
+            {
+                free = Resources::ZERO;
+            }
             let mut n = u64::MAX;
             for (have, need) in [
                 (free.cpu.0, request.spec.cpu.0),

@@ -135,9 +135,24 @@ pub struct BatchRequest {
     pub ttl_seconds: Option<u64>,
     /// The customer's labels, carried onto the cluster objects beside the platform's own.
     pub labels: BTreeMap<String, String>,
+    /// How long an instance's object may wait in the cluster (unscheduled, pulling, starting) before
+    /// the instance fails with the cluster's reason; [`DEFAULT_CREATE_TIMEOUT_SECONDS`] when `None`.
+    #[serde(default)]
+    pub create_timeout_seconds: Option<u32>,
 }
 
+/// How long an instance may take to start once its object exists, unless its batch says otherwise.
+pub const DEFAULT_CREATE_TIMEOUT_SECONDS: u32 = 120;
+
+/// The longest create timeout a batch may ask for.
+pub const MAX_CREATE_TIMEOUT_SECONDS: u32 = 3600;
+
 impl BatchRequest {
+    /// The batch's create timeout, in seconds.
+    pub fn create_timeout_seconds(&self) -> u32 {
+        self.create_timeout_seconds.unwrap_or(DEFAULT_CREATE_TIMEOUT_SECONDS)
+    }
+
     /// The version of [`canonical_form`](Self::canonical_form), written before it: a change to the
     /// form is a new version, and fingerprints of the old one are upgraded where they are kept.
     pub const CANONICAL_VERSION: &'static str = "v1";
@@ -148,8 +163,9 @@ impl BatchRequest {
     /// order: `count`, `cpu` (milli-vCPU), `memory` (MiB), `gpu`, `runtime`, `image`, `command`,
     /// `args`, `env`, `ports`, `ssh_keys`, `areas`, `carriers`, `strategy`, `max_per_idc`,
     /// `all_or_nothing`, `reservation`, `ttl_seconds`, `labels`, and then `carrier_per_idc` only
-    /// when it is not the default `any`: the field came after the version, and leaving it out when
-    /// it says what every earlier request meant keeps their stored fingerprints matching. Strings
+    /// when it is not the default `any` and `create_timeout_seconds` only when given: the fields came
+    /// after the version, and leaving them out when they say what every earlier request meant keeps
+    /// their stored fingerprints matching. Strings
     /// are double-quoted with `\`, `"` and control characters escaped (`\uXXXX`); lists are `[a,b]`;
     /// maps `{"k":"v"}` in key order; absent values `-`.
     pub fn canonical_form(&self) -> String {
@@ -182,10 +198,13 @@ impl BatchRequest {
             ("ttl_seconds", optional(self.ttl_seconds.map(|t| t.to_string()))),
             ("labels", map(&self.labels)),
         ];
-        let late = (p.carrier_per_idc != CarrierPerIdc::Any)
-            .then(|| ("carrier_per_idc", p.carrier_per_idc.as_str().to_string()));
+        let late = [
+            (p.carrier_per_idc != CarrierPerIdc::Any)
+                .then(|| ("carrier_per_idc", p.carrier_per_idc.as_str().to_string())),
+            self.create_timeout_seconds.map(|t| ("create_timeout_seconds", t.to_string())),
+        ];
         let mut form = format!("{}\n", Self::CANONICAL_VERSION);
-        for (name, value) in lines.into_iter().chain(late) {
+        for (name, value) in lines.into_iter().chain(late.into_iter().flatten()) {
             form.push_str(name);
             form.push('=');
             form.push_str(&value);
@@ -248,6 +267,8 @@ pub struct Batch {
     pub placement: Vec<PlacedArea>,
     /// How many of its instances are in each state; a state with none may be absent.
     pub counts: BTreeMap<InstanceState, u64>,
+    /// How many of its failed instances failed for each reason, in the cluster's words.
+    pub failures: BTreeMap<String, u64>,
     /// When it was created, in UTC.
     pub created_at: DateTime<Utc>,
     /// When its TTL runs out and it releases itself, in UTC; never when `None`.
@@ -400,6 +421,7 @@ mod tests {
             },
             reservation_id: None,
             ttl_seconds: Some(3600),
+            create_timeout_seconds: None,
             labels: BTreeMap::from([("run".into(), "probe-1".into())]),
         }
     }

@@ -227,6 +227,23 @@ impl fmt::Display for MiB {
     }
 }
 
+impl fmt::Display for Resources {
+    /// Prints the dimensions that are not zero, `cpu 16, memory 64Gi, gpu 2`, or `nothing`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.cpu.0 > 0 {
+            parts.push(format!("cpu {}", self.cpu));
+        }
+        if self.memory.0 > 0 {
+            parts.push(format!("memory {}", self.memory));
+        }
+        if self.gpu > 0 {
+            parts.push(format!("gpu {}", self.gpu));
+        }
+        if parts.is_empty() { f.write_str("nothing") } else { f.write_str(&parts.join(", ")) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use eci_core::{Fleet, Idc};
+use eci_core::{Fleet, Idc, IdcId};
 use eci_edge_sim::{ControlServer, EngineConfig, NodeSpec, ObjectFile, SimCluster, SimConfig};
 use eci_instance_manager::cluster::ClientError;
 use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
@@ -35,21 +35,56 @@ pub struct Simulated<'a> {
     pub objects: &'a Path,
 }
 
-/// A simulated cluster shaped like the IDC: as many 32-vCPU nodes as its capacity holds.
+/// A simulated cluster shaped like the IDC: as many 32-vCPU nodes as its capacity holds, its GPUs
+/// spread over them.
 fn sim_config(index: usize, idc: &Idc, boot_delay: Duration) -> SimConfig {
     let nodes = idc.capacity.cpu.0.div_ceil(SIM_NODE_CPU_MILLIS).max(1);
     let mut config =
         SimConfig::default().name(idc.id.0.clone()).engine(EngineConfig::default().boot_delay(boot_delay));
+    let gpus_per_node = u64::from(idc.capacity.gpu).div_ceil(nodes);
     for n in 0..nodes {
+        let gpus = u64::from(idc.capacity.gpu).saturating_sub(n * gpus_per_node).min(gpus_per_node);
         config = config.node(
             NodeSpec::new(format!("{}-node-{n}", idc.id))
                 .cpu_millis(SIM_NODE_CPU_MILLIS)
                 .memory_mib(SIM_NODE_MEMORY_MIB)
+                .gpus(u32::try_from(gpus).unwrap_or(u32::MAX))
                 .pods(250)
                 .internal_ip(format!("100.{}.{}.{}", 64 + index / 256, index % 256, n + 1)),
         );
     }
     config
+}
+
+/// How long a start waits for the first capacity readings of clusters never read before.
+const FIRST_READINGS_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until each of `idcs` has had its cluster read at least once, so that the first request
+/// after a start meets IDCs that sell what their clusters offer rather than nothing. Readings are
+/// kept, so only a new IDC is waited for; after [`FIRST_READINGS_WAIT`] the API serves anyway and the
+/// log names what is still unread.
+async fn wait_for_first_readings(store: &Store, idcs: &[IdcId]) -> anyhow::Result<()> {
+    let started = tokio::time::Instant::now();
+    loop {
+        let reports = store.idc_reports().await?;
+        let unread: Vec<&str> = reports
+            .iter()
+            .filter(|r| r.cluster.is_none() && idcs.contains(&r.idc.id))
+            .map(|r| r.idc.id.0.as_str())
+            .collect();
+        if unread.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= FIRST_READINGS_WAIT {
+            tracing::warn!(
+                unread = unread.len(),
+                first = unread[0],
+                "some clusters are not read yet; they sell nothing until they are"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 impl FleetClusters {
@@ -80,19 +115,23 @@ impl FleetClusters {
             clusters.spawn(idc, client, store, queue, manager, shutdown);
             clusters.simulated.push(sim);
         }
+        let idcs: Vec<IdcId> = fleet.idcs.iter().map(|i| i.id.clone()).collect();
+        wait_for_first_readings(store, &idcs).await?;
         Ok(clusters)
     }
 
     /// Starts a reconciler for every IDC whose kubeconfig context works; the others are left alone
-    /// (and say so loudly), since the platform cannot reach them.
+    /// (and say so loudly), since the platform cannot reach them. Returns once each cluster reached
+    /// was read at least once (or after a bounded wait).
     pub async fn from_kubeconfig(
         fleet: &Fleet,
         store: &Store,
         queue: &WorkQueue,
         manager: &ManagerConfig,
         shutdown: &watch::Receiver<bool>,
-    ) -> FleetClusters {
+    ) -> anyhow::Result<FleetClusters> {
         let mut clusters = FleetClusters { reconcilers: Vec::new(), simulated: Vec::new(), control: None };
+        let mut reached = Vec::new();
         for idc in &fleet.idcs {
             let Some(context) = &idc.kube_context else {
                 tracing::warn!(idc.id = %idc.id, "IDC names no kubeconfig context; its instances stay pending");
@@ -111,8 +150,10 @@ impl FleetClusters {
                 }
             };
             clusters.spawn(idc, client, store, queue, manager, shutdown);
+            reached.push(idc.id.clone());
         }
-        clusters
+        wait_for_first_readings(store, &reached).await?;
+        Ok(clusters)
     }
 
     fn spawn(

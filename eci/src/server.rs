@@ -290,7 +290,7 @@ async fn serve_until_shutdown(
             Some(clusters)
         }
         Clusters::Kubeconfig { fleet } => {
-            Some(FleetClusters::from_kubeconfig(fleet, &state.store, &queue, &manager, &stopped).await)
+            Some(FleetClusters::from_kubeconfig(fleet, &state.store, &queue, &manager, &stopped).await?)
         }
         Clusters::None => None,
     };

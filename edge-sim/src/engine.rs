@@ -1,7 +1,7 @@
 //! The stage engine: a kubelet-and-scheduler stand-in that moves pods and KubeVirt VMIs through their
 //! lifecycle.
 //!
-//! Unbound pending pods (and VMIs) are bound to a Ready node whose allocatable cpu, memory and pod count still fit
+//! Unbound pending pods (and VMIs) are bound to a schedulable Ready node whose allocatable cpu, memory and pod count still fit
 //! their requests (the least-loaded one), or marked `PodScheduled=False` (reason `Unschedulable`). A bound
 //! pending pod becomes `Running` — podIP, hostIP, conditions, container statuses — after the boot delay;
 //! a VMI goes Scheduling/Scheduled (with `status.nodeName`) and then Running with an interface IP.
@@ -118,6 +118,8 @@ fn waiting(resource: Resource, object: &Value) -> bool {
 #[derive(Debug, Clone)]
 struct NodeRoom {
     name: String,
+    /// Why nothing new lands on the node at all (cordoned, not Ready), in kube-scheduler's words.
+    closed: Option<&'static str>,
     cpu_millis: u64,
     memory_mib: u64,
     pods: u64,
@@ -128,7 +130,9 @@ struct NodeRoom {
 impl NodeRoom {
     /// Why `wanted` does not fit, or `None` if it does.
     fn misfit(&self, wanted: Requests) -> Option<&'static str> {
-        if self.used_pods + 1 > self.pods {
+        if self.closed.is_some() {
+            self.closed
+        } else if self.used_pods + 1 > self.pods {
             Some("Too many pods")
         } else if self.used.cpu_millis + wanted.cpu_millis > self.cpu_millis {
             Some("Insufficient cpu")
@@ -153,10 +157,18 @@ fn is_terminal(object: &Value) -> bool {
     matches!(text(object, "/status/phase"), Some("Succeeded" | "Failed"))
 }
 
-fn node_ready(node: &Value) -> bool {
+/// Why kube-scheduler would put nothing new on `node`: a cordoned node is unschedulable, and one
+/// not Ready carries the `not-ready` taint. `None` for a node that takes work.
+fn node_closed(node: &Value) -> Option<&'static str> {
     let conditions = node.pointer("/status/conditions").and_then(Value::as_array);
     let ready = conditions.into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True");
-    ready && node.pointer("/spec/unschedulable") != Some(&json!(true))
+    if node.pointer("/spec/unschedulable") == Some(&json!(true)) {
+        Some("node(s) were unschedulable")
+    } else if !ready {
+        Some("node(s) had untolerated taint {node.kubernetes.io/not-ready: }")
+    } else {
+        None
+    }
 }
 
 fn now() -> String {
@@ -327,7 +339,7 @@ impl StageEngine {
         }
     }
 
-    /// Every Ready node with what its live workloads already take.
+    /// Every node with what its live workloads already take, and whether it takes anything new.
     fn rooms(&self) -> Vec<NodeRoom> {
         let nodes = self
             .store
@@ -348,13 +360,13 @@ impl StageEngine {
         }
         nodes
             .iter()
-            .filter(|n| node_ready(n))
             .filter_map(|node| {
                 let name = text(node, "/metadata/name")?;
                 let allocatable = |key: &str| text(node, &format!("/status/allocatable/{key}"));
                 let (taken, count) = used.get(name).copied().unwrap_or_default();
                 Some(NodeRoom {
                     name: name.to_string(),
+                    closed: node_closed(node),
                     cpu_millis: allocatable("cpu").and_then(quantity::cpu_millis).unwrap_or(0),
                     memory_mib: allocatable("memory").and_then(quantity::memory_mib).unwrap_or(0),
                     pods: allocatable("pods").and_then(|p| p.parse().ok()).unwrap_or(110),
@@ -740,6 +752,35 @@ mod tests {
         store.create(Resource::Nodes, None, NodeSpec::new("large").cpu_millis(4000).to_object()).unwrap();
         let running = until(&store, "big", |p| phase(p) == Some("Running")).await;
         assert_eq!(text(&running, "/spec/nodeName"), Some("large"));
+        stop.send_replace(true);
+        engine.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cordoned_and_not_ready_nodes_take_nothing_and_say_why() {
+        let store = store_with(&[NodeSpec::new("cordoned"), NodeSpec::new("down")]);
+        store
+            .modify(Resource::Nodes, None, "cordoned", |n| n["spec"]["unschedulable"] = json!(true))
+            .unwrap();
+        store
+            .modify(Resource::Nodes, None, "down", |n| {
+                n["status"]["conditions"] = json!([{"type": "Ready", "status": "Unknown"}]);
+            })
+            .unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let engine = StageEngine::spawn(store.clone(), EngineConfig::default(), shutdown);
+        store.create(Resource::Pods, Some("default"), pod("web", "1")).unwrap();
+        let refused = until(&store, "web", |p| scheduled_condition(p).is_some()).await;
+        assert_eq!(
+            scheduled_condition(&refused).unwrap()["message"],
+            "0/2 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, \
+             1 node(s) were unschedulable."
+        );
+        store
+            .modify(Resource::Nodes, None, "cordoned", |n| n["spec"]["unschedulable"] = json!(false))
+            .unwrap();
+        let bound = until(&store, "web", |p| text(p, "/spec/nodeName").is_some()).await;
+        assert_eq!(text(&bound, "/spec/nodeName"), Some("cordoned"), "uncordoned, it takes work again");
         stop.send_replace(true);
         engine.await.unwrap();
     }

@@ -15,6 +15,8 @@ pub struct NodeSpec {
     pub memory_mib: u64,
     /// How many pods the node accepts.
     pub pods: u32,
+    /// GPUs its device plugin advertises (`nvidia.com/gpu`); none when zero.
+    pub gpus: u32,
     /// The node's labels (zone, carrier, …).
     pub labels: BTreeMap<String, String>,
     /// The node's InternalIP address.
@@ -29,6 +31,7 @@ impl NodeSpec {
             cpu_millis: 8_000,
             memory_mib: 32 * 1024,
             pods: 110,
+            gpus: 0,
             labels: BTreeMap::new(),
             internal_ip: "10.0.0.1".into(),
         }
@@ -52,6 +55,12 @@ impl NodeSpec {
         self
     }
 
+    /// Set how many GPUs the node advertises.
+    pub fn gpus(mut self, gpus: u32) -> Self {
+        self.gpus = gpus;
+        self
+    }
+
     /// Add a label.
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
@@ -66,11 +75,14 @@ impl NodeSpec {
 
     /// The `v1` Node object: Ready, with capacity = allocatable.
     pub fn to_object(&self) -> Value {
-        let resources = json!({
+        let mut resources = json!({
             "cpu": format!("{}m", self.cpu_millis),
             "memory": format!("{}Mi", self.memory_mib),
             "pods": self.pods.to_string(),
         });
+        if self.gpus > 0 {
+            resources["nvidia.com/gpu"] = json!(self.gpus.to_string());
+        }
         let mut labels = self.labels.clone();
         labels.entry("kubernetes.io/hostname".into()).or_insert_with(|| self.name.clone());
         labels.entry("type".into()).or_insert_with(|| "kwok".into());

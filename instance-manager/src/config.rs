@@ -58,6 +58,9 @@ pub struct ManagerConfig {
     pub pass_retry_delay: Duration,
     /// The longest wait between failed passes (see `pass_retry_delay`).
     pub max_pass_backoff: Duration,
+    /// How old the store's record of what a cluster offers may grow while nothing changes in it;
+    /// a change (a node added, cordoned, NotReady, a foreign Pod) is recorded at once.
+    pub capacity_refresh: Duration,
     /// Where the moments written to the store come from (an instance running, ending, an IDC lost):
     /// billing meters them, so tests move this clock to run a month in seconds. Pacing, timeouts
     /// and retries are about the link, and keep to the runtime's time.
@@ -84,6 +87,7 @@ impl Default for ManagerConfig {
             max_create_backoff: Duration::from_secs(60),
             pass_retry_delay: Duration::from_millis(200),
             max_pass_backoff: Duration::from_secs(30),
+            capacity_refresh: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
         }
     }

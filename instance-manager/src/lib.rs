@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod calls;
+pub mod capacity;
 pub mod cluster;
 pub mod config;
 pub mod kubevirt;

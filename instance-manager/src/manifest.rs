@@ -313,6 +313,7 @@ mod tests {
             placement: PlacementSpec::default(),
             reservation_id: None,
             ttl_seconds: None,
+            create_timeout_seconds: None,
             labels: BTreeMap::from([("app".into(), "cdn".into())]),
         }
     }

@@ -94,9 +94,46 @@ pub fn observe_vmi(vmi: &VirtualMachineInstance) -> Observed {
     }
 }
 
+/// Why an object the cluster has not started yet waits, in the cluster's words: the scheduler's
+/// `PodScheduled=False` condition (`Unschedulable: 0/2 nodes are available: 2 Insufficient cpu.`),
+/// else a waiting container's reason. `None` when the cluster gives none.
+pub(crate) fn pending_reason(workload: &Workload) -> Option<String> {
+    let said = |reason: Option<&str>, message: Option<&str>| match (reason, message) {
+        (Some(r), Some(m)) if !m.is_empty() => Some(format!("{r}: {m}")),
+        (Some(r), _) => Some(r.to_string()),
+        (None, Some(m)) => Some(m.to_string()),
+        (None, None) => None,
+    };
+    match workload {
+        Workload::Pod(pod) => {
+            let status = pod.status.as_ref()?;
+            let unscheduled = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+                .and_then(|c| said(c.reason.as_deref(), c.message.as_deref()));
+            unscheduled.or_else(|| {
+                status
+                    .container_statuses
+                    .iter()
+                    .flatten()
+                    .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+                    .find_map(|w| said(w.reason.as_deref(), w.message.as_deref()))
+            })
+        }
+        Workload::Vmi(vmi) => {
+            let conditions = vmi.status.as_ref()?.extra.get("conditions")?.as_array()?;
+            conditions.iter().filter(|c| c["status"] == "False").find_map(|c| {
+                said(c["reason"].as_str(), c["message"].as_str()).filter(|_| c["type"] == "PodScheduled")
+            })
+        }
+    }
+}
+
 /// Keeps of a watched Pod only what a pass reads (labels, deletion, runtime class, phase, addresses,
-/// reasons and waiting containers): the reflectors hold every Pod of the IDC, and a full Pod is
-/// several kilobytes.
+/// reasons, the scheduler's condition and waiting containers): the reflectors hold every Pod of the
+/// IDC, and a full Pod is several kilobytes.
 pub fn trim_pod(pod: &mut Pod) {
     trim_metadata(&mut pod.metadata);
     let runtime_class_name = pod.spec.as_mut().and_then(|s| s.runtime_class_name.take());
@@ -108,6 +145,10 @@ pub fn trim_pod(pod: &mut Pod) {
             host_ip: status.host_ip.take(),
             reason: status.reason.take(),
             message: status.message.take(),
+            conditions: status
+                .conditions
+                .take()
+                .map(|cs| cs.into_iter().filter(|c| c.type_ == "PodScheduled").collect()),
             container_statuses: status.container_statuses.take().map(|cs| {
                 cs.into_iter()
                     .map(|c| ContainerStatus {
@@ -247,8 +288,38 @@ mod tests {
                 pod.spec.as_ref().and_then(|s| s.runtime_class_name.clone())
             );
             assert!(trimmed.metadata.annotations.is_none());
-            assert!(trimmed.status.as_ref().is_none_or(|s| s.conditions.is_none()));
+            assert!(
+                trimmed
+                    .status
+                    .iter()
+                    .flat_map(|s| s.conditions.iter().flatten())
+                    .all(|c| c.type_ == "PodScheduled")
+            );
         }
+    }
+
+    #[test]
+    fn a_waiting_object_says_why_in_the_clusters_words() {
+        let unscheduled = pod(serde_json::json!({"metadata": {"name": "a"}, "status": {"phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/2 nodes are available: 2 Insufficient cpu."}]}}));
+        let mut trimmed = unscheduled.clone();
+        trim_pod(&mut trimmed);
+        let reason = Some("Unschedulable: 0/2 nodes are available: 2 Insufficient cpu.".to_string());
+        assert_eq!(pending_reason(&Workload::Pod(Arc::new(trimmed))), reason, "kept through the trim");
+        let pulling = pod(serde_json::json!({"metadata": {"name": "a"}, "status": {"phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True"}],
+            "containerStatuses": [{"name": "main", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ContainerCreating"}}}]}}));
+        assert_eq!(pending_reason(&Workload::Pod(Arc::new(pulling))).as_deref(), Some("ContainerCreating"));
+        let silent = pod(serde_json::json!({"metadata": {"name": "a"}, "status": {"phase": "Pending"}}));
+        assert_eq!(pending_reason(&Workload::Pod(Arc::new(silent))), None);
+        let vm = vmi(serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+            "metadata": {"name": "v"}, "spec": {"domain": {"cpu": {"cores": 1}, "resources": {}, "devices": {}}},
+            "status": {"phase": "Scheduling",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/2 nodes are available: 2 Insufficient cpu."}]}}));
+        assert_eq!(pending_reason(&Workload::Vmi(Arc::new(vm))), reason);
     }
 
     #[test]

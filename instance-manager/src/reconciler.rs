@@ -6,8 +6,16 @@
 //! repeated create meets `AlreadyExists` instead of making a second Pod; (2) writes back what the
 //! cluster reports (`creating`, `running` with the IP and ssh endpoint, `failed` with the reason);
 //! (3) deletes the objects of released (`stopping`) instances and ends them (`terminated`, capacity
-//! given back) once the objects are gone; deletes objects no live instance owns (orphans); and fails
-//! live instances whose object vanished.
+//! given back) once the objects are gone; deletes objects no live instance owns (orphans); fails
+//! live instances whose object vanished, and those whose object the cluster has not started by their
+//! batch's create timeout (with the cluster's reason, the object deleted).
+//!
+//! Capacity: reflectors of the cluster's Nodes and of the Pods the platform does not own feed each
+//! pass a [`ClusterReading`]; what it offers is recorded in the store when it changes (and every
+//! `capacity_refresh`), which is what the IDC sells. An IDC left selling less than it promised is
+//! logged as an alert once, until it no longer is.
+//!
+//! [`ClusterReading`]: eci_core::capacity::ClusterReading
 //!
 //! Edge autonomy: a pass starts with a bounded probe of the cluster, which advances the [`link`]
 //! state. An IDC that misses several in a row is marked `disconnected` and its instances `unknown`,
@@ -28,9 +36,9 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use chrono::Utc;
 use eci_core::{IdcId, InstanceId, InstanceState, SshEndpoint};
 use eci_store::Store;
-use eci_store::instances::{Desired, Observed};
+use eci_store::instances::{Desired, Live, Observed};
 use futures::{FutureExt, StreamExt, stream};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{self, Store as Cache};
 use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -40,11 +48,14 @@ use tokio::task::JoinHandle;
 
 use self::books::Books;
 use crate::calls::{CallError, ClusterCalls};
+use crate::capacity::{cluster_reading, trim_foreign_pod, trim_node};
 use crate::cluster::ClusterClient;
 use crate::kubevirt::VirtualMachineInstance;
 use crate::link::LinkChange;
 use crate::manifest::{self, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
-use crate::observation::{SshHost, Workload, node_address, ssh_node_port, trim_pod, trim_vmi};
+use crate::observation::{
+    SshHost, Workload, node_address, pending_reason, ssh_node_port, trim_pod, trim_vmi,
+};
 
 use crate::config::ManagerConfig;
 use crate::work::{IdcWork, WorkQueue};
@@ -77,6 +88,9 @@ pub struct PassReport {
     pub vanished: usize,
     /// Instances the cluster refused for good (an invalid object), now `failed`.
     pub refused: usize,
+    /// Instances the cluster did not start by their create timeout, now `failed` and their objects
+    /// deleted.
+    pub timed_out: usize,
     /// Requests that failed and will be tried again at a later pass.
     pub errors: usize,
     /// The cluster did not answer the probe; nothing else was done.
@@ -91,6 +105,9 @@ pub struct IdcReconciler {
     config: ManagerConfig,
     pods: Cache<Pod>,
     vmis: Cache<VirtualMachineInstance>,
+    nodes: Cache<Node>,
+    /// Pods the platform does not own: what they request is not for sale.
+    foreign: Cache<Pod>,
     /// Raised by the reflectors when the cluster changes.
     changed: Arc<Notify>,
     /// Raised through the work queue when a write gives the IDC work: new pending instances
@@ -184,6 +201,24 @@ impl IdcReconciler {
         )
         .backoff(watch_backoff(&config));
         watchers.push(tokio::spawn(drive(vmi_events, changed.clone(), idc.clone(), "vmis")));
+        let (nodes, nodes_writer) = reflector::store::<Node>();
+        let node_events = reflector::reflector(
+            nodes_writer,
+            watcher(Api::<Node>::all(client.kube().clone()), watcher::Config::default()).modify(trim_node),
+        )
+        .backoff(watch_backoff(&config));
+        watchers.push(tokio::spawn(drive(node_events, changed.clone(), idc.clone(), "nodes")));
+        let (foreign, foreign_writer) = reflector::store::<Pod>();
+        let foreign_events = reflector::reflector(
+            foreign_writer,
+            watcher(
+                Api::<Pod>::all(client.kube().clone()),
+                watcher::Config::default().labels(&format!("!{LABEL_MANAGED_BY}")),
+            )
+            .modify(trim_foreign_pod),
+        )
+        .backoff(watch_backoff(&config));
+        watchers.push(tokio::spawn(drive(foreign_events, changed.clone(), idc.clone(), "foreign pods")));
         let work = queue.of(&idc);
         IdcReconciler {
             idc,
@@ -192,6 +227,8 @@ impl IdcReconciler {
             config,
             pods,
             vmis,
+            nodes,
+            foreign,
             changed,
             work,
             watchers,
@@ -281,10 +318,44 @@ impl IdcReconciler {
         self.config.clock.now()
     }
 
-    /// Waits until both reflectors hold a complete first list of the cluster.
+    /// Waits until every reflector holds a complete first list of the cluster.
     pub async fn ready(&self) {
         let _ = self.pods.wait_until_ready().await;
         let _ = self.vmis.wait_until_ready().await;
+        let _ = self.nodes.wait_until_ready().await;
+        let _ = self.foreign.wait_until_ready().await;
+    }
+
+    /// Records what the cluster offers when that changed or the record grew old; an IDC that now
+    /// sells less than it promised is an alert (once, until it no longer is). Nothing running is
+    /// touched: the ledger stops new placements there by itself.
+    async fn read_capacity(&self) -> Result<()> {
+        let listed = self.nodes.wait_until_ready().now_or_never().is_some()
+            && self.foreign.wait_until_ready().now_or_never().is_some();
+        if !listed {
+            return Ok(());
+        }
+        let nodes = self.nodes.state();
+        let foreign = self.foreign.state();
+        let capacity = cluster_reading(nodes.iter().map(|n| &**n), foreign.iter().map(|p| &**p)).capacity();
+        if !self.books().capacity_due(&capacity, self.config.capacity_refresh) {
+            return Ok(());
+        }
+        let report = self.store.record_cluster_capacity(&self.idc, &capacity, self.now()).await?;
+        let short = report.line.short();
+        if self.books().capacity_recorded(capacity, short.is_some()) {
+            match short {
+                Some(short) => tracing::error!(
+                    idc.id = %self.idc, alert = "capacity_short", sellable = %short.sellable,
+                    promised = %short.promised, short_by = %short.short_by,
+                    "the IDC's cluster no longer backs what it promised: new placements there stop; nothing running is touched"
+                ),
+                None => {
+                    tracing::info!(idc.id = %self.idc, sellable = %report.line.total, "the IDC's cluster backs what it promised again")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether the cluster answers; after `failures_before_disconnect` misses in a row the IDC turns
@@ -409,6 +480,7 @@ impl IdcReconciler {
     /// Writes back what the cluster reports, stops released instances, deletes orphans and fails
     /// instances whose objects vanished.
     async fn observe(&self, report: &mut PassReport) -> Result<()> {
+        self.read_capacity().await?;
         // Observations need the reflectors' complete first list; until then a missing object proves nothing.
         let ready = self.pods.wait_until_ready().now_or_never().is_some()
             && self.vmis.wait_until_ready().now_or_never().is_some();
@@ -434,7 +506,7 @@ impl IdcReconciler {
         let mut running = Vec::new();
         for (id, workload) in &seen {
             self.books().seen(id);
-            let Some(&state) = live.get(id) else {
+            let Some(&Live { state, create_deadline }) = live.get(id) else {
                 match self.cluster.delete_instance_with_retries(id, workload).await {
                     Ok(()) => report.orphans_deleted += 1,
                     Err(error) => {
@@ -464,7 +536,12 @@ impl IdcReconciler {
                     continue;
                 }
                 Observed::Running { .. } | Observed::Creating if state == InstanceState::Running => continue,
-                Observed::Creating if state == InstanceState::Creating => continue,
+                Observed::Creating if state == InstanceState::Creating => {
+                    if create_deadline.is_some_and(|deadline| deadline <= self.now()) {
+                        self.time_out(id, workload, report).await?;
+                    }
+                    continue;
+                }
                 other => other,
             };
             if self.store.record_observation(id, &observed, self.now()).await?.is_some() {
@@ -472,7 +549,7 @@ impl IdcReconciler {
             }
         }
         report.updated += self.store.record_running(&running, self.now()).await? as usize;
-        for (id, state) in &live {
+        for (id, Live { state, .. }) in &live {
             // Only a pending instance has had nothing made for it yet.
             if seen.contains_key(id) || *state == InstanceState::Pending {
                 continue;
@@ -485,6 +562,26 @@ impl IdcReconciler {
                 Some(_) => report.vanished += 1,
                 None => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Fails an instance the cluster did not start by its create timeout, with the cluster's reason,
+    /// and deletes its object. Failing gives its capacity back in the same transaction, and it never
+    /// ran, so nothing was billed. Should the delete fail, the object is an orphan the next pass
+    /// deletes.
+    async fn time_out(&self, id: &InstanceId, workload: &Workload, report: &mut PassReport) -> Result<()> {
+        let reason = pending_reason(workload)
+            .unwrap_or_else(|| "the cluster did not start it within its create timeout".to_string());
+        let failed = Observed::Failed { reason: reason.clone(), ended_at: None };
+        if self.store.record_observation(id, &failed, self.now()).await?.is_none() {
+            return Ok(());
+        }
+        report.timed_out += 1;
+        tracing::warn!(instance.id = %id, reason, "not started by its create timeout; failed, its capacity given back");
+        if let Err(error) = self.cluster.delete_instance_with_retries(id, workload).await {
+            report.errors += 1;
+            tracing::warn!(instance.id = %id, error = ?error, "deleting a timed-out instance's objects failed; will retry");
         }
         Ok(())
     }

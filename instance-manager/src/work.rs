@@ -116,6 +116,7 @@ mod tests {
             placement: Default::default(),
             reservation_id: None,
             ttl_seconds: None,
+            create_timeout_seconds: None,
             labels: Default::default(),
         })
     }

@@ -50,7 +50,14 @@ fn request_hash(request: &BatchRequest) -> String {
 const BATCH_COLUMNS: &str =
     "id, tenant_id, state, count, request, placement, created_at, expires_at, ended_at, request_hash";
 
-fn batch_from_row(row: &AnyRow, counts: BTreeMap<InstanceState, u64>) -> Result<Batch> {
+/// A batch's instances counted by state, and its failed ones by reason.
+#[derive(Debug, Default)]
+struct Counts {
+    by_state: BTreeMap<InstanceState, u64>,
+    failures: BTreeMap<String, u64>,
+}
+
+fn batch_from_row(row: &AnyRow, counts: Counts) -> Result<Batch> {
     Ok(Batch {
         id: BatchId(row.try_get("id")?),
         tenant_id: TenantId(row.try_get("tenant_id")?),
@@ -58,7 +65,8 @@ fn batch_from_row(row: &AnyRow, counts: BTreeMap<InstanceState, u64>) -> Result<
         request: json("batch request", &row.try_get::<String, _>("request")?)?,
         count: uint("batch count", row.try_get("count")?)?,
         placement: json("batch placement", &row.try_get::<String, _>("placement")?)?,
-        counts,
+        counts: counts.by_state,
+        failures: counts.failures,
         created_at: time(row.try_get("created_at")?)?,
         expires_at: opt_time(row.try_get("expires_at")?)?,
         ended_at: opt_time(row.try_get("ended_at")?)?,
@@ -225,8 +233,8 @@ impl Store {
             request.ttl_seconds.map(|s| now + Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)));
         sqlx::query(
             "INSERT INTO batches (id, tenant_id, state, count, cpu, memory, gpu, runtime, image, request, placement, \
-                 labels, reservation_id, idempotency_key, request_hash, created_at, expires_at) \
-             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                 labels, reservation_id, idempotency_key, request_hash, created_at, expires_at, create_timeout_ms) \
+             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(&id.0)
         .bind(&tenant.0)
@@ -244,6 +252,7 @@ impl Store {
         .bind(hash)
         .bind(now_ms)
         .bind(expires_at.map(millis))
+        .bind(i64::from(request.create_timeout_seconds()) * 1000)
         .execute(&mut *tx)
         .await?;
         for (key, value) in &request.labels {
@@ -271,6 +280,7 @@ impl Store {
             count: placed,
             placement,
             counts,
+            failures: BTreeMap::new(),
             created_at: time(now_ms)?,
             expires_at: expires_at.map(|t| time(millis(t))).transpose()?,
             ended_at: None,
@@ -333,17 +343,15 @@ impl Store {
         Ok(keyset.finish(items, more, |b| &b.id.0))
     }
 
-    /// How many instances of each batch are in each state.
-    async fn instance_counts(
-        &self,
-        ids: &[&BatchId],
-    ) -> Result<BTreeMap<BatchId, BTreeMap<InstanceState, u64>>> {
-        let mut out: BTreeMap<BatchId, BTreeMap<InstanceState, u64>> = BTreeMap::new();
+    /// How many instances of each batch are in each state, and why those that failed did.
+    async fn instance_counts(&self, ids: &[&BatchId]) -> Result<BTreeMap<BatchId, Counts>> {
+        let mut out: BTreeMap<BatchId, Counts> = BTreeMap::new();
         if ids.is_empty() {
             return Ok(out);
         }
         let sql = format!(
-            "SELECT batch_id, state, COUNT(*) AS n FROM instances WHERE batch_id IN ({}) GROUP BY batch_id, state",
+            "SELECT batch_id, state, failure_reason, COUNT(*) AS n FROM instances WHERE batch_id IN ({}) \
+             GROUP BY batch_id, state, failure_reason",
             placeholders(1, ids.len())
         );
         let mut query = sqlx::query(&sql);
@@ -353,7 +361,13 @@ impl Store {
         for row in query.fetch_all(&self.pool).await? {
             let state: InstanceState = word("instance state", &row.try_get::<String, _>("state")?)?;
             let n = uint("count", row.try_get("n")?)?;
-            out.entry(BatchId(row.try_get("batch_id")?)).or_default().insert(state, n);
+            let counts = out.entry(BatchId(row.try_get("batch_id")?)).or_default();
+            *counts.by_state.entry(state).or_default() += n;
+            if let (InstanceState::Failed, Some(reason)) =
+                (state, row.try_get::<Option<String>, _>("failure_reason")?)
+            {
+                *counts.failures.entry(reason).or_default() += n;
+            }
         }
         Ok(out)
     }

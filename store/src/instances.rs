@@ -154,6 +154,16 @@ pub struct Desired {
 
 pub use eci_core::lifecycle::Observed;
 
+/// A live instance as a pass of its IDC's reconciler sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Live {
+    /// Where it is in its life.
+    pub state: InstanceState,
+    /// When its object was created plus its batch's create timeout: past it, an instance that
+    /// still does not run has failed. `None` until its object was created.
+    pub create_deadline: Option<DateTime<Utc>>,
+}
+
 impl Store {
     /// Up to `limit` pending instances of one IDC, oldest first, with their batches' requests.
     pub async fn pending_in_idc(&self, idc: &IdcId, limit: u32) -> Result<Vec<Desired>> {
@@ -196,22 +206,24 @@ impl Store {
             .collect()
     }
 
-    /// The live (not ended) instances of one IDC and their states.
-    pub async fn live_in_idc(
-        &self,
-        idc: &IdcId,
-    ) -> Result<std::collections::BTreeMap<InstanceId, InstanceState>> {
+    /// The live (not ended) instances of one IDC, their states and create deadlines.
+    pub async fn live_in_idc(&self, idc: &IdcId) -> Result<std::collections::BTreeMap<InstanceId, Live>> {
         let rows = sqlx::query(
-            "SELECT id, state FROM instances WHERE idc_id = $1 AND state NOT IN ('terminated', 'failed')",
+            "SELECT id, state, create_deadline FROM instances \
+             WHERE idc_id = $1 AND state NOT IN ('terminated', 'failed')",
         )
         .bind(&idc.0)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|row| {
+                let deadline = row.try_get::<Option<i64>, _>("create_deadline")?;
                 Ok((
                     InstanceId(row.try_get("id")?),
-                    word("instance state", &row.try_get::<String, _>("state")?)?,
+                    Live {
+                        state: word("instance state", &row.try_get::<String, _>("state")?)?,
+                        create_deadline: deadline.map(time).transpose()?,
+                    },
                 ))
             })
             .collect()
@@ -279,12 +291,15 @@ impl Store {
         let mut changed = 0;
         for chunk in ids.chunks(500) {
             let sql = format!(
-                "UPDATE instances SET state = 'creating', updated_at = {} WHERE {} AND id IN ({})",
+                "UPDATE instances SET state = 'creating', updated_at = {}, create_deadline = COALESCE(create_deadline, {} + \
+                     (SELECT create_timeout_ms FROM batches WHERE batches.id = instances.batch_id)) \
+                 WHERE {} AND id IN ({})",
                 crate::sql::bulk_placeholders(self.backend, 1, 1),
+                crate::sql::bulk_placeholders(self.backend, 2, 1),
                 state_in(InstanceState::CREATES_FROM),
-                crate::sql::bulk_placeholders(self.backend, 2, chunk.len()),
+                crate::sql::bulk_placeholders(self.backend, 3, chunk.len()),
             );
-            let mut query = sqlx::query(&sql).bind(millis(now));
+            let mut query = sqlx::query(&sql).bind(millis(now)).bind(millis(now));
             for id in chunk {
                 query = query.bind(&id.0);
             }

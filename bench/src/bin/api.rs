@@ -57,7 +57,7 @@ async fn call(
 
 async fn bench(name: &str, store: Store) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
-    store.sync_fleet(&roomy_fleet(), now).await?;
+    testing::seed_fleet(&store, &roomy_fleet()).await;
     let tenant = store
         .create_tenant("bench", Quota { requests_per_second: Some(10_000_000), ..Quota::default() }, now)
         .await?;

@@ -57,6 +57,7 @@ fn fleet() -> Fleet {
             kube_context: None,
             rich_runtime_class: None,
             ssh_ingress_host: None,
+            headroom_percent: 0,
         })
         .collect();
     Fleet { idcs }
@@ -90,6 +91,7 @@ fn request(load: &Load) -> BatchRequest {
         placement: PlacementSpec { all_or_nothing: true, ..Default::default() },
         reservation_id: None,
         ttl_seconds: None,
+        create_timeout_seconds: None,
         labels: Default::default(),
     }
 }
@@ -191,7 +193,7 @@ async fn throughput() -> anyhow::Result<()> {
     let queue = WorkQueue::default();
     let store = store.reporting_work_to(Arc::new(queue.clone()));
     let fleet = fleet();
-    store.sync_fleet(&fleet, chrono::Utc::now()).await?;
+    testing::seed_fleet(&store, &fleet).await;
     let tenant = store.create_tenant("bench", Quota::default(), chrono::Utc::now()).await?;
     let mut sims = Vec::new();
     // When each Pod's create reached its cluster, by batch: read from the cluster's own store.
@@ -291,7 +293,7 @@ async fn control_plane_rss() -> anyhow::Result<()> {
     let queue = WorkQueue::default();
     let store = store.reporting_work_to(Arc::new(queue.clone()));
     let fleet = fleet();
-    store.sync_fleet(&fleet, chrono::Utc::now()).await?;
+    testing::seed_fleet(&store, &fleet).await;
     let tenant = store.create_tenant("bench", Quota::default(), chrono::Utc::now()).await?;
     let (stop, stopped) = watch::channel(false);
     let handles = reconcilers(&fleet, &urls, &store, &queue, &stopped).await?;

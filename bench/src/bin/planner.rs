@@ -66,6 +66,7 @@ fn fleet_and_ledger() -> (Fleet, Ledger) {
             kube_context: Some(id.clone()),
             rich_runtime_class: None,
             ssh_ingress_host: None,
+            headroom_percent: 0,
             id: IdcId(id),
             area: Area::new(region, province, &city),
             carriers,

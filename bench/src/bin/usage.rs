@@ -102,6 +102,7 @@ fn request(rng: &mut SplitMix) -> BatchRequest {
         placement: PlacementSpec { areas, all_or_nothing: true, ..Default::default() },
         reservation_id: None,
         ttl_seconds: None,
+        create_timeout_seconds: None,
         labels: labels(rng),
     }
 }
@@ -342,7 +343,7 @@ async fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let september = at(month.from_ms() - 61 * DAY_MS)?;
-    store.sync_fleet(&roomy_fleet(), september).await?;
+    testing::seed_fleet(&store, &roomy_fleet()).await;
     let mut tenants = Vec::new();
     for plan in &TENANTS {
         tenants.push(store.create_tenant(plan.name, Quota::default(), september).await?.id);

@@ -91,6 +91,11 @@ pub struct BatchCreateArgs {
     /// Release the batch automatically after this long: seconds, or 30m, 2h, 7d.
     #[arg(long = "ttl", value_name = "SECONDS", value_parser = parse::seconds)]
     pub ttl: Option<u64>,
+    /// Fail an instance its cluster has not started within this long, with the cluster's reason
+    /// (no node fits, the image cannot be pulled): seconds, or 90s, 10m, 1h; at most 1h, the
+    /// platform's default when left out.
+    #[arg(long = "create-timeout", value_name = "SECONDS", value_parser = parse::create_timeout)]
+    pub create_timeout: Option<u32>,
     /// Label to attach (repeatable).
     #[arg(long = "label", value_name = "K=V", value_parser = parse::key_value)]
     pub labels: Vec<(String, String)>,
@@ -176,6 +181,8 @@ struct CreateBody<'a> {
     reservation_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ttl_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    create_timeout_seconds: Option<u32>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: BTreeMap<String, String>,
 }
@@ -222,6 +229,7 @@ fn create_body(a: &BatchCreateArgs) -> Result<Value> {
         },
         reservation_id: a.reservation.as_deref(),
         ttl_seconds: a.ttl,
+        create_timeout_seconds: a.create_timeout,
         labels: parse::into_map(&a.labels, "--label")?,
     };
     Ok(serde_json::to_value(body)?)
@@ -253,6 +261,8 @@ struct Batch {
     /// What was asked for; above `count` only after a partial placement.
     requested: Option<u64>,
     counts: BTreeMap<String, u64>,
+    /// Its failed instances by reason, most common first as the server orders them.
+    failures: Vec<Failure>,
     spec: Value,
     runtime: Option<String>,
     image: Option<String>,
@@ -272,6 +282,14 @@ struct Placed {
     province: Option<String>,
     city: Option<String>,
     carrier: Option<String>,
+    count: u64,
+}
+
+/// How many of a batch's instances failed for one reason.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Failure {
+    reason: String,
     count: u64,
 }
 
@@ -332,7 +350,17 @@ fn batch_view(b: &Batch) -> String {
         }
         format!("Placement:\n{}", finish(&t))
     };
-    format!("{header}\n\n{placement}\n\nInstances: {}", counts(&b.counts))
+    let instances = format!("Instances: {}", counts(&b.counts));
+    if b.failures.is_empty() {
+        return format!("{header}\n\n{placement}\n\n{instances}");
+    }
+    // One line per reason, whatever the cluster's message spans, as `--wait` reports them.
+    let failures: Vec<String> = b
+        .failures
+        .iter()
+        .map(|f| format!("  {} × {}", f.count, f.reason.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .collect();
+    format!("{header}\n\n{placement}\n\n{instances}\n\nFailed:\n{}", failures.join("\n"))
 }
 
 /// Instance counts by state in lifecycle order (`pending 880, running 120`), then any state this
@@ -433,6 +461,8 @@ mod tests {
             "r-1",
             "--ttl",
             "2h",
+            "--create-timeout",
+            "5m",
             "--label",
             "team=edge",
             "--idempotency-key",
@@ -460,6 +490,7 @@ mod tests {
                 },
                 "reservation_id": "r-1",
                 "ttl_seconds": 7200,
+                "create_timeout_seconds": 300,
                 "labels": {"team": "edge"},
             })
         );
@@ -548,6 +579,25 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("\n\nInstances: pending 880, running 120, failed 0"), "{text}");
+    }
+
+    #[test]
+    fn a_batch_with_failed_instances_says_why_they_failed() {
+        let mut failing = sample();
+        failing["counts"]["failed"] = json!(3);
+        failing["failures"] = json!([
+            {"reason": "Unschedulable: 0/2 nodes are available:\n  2 Insufficient cpu", "count": 2},
+            {"reason": "ErrImagePull", "count": 1},
+        ]);
+        let text = render::one(OutputFormat::Table, failing, "batch", batch_view).unwrap();
+        assert!(
+            text.ends_with(
+                "\n\nInstances: pending 880, running 120, failed 3\n\nFailed:\n  \
+                 2 × Unschedulable: 0/2 nodes are available: 2 Insufficient cpu\n  \
+                 1 × ErrImagePull"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

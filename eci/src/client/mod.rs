@@ -1,5 +1,5 @@
 //! The command-line client of the ECI API: `eci batch …`, `eci instance …`, `eci capacity`,
-//! `eci areas`, `eci usage`, `eci invoice …`.
+//! `eci areas`, `eci usage`, `eci invoice …`, and for operators `eci admin idc …`.
 //!
 //! Layout: [`http`] is the only place that talks to the server (URLs, bearer token, timeouts,
 //! turning failures into one readable line); one file per resource turns arguments into a request
@@ -8,6 +8,7 @@
 //! until its instances run. Every command returns the text to print, so that output happens in one
 //! place and rendering stays testable without a server.
 
+mod admin;
 mod areas;
 mod batch;
 mod billing;
@@ -20,6 +21,7 @@ mod wait;
 
 use std::io::Write;
 
+pub use admin::AdminCommand;
 pub use batch::BatchCommand;
 pub use billing::{InvoiceCommand, UsageArgs};
 pub use capacity::CapacityArgs;
@@ -77,6 +79,9 @@ pub enum ClientCommand {
     /// Monthly invoices: list them, or show one (`--csv` for its lines as CSV).
     #[command(subcommand)]
     Invoice(InvoiceCommand),
+    /// Watch the fleet, with an admin key: what each IDC's cluster offers and what it sells.
+    #[command(subcommand)]
+    Admin(AdminCommand),
 }
 
 /// Runs one client subcommand against the API and prints its result to stdout.
@@ -96,6 +101,7 @@ pub async fn run(args: ClientArgs, cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Areas => areas::run(&api, output).await?.into(),
         ClientCommand::Usage(cmd) => billing::usage(&api, cmd, output).await?.into(),
         ClientCommand::Invoice(cmd) => billing::invoice(&api, cmd, output).await?.into(),
+        ClientCommand::Admin(cmd) => admin::run(&api, cmd, output).await?.into(),
     };
     print_stdout(&answer.text)?;
     answer.verdict

@@ -94,6 +94,16 @@ pub fn seconds(s: &str) -> Result<u64, String> {
     }
 }
 
+/// `--create-timeout`: a duration as [`seconds`] takes it, at most the hour a batch may give its
+/// instances to start.
+pub fn create_timeout(s: &str) -> Result<u32, String> {
+    let max = eci_core::records::MAX_CREATE_TIMEOUT_SECONDS;
+    u32::try_from(seconds(s)?)
+        .ok()
+        .filter(|&n| n <= max)
+        .ok_or_else(|| format!("`{s}` is longer than the {max} seconds an instance may take to start"))
+}
+
 /// Collects repeated `KEY=VALUE` flags into a map, refusing a key given twice rather than
 /// silently keeping one of them.
 pub fn into_map(pairs: &[(String, String)], flag: &str) -> Result<BTreeMap<String, String>> {
@@ -192,6 +202,10 @@ mod tests {
         assert!(seconds("0").is_err());
         assert!(seconds("1w").is_err());
         assert!(seconds("h").is_err());
+        assert_eq!(create_timeout("5m"), Ok(300));
+        assert_eq!(create_timeout("1h"), Ok(3600));
+        assert!(create_timeout("3601").unwrap_err().contains("3600 seconds"));
+        assert!(create_timeout("0").is_err());
     }
 
     #[test]

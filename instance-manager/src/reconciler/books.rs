@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use eci_core::InstanceId;
+use eci_core::capacity::ClusterCapacity;
 use eci_store::instances::Desired;
 use tokio::time::Instant;
 
@@ -26,6 +27,10 @@ pub(super) struct Books {
     link: LinkState,
     /// When the cluster last answered a probe.
     answered_at: Option<Instant>,
+    /// What the cluster was last recorded to offer, and when.
+    capacity: Option<(ClusterCapacity, Instant)>,
+    /// Whether the IDC was short of capacity when last recorded, so a shortage is alerted once.
+    short: bool,
 }
 
 /// An instance waiting out a failed creation.
@@ -50,6 +55,18 @@ impl Books {
         if probe == ProbeResult::Answered {
             self.answered_at = Some(Instant::now());
         }
+    }
+
+    /// Whether `reading` needs recording: it differs from the last one recorded, or that one is
+    /// older than `refresh` (so the store's "last read" stays true).
+    pub(super) fn capacity_due(&self, reading: &ClusterCapacity, refresh: Duration) -> bool {
+        self.capacity.as_ref().is_none_or(|(last, at)| last != reading || at.elapsed() >= refresh)
+    }
+
+    /// `reading` was recorded, leaving the IDC short or not; true when that is news.
+    pub(super) fn capacity_recorded(&mut self, reading: ClusterCapacity, short: bool) -> bool {
+        self.capacity = Some((reading, Instant::now()));
+        std::mem::replace(&mut self.short, short) != short
     }
 
     pub(super) fn knows_namespace(&self, name: &str) -> bool {
@@ -174,6 +191,23 @@ mod tests {
         assert!(!books.is_parked(&id("i-1")));
         let again = books.park(&id("i-1"), max);
         assert!(again < Duration::from_secs(2), "a new failure starts from the shortest wait: {again:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reading_is_recorded_when_it_changes_or_grows_old_and_a_shortage_is_news_once() {
+        let refresh = Duration::from_secs(30);
+        let mut books = Books::default();
+        let reading = ClusterCapacity { nodes: 2, schedulable_nodes: 2, ..ClusterCapacity::default() };
+        assert!(books.capacity_due(&reading, refresh), "never recorded");
+        assert!(!books.capacity_recorded(reading.clone(), false), "not short, as before");
+        assert!(!books.capacity_due(&reading, refresh));
+        let cordoned = ClusterCapacity { schedulable_nodes: 1, ..reading.clone() };
+        assert!(books.capacity_due(&cordoned, refresh), "changed");
+        assert!(books.capacity_recorded(cordoned.clone(), true), "short is news");
+        tokio::time::advance(refresh).await;
+        assert!(books.capacity_due(&cordoned, refresh), "old");
+        assert!(!books.capacity_recorded(cordoned, true), "still short is not news");
+        assert!(books.capacity_recorded(reading, false), "the end of a shortage is news");
     }
 
     #[tokio::test(start_paused = true)]
