@@ -158,6 +158,7 @@ async fn ledger_against_clusters(url: &str) {
     assert_eq!(hangzhou["allocated"]["cpu"], "32", "given back exactly once");
     assert_eq!(app.admin_tenant(&acme.id).await["used_instances"], 5, "4 steady and the big one");
     testing::assert_ledger_matches_records(&app.store).await;
+    foreign.get("log-agent").await.expect("a foreign Pod is counted, never touched");
     for sim in [sz, hz] {
         sim.shutdown().await.expect("stop sim");
     }

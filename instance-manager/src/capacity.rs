@@ -14,6 +14,14 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 
+use crate::manifest::{LABEL_MANAGED_BY, MANAGED_BY};
+
+/// Whether a Pod is not the platform's: it lacks the platform's `managed-by` label (other tools
+/// set that standard label to their own names, so its mere presence says nothing).
+pub fn is_foreign(pod: &Pod) -> bool {
+    pod.metadata.labels.as_ref().and_then(|l| l.get(LABEL_MANAGED_BY)).map(String::as_str) != Some(MANAGED_BY)
+}
+
 /// The extended resource a GPU is counted by (NVIDIA's device plugin).
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 
@@ -127,12 +135,14 @@ pub fn trim_node(node: &mut Node) {
     }
 }
 
-/// Keeps of a watched foreign Pod only what its request and its node need.
+/// Keeps of a watched foreign Pod only what its request and its node need (and the labels that
+/// say it is foreign).
 pub fn trim_foreign_pod(pod: &mut Pod) {
     pod.metadata = ObjectMeta {
         name: pod.metadata.name.take(),
         namespace: pod.metadata.namespace.take(),
         resource_version: pod.metadata.resource_version.take(),
+        labels: pod.metadata.labels.take(),
         ..Default::default()
     };
     if let Some(spec) = pod.spec.as_mut() {
@@ -208,6 +218,10 @@ mod tests {
                 "containers": [{"name": "a", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}}]},
                 "status": {"phase": "Pending"}})),
         ];
+        assert!(pods.iter().all(is_foreign));
+        let ours = pod(json!({"metadata": {"name": "i-1", "labels": {LABEL_MANAGED_BY: MANAGED_BY}}}));
+        let helm = pod(json!({"metadata": {"name": "web", "labels": {LABEL_MANAGED_BY: "Helm"}}}));
+        assert!(!is_foreign(&ours) && is_foreign(&helm), "another tool's managed-by label is foreign");
         let reading = cluster_reading(&nodes, &pods);
         assert_eq!(reading.nodes[0].foreign, res(1600, 1024, 0));
         assert_eq!(reading.unbound_foreign, res(250, 64, 0));

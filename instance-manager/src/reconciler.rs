@@ -10,8 +10,8 @@
 //! live instances whose object vanished, and those whose object the cluster has not started by their
 //! batch's create timeout (with the cluster's reason, the object deleted).
 //!
-//! Capacity: reflectors of the cluster's Nodes and of the Pods the platform does not own feed each
-//! pass a [`ClusterReading`]; what it offers is recorded in the store when it changes (and every
+//! Capacity: reflectors of the cluster's Nodes and of every Pod (the platform's own and the others)
+//! feed each pass a [`ClusterReading`]; what it offers is recorded in the store when it changes (and every
 //! `capacity_refresh`), which is what the IDC sells. An IDC left selling less than it promised is
 //! logged as an alert once, until it no longer is.
 //!
@@ -48,7 +48,7 @@ use tokio::task::JoinHandle;
 
 use self::books::Books;
 use crate::calls::{CallError, ClusterCalls};
-use crate::capacity::{cluster_reading, trim_foreign_pod, trim_node};
+use crate::capacity::{cluster_reading, is_foreign, trim_foreign_pod, trim_node};
 use crate::cluster::ClusterClient;
 use crate::kubevirt::VirtualMachineInstance;
 use crate::link::LinkChange;
@@ -106,8 +106,6 @@ pub struct IdcReconciler {
     pods: Cache<Pod>,
     vmis: Cache<VirtualMachineInstance>,
     nodes: Cache<Node>,
-    /// Pods the platform does not own: what they request is not for sale.
-    foreign: Cache<Pod>,
     /// Raised by the reflectors when the cluster changes.
     changed: Arc<Notify>,
     /// Raised through the work queue when a write gives the IDC work: new pending instances
@@ -184,10 +182,12 @@ impl IdcReconciler {
         let (pods, pods_writer) = reflector::store::<Pod>();
         let (vmis, vmis_writer) = reflector::store::<VirtualMachineInstance>();
         let mut watchers = Vec::new();
+        // Every Pod, not only the platform's: what the others request is not for sale. One watch
+        // for both keeps a connection per IDC, and a Pod is trimmed to what its kind needs.
         let pod_events = reflector::reflector(
             pods_writer,
-            watcher(Api::<Pod>::all(client.kube().clone()), watcher::Config::default().labels(&selector))
-                .modify(trim_pod),
+            watcher(Api::<Pod>::all(client.kube().clone()), watcher::Config::default())
+                .modify(|pod| if is_foreign(pod) { trim_foreign_pod(pod) } else { trim_pod(pod) }),
         )
         .backoff(watch_backoff(&config));
         watchers.push(tokio::spawn(drive(pod_events, changed.clone(), idc.clone(), "pods")));
@@ -208,17 +208,6 @@ impl IdcReconciler {
         )
         .backoff(watch_backoff(&config));
         watchers.push(tokio::spawn(drive(node_events, changed.clone(), idc.clone(), "nodes")));
-        let (foreign, foreign_writer) = reflector::store::<Pod>();
-        let foreign_events = reflector::reflector(
-            foreign_writer,
-            watcher(
-                Api::<Pod>::all(client.kube().clone()),
-                watcher::Config::default().labels(&format!("!{LABEL_MANAGED_BY}")),
-            )
-            .modify(trim_foreign_pod),
-        )
-        .backoff(watch_backoff(&config));
-        watchers.push(tokio::spawn(drive(foreign_events, changed.clone(), idc.clone(), "foreign pods")));
         let work = queue.of(&idc);
         IdcReconciler {
             idc,
@@ -228,7 +217,6 @@ impl IdcReconciler {
             pods,
             vmis,
             nodes,
-            foreign,
             changed,
             work,
             watchers,
@@ -323,7 +311,6 @@ impl IdcReconciler {
         let _ = self.pods.wait_until_ready().await;
         let _ = self.vmis.wait_until_ready().await;
         let _ = self.nodes.wait_until_ready().await;
-        let _ = self.foreign.wait_until_ready().await;
     }
 
     /// Records what the cluster offers when that changed or the record grew old; an IDC that now
@@ -331,13 +318,14 @@ impl IdcReconciler {
     /// touched: the ledger stops new placements there by itself.
     async fn read_capacity(&self) -> Result<()> {
         let listed = self.nodes.wait_until_ready().now_or_never().is_some()
-            && self.foreign.wait_until_ready().now_or_never().is_some();
+            && self.pods.wait_until_ready().now_or_never().is_some();
         if !listed {
             return Ok(());
         }
         let nodes = self.nodes.state();
-        let foreign = self.foreign.state();
-        let capacity = cluster_reading(nodes.iter().map(|n| &**n), foreign.iter().map(|p| &**p)).capacity();
+        let pods = self.pods.state();
+        let foreign = pods.iter().map(|p| &**p).filter(|p| is_foreign(p));
+        let capacity = cluster_reading(nodes.iter().map(|n| &**n), foreign).capacity();
         if !self.books().capacity_due(&capacity, self.config.capacity_refresh) {
             return Ok(());
         }
@@ -492,7 +480,7 @@ impl IdcReconciler {
         // so every object in the snapshot whose instance the store does not list live is an orphan.
         // Read the other way round, an instance stored and started in between would look orphaned.
         let mut seen: BTreeMap<InstanceId, Workload> = BTreeMap::new();
-        for pod in self.pods.state() {
+        for pod in self.pods.state().into_iter().filter(|p| !is_foreign(p)) {
             if let Some(id) = pod.labels().get(LABEL_INSTANCE) {
                 seen.insert(InstanceId(id.clone()), Workload::Pod(pod.clone()));
             }
