@@ -332,7 +332,7 @@ fn eci_up_under_too_low_a_hard_open_files_limit_says_how_many_it_needs() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line:\n{stderr}");
     assert!(
-        lines[0].starts_with("error: eci up needs about 3424 open files for its 132 simulated IDCs")
+        lines[0].starts_with("error: eci up needs about 3688 open files for its 132 simulated IDCs")
             && lines[0].contains("may open only 300"),
         "{stderr}"
     );

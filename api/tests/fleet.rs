@@ -351,7 +351,7 @@ async fn an_idc_sells_what_its_cluster_was_read_to_offer_and_says_when_that_fall
             short["conditions"],
             json!([{
                 "type": "capacity_short",
-                "message": "sellable cpu 15, memory 60Gi but cpu 20, memory 80Gi promised to instances \
+                "message": "the cluster backs cpu 15, memory 60Gi of the cpu 20, memory 80Gi promised to instances \
                     and reservations: short by cpu 5, memory 20Gi",
                 "short_by": { "cpu": "5", "memory": "20Gi", "gpu": 0 },
             }])

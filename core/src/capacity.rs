@@ -144,7 +144,7 @@ impl std::fmt::Display for CapacityShort {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "sellable {} but {} promised to instances and reservations: short by {}",
+            "the cluster backs {} of the {} promised to instances and reservations: short by {}",
             self.sellable, self.promised, self.short_by
         )
     }
@@ -238,7 +238,8 @@ mod tests {
         assert_eq!(short.short_by, res(6000, 0, 0));
         assert_eq!(
             short.to_string(),
-            "sellable cpu 16, memory 64Gi but cpu 22, memory 4Gi promised to instances and reservations: short by cpu 6"
+            "the cluster backs cpu 16, memory 64Gi of the cpu 22, memory 4Gi promised to instances and \
+             reservations: short by cpu 6"
         );
         assert_eq!(
             IdcLedger { allocated: res(14000, 65536, 0), ..line }.short(),

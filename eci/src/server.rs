@@ -90,11 +90,11 @@ fn read_fleet(path: &Path) -> anyhow::Result<Fleet> {
     Fleet::from_yaml(&text).with_context(|| format!("fleet file {} is invalid", path.display()))
 }
 
-/// Open files `eci up` needs per simulated IDC, measured: about 7 at rest (its API listener, both
-/// ends of the reconciler's two watches and of the probe's connection) and 20 during a
+/// Open files `eci up` needs per simulated IDC, measured: about 9 at rest (its API listener, both
+/// ends of the reconciler's three watches and of the probe's connection) and 22 during a
 /// 10,000-instance burst (the client's bounded pool: both ends of every loopback connection live in
 /// this one process).
-const OPEN_FILES_PER_SIMULATED_IDC: u64 = 24;
+const OPEN_FILES_PER_SIMULATED_IDC: u64 = 26;
 /// Open files the rest of the process needs: the database, the API's listener, its callers.
 const OPEN_FILES_BASE: u64 = 256;
 

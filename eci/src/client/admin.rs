@@ -211,7 +211,7 @@ mod tests {
             },
             "conditions": [{
                 "type": "capacity_short",
-                "message": "sellable cpu 15, memory 60Gi but cpu 20, memory 80Gi promised to instances \
+                "message": "the cluster backs cpu 15, memory 60Gi of the cpu 20, memory 80Gi promised to instances \
                     and reservations: short by cpu 5, memory 20Gi",
                 "short_by": {"cpu": "5", "memory": "20Gi", "gpu": 0}
             }],
@@ -248,7 +248,7 @@ mod tests {
                  Free:         cpu=0 memory=0Mi\n\
                  \n\
                  Conditions:\n  \
-                 capacity_short: sellable cpu 15, memory 60Gi but cpu 20, memory 80Gi promised to instances \
+                 capacity_short: the cluster backs cpu 15, memory 60Gi of the cpu 20, memory 80Gi promised to instances \
                  and reservations: short by cpu 5, memory 20Gi"
             )
         );
