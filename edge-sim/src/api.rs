@@ -16,6 +16,7 @@ use tracing::{debug, instrument};
 
 use crate::discovery;
 use crate::error::Error;
+use crate::load::LoadCurves;
 use crate::query::Query;
 use crate::resource::Resource;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -65,6 +66,8 @@ pub struct ApiState {
     pub shutdown: signal::Receiver<bool>,
     /// The link's fault setting: a partition cuts (or stalls) watches already streaming.
     pub link: signal::Receiver<crate::fault::Fault>,
+    /// The load curves the metrics follow, and the clock they read.
+    pub load: Arc<LoadCurves>,
 }
 
 /// The router of one simulated cluster's API server.
@@ -175,7 +178,7 @@ async fn dispatch(
     let query = Query::parse(uri.query());
     if let Some(rest) = uri.path().strip_prefix("/apis/metrics.k8s.io/v1beta1/") {
         return match method {
-            Method::GET => metrics(&state.store, rest, &query).unwrap_or_else(IntoResponse::into_response),
+            Method::GET => metrics(&state, rest, &query).unwrap_or_else(IntoResponse::into_response),
             _ => method_not_allowed(&method),
         };
     }
@@ -271,8 +274,10 @@ fn list(state: &ApiState, target: &Target, query: &Query, headers: &HeaderMap) -
     Ok(json_response(StatusCode::OK, &doc))
 }
 
-/// `GET /apis/metrics.k8s.io/v1beta1/…`: pod and node metrics, lists and single objects.
-fn metrics(store: &Store, rest: &str, query: &Query) -> Result<Response, Error> {
+/// `GET /apis/metrics.k8s.io/v1beta1/…`: pod and node metrics, lists and single objects, all read at
+/// one moment of the cluster's clock.
+fn metrics(state: &ApiState, rest: &str, query: &Query) -> Result<Response, Error> {
+    let (store, load, now) = (&state.store, &*state.load, state.load.now());
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let (namespace, rest) = match segments.as_slice() {
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(*ns), rest),
@@ -285,23 +290,23 @@ fn metrics(store: &Store, rest: &str, query: &Query) -> Result<Response, Error> 
             let pods = store.list(Resource::Pods, ns, &options)?.items;
             crate::metrics::list(
                 "PodMetricsList",
-                pods.iter().filter_map(crate::metrics::pod_metrics).collect(),
+                pods.iter().filter_map(|pod| crate::metrics::pod_metrics(pod, load, now)).collect(),
             )
         }
         (["pods", name], Some(ns)) => {
             let pod = store.get(Resource::Pods, Some(ns), name)?;
-            crate::metrics::pod_metrics(&pod)
+            crate::metrics::pod_metrics(&pod, load, now)
                 .ok_or_else(|| Error::NotFound { resource: Resource::Pods, name: name.to_string() })?
         }
         (["nodes"], None) => {
             let (nodes, pods) = (store.list(Resource::Nodes, None, &options)?.items, all_pods()?);
             crate::metrics::list(
                 "NodeMetricsList",
-                nodes.iter().map(|n| crate::metrics::node_metrics(n, &pods)).collect(),
+                nodes.iter().map(|n| crate::metrics::node_metrics(n, &pods, load, now)).collect(),
             )
         }
         (["nodes", name], None) => {
-            crate::metrics::node_metrics(&store.get(Resource::Nodes, None, name)?, &all_pods()?)
+            crate::metrics::node_metrics(&store.get(Resource::Nodes, None, name)?, &all_pods()?, load, now)
         }
         _ => return Ok(not_found()),
     };

@@ -1,5 +1,5 @@
 //! `SimCluster`: one simulated cluster's store and API server on its own loopback port, registered
-//! with a control port for fault injection, its objects in memory or kept in a file.
+//! with a control port for fault injection and load curves, its objects in memory or kept in a file.
 
 use std::future::IntoFuture;
 use std::io;
@@ -15,12 +15,15 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::api::{self, ApiState, ApiStats};
+use crate::clock::SimClock;
 use crate::control::ControlServer;
 use crate::durable::{DurableError, ObjectFile};
 use crate::engine::{self, EngineConfig, StageEngine};
 use crate::fault::{self, FaultSwitch, LinkListener};
+use crate::load::{LoadCurve, LoadCurves, LoadSetting};
 use crate::node::NodeSpec;
 use crate::resource::Resource;
+use crate::selector::SelectorError;
 use crate::store::{Store, StoreConfig};
 
 /// Why a cluster could not start or stop cleanly.
@@ -107,6 +110,9 @@ pub struct SimConfig {
     pub nodes: Vec<NodeSpec>,
     /// The stage engine (binding and booting pods); `None` leaves pods exactly as clients write them.
     pub engine: Option<EngineConfig>,
+    /// Where the metrics and their load curves read the time (the system clock unless a test injects
+    /// one); the store and the stage engine keep the system clock.
+    pub clock: SimClock,
 }
 
 impl Default for SimConfig {
@@ -121,6 +127,7 @@ impl Default for SimConfig {
             namespaces: vec!["default".into(), "kube-system".into(), "kube-public".into()],
             nodes: Vec::new(),
             engine: Some(EngineConfig::default()),
+            clock: SimClock::system(),
         }
     }
 }
@@ -180,6 +187,13 @@ impl SimConfig {
         self.nodes.push(node);
         self
     }
+
+    /// Read the metrics' time from `now` instead of the system clock, so that a test moves load curves
+    /// on at will.
+    pub fn clock(mut self, now: impl Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync + 'static) -> Self {
+        self.clock = SimClock::from_fn(now);
+        self
+    }
 }
 
 /// Finishes the grace periods of the Pods a kept cluster had terminating when it stopped, at the
@@ -224,6 +238,8 @@ pub struct SimCluster {
     engine: Option<JoinHandle<()>>,
     /// The fault injected into every request (none by default).
     fault: FaultSwitch,
+    /// The CPU its Pods use over time.
+    load: Arc<LoadCurves>,
 }
 
 impl SimCluster {
@@ -269,13 +285,15 @@ impl SimCluster {
         let (shutdown, signal) = watch::channel(false);
         let stats = Arc::new(ApiStats::default());
         let switch = FaultSwitch::default();
-        control.register(&name, switch.clone(), store.clone());
+        let load = Arc::new(LoadCurves::new(config.clock.clone()));
+        control.register(&name, switch.clone(), store.clone(), load.clone());
         let state = ApiState {
             store: store.clone(),
             bookmark_interval: config.bookmark_interval,
             stats: stats.clone(),
             shutdown: signal.clone(),
             link: switch.subscribe(),
+            load: load.clone(),
         };
         finish_kept_terminations(&store, &signal);
         let engine = config.engine.clone().map(|cfg| StageEngine::spawn(store.clone(), cfg, signal.clone()));
@@ -300,6 +318,7 @@ impl SimCluster {
             server: Some(server),
             engine,
             fault: switch,
+            load,
         })
     }
 
@@ -308,6 +327,22 @@ impl SimCluster {
     /// black hole until the fault changes; clients then re-watch through the fault.
     pub fn set_fault(&self, fault: fault::Fault) {
         self.fault.set(fault);
+    }
+
+    /// Makes the Pods `selector` matches use `curve`'s cpu from now on by the cluster's clock, over any
+    /// curve set before (see [`LoadCurves::set`]); what is stored comes back.
+    pub fn set_load(&self, selector: &str, curve: LoadCurve) -> Result<LoadSetting, SelectorError> {
+        self.load.set(selector, curve)
+    }
+
+    /// Removes every load curve: Pods use half their cpu request again.
+    pub fn clear_load(&self) {
+        self.load.clear();
+    }
+
+    /// The load curves in force, oldest first.
+    pub fn load(&self) -> Vec<LoadSetting> {
+        self.load.settings()
     }
 
     /// The cluster's name.

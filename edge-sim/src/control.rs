@@ -5,6 +5,10 @@
 //!
 //! - `PUT /sim/{cluster}/fault` `{"fault": "none|unreachable|black_hole|slow|flapping", "millis": 500}`:
 //!   the link's fault (see [`crate::fault`]); 204.
+//! - `PUT /sim/{cluster}/load` `{"selector": "eci.io/group=g-1", "curve": {"kind": "steps", …}}`: the
+//!   Pods the label selector matches use the curve's cpu from now on (see [`crate::load`]); 200 with
+//!   what was stored, `{"selector", "curve", "since"}`. `GET` lists them (`{"items": […]}`, oldest
+//!   first), `DELETE` removes them all (204). A bad body, selector or curve is a 400 `Status`.
 //! - `POST /sim/{cluster}/namespaces/{namespace}/{pods|virtualmachineinstances}/{name}/evict`, body
 //!   optional `{"at": "<RFC 3339>"}` (default now): the node stops the workload, as
 //!   [`crate::engine::evict`] describes; 200 with the object, a Kubernetes `Status` on error.
@@ -25,7 +29,7 @@ use axum::routing::{post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -33,6 +37,7 @@ use tokio::task::JoinHandle;
 use crate::engine;
 use crate::error::{Error, Result};
 use crate::fault::{FaultBody, FaultSwitch};
+use crate::load::{LoadCurve, LoadCurves, LoadSetting};
 use crate::resource::Resource;
 use crate::status::failure_response;
 use crate::store::Store;
@@ -42,6 +47,7 @@ use crate::store::Store;
 struct Controlled {
     switch: FaultSwitch,
     store: Arc<Store>,
+    load: Arc<LoadCurves>,
 }
 
 type Registry = Arc<RwLock<HashMap<String, Controlled>>>;
@@ -89,8 +95,14 @@ impl ControlServer {
         format!("http://{}/sim/{cluster}", self.addr)
     }
 
-    pub(crate) fn register(&self, cluster: &str, switch: FaultSwitch, store: Arc<Store>) {
-        self.registry_mut().insert(cluster.to_string(), Controlled { switch, store });
+    pub(crate) fn register(
+        &self,
+        cluster: &str,
+        switch: FaultSwitch,
+        store: Arc<Store>,
+        load: Arc<LoadCurves>,
+    ) {
+        self.registry_mut().insert(cluster.to_string(), Controlled { switch, store, load });
     }
 
     pub(crate) fn unregister(&self, cluster: &str) {
@@ -119,9 +131,18 @@ struct EvictBody {
     at: Option<DateTime<Utc>>,
 }
 
+/// The body of `PUT /sim/{cluster}/load`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadBody {
+    selector: String,
+    curve: LoadCurve,
+}
+
 fn router(clusters: Registry) -> Router {
     Router::new()
         .route("/sim/{cluster}/fault", put(set_fault))
+        .route("/sim/{cluster}/load", put(set_load).get(list_load).delete(clear_load))
         .route("/sim/{cluster}/namespaces/{namespace}/{resource}/{name}/evict", post(evict))
         .with_state(clusters)
 }
@@ -148,6 +169,35 @@ async fn set_fault(
         }
         Err(why) => (StatusCode::BAD_REQUEST, why).into_response(),
     }
+}
+
+async fn set_load(State(clusters): State<Registry>, Path(cluster): Path<String>, body: Bytes) -> Response {
+    let Some(controlled) = find(&clusters, &cluster) else { return no_such_cluster(&cluster) };
+    match load_as_asked(&controlled.load, &body) {
+        Ok(setting) => {
+            tracing::info!(%cluster, selector = %setting.selector, "load curve set");
+            Json(setting).into_response()
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+fn load_as_asked(load: &LoadCurves, body: &[u8]) -> Result<LoadSetting> {
+    let body: LoadBody =
+        serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("load body: {e}")))?;
+    Ok(load.set(&body.selector, body.curve)?)
+}
+
+async fn list_load(State(clusters): State<Registry>, Path(cluster): Path<String>) -> Response {
+    let Some(controlled) = find(&clusters, &cluster) else { return no_such_cluster(&cluster) };
+    Json(json!({"items": controlled.load.settings()})).into_response()
+}
+
+async fn clear_load(State(clusters): State<Registry>, Path(cluster): Path<String>) -> Response {
+    let Some(controlled) = find(&clusters, &cluster) else { return no_such_cluster(&cluster) };
+    controlled.load.clear();
+    tracing::info!(%cluster, "load curves cleared");
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn evict(

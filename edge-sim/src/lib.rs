@@ -5,6 +5,7 @@
 //! Layout (one idea per file):
 //! - [`cluster`]: [`SimCluster`] — start a store and its API server on a port, seed namespaces and nodes,
 //!   shut down cleanly.
+//! - [`clock`]: [`SimClock`] — where metrics read the time; injectable, so tests pick the moment.
 //! - [`store`]: [`Store`] — objects as JSON keyed by (resource, namespace, name), one resourceVersion
 //!   counter, the bounded change history watches resume from, subscriptions for live watches.
 //! - [`resource`]: [`Resource`] — the kinds served (namespaces, nodes, pods, services, secrets, kubevirt VMIs).
@@ -13,6 +14,7 @@
 //! - [`api`]: the axum router — path parsing, CRUD, list, delete, status subresource.
 //! - [`watch`]: watch streams (newline-delimited JSON events, bookmarks, 410 Expired).
 //! - [`metrics`]: `metrics.k8s.io/v1beta1` PodMetrics and NodeMetrics, derived from running pods.
+//! - [`load`]: [`LoadCurve`], [`LoadCurves`] — the CPU Pods use over time, per label selector.
 //! - [`table`]: server-side printing (`meta.k8s.io/v1` Table) for kubectl.
 //! - [`discovery`]: `/version`, `/api`, `/apis`, APIResourceLists.
 //! - [`query`]: lenient query-string parsing.
@@ -22,8 +24,8 @@
 //! - [`quantity`]: Kubernetes quantities (`500m`, `128Mi`) as integers.
 //! - [`node`]: [`NodeSpec`] — pre-created nodes with allocatable cpu, memory and pods.
 //! - [`fault`]: [`Fault`] — fault injection (unreachable, black hole, slow, flapping) per cluster.
-//! - [`control`]: [`ControlServer`] — the control port of many clusters: set a cluster's fault, evict a
-//!   workload as its node would.
+//! - [`control`]: [`ControlServer`] — the control port of many clusters: set a cluster's fault and load
+//!   curves, evict a workload as its node would.
 //! - [`durable`]: [`ObjectFile`] — where clusters keep their objects beyond the process (SQLite).
 //! - [`error`]: the one error type, mapped to a `Status` reason and code.
 //!
@@ -33,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod clock;
 pub mod cluster;
 pub mod control;
 pub mod discovery;
@@ -40,6 +43,7 @@ pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod fault;
+pub mod load;
 pub mod metrics;
 pub mod node;
 pub mod patch;
@@ -52,12 +56,14 @@ pub mod store;
 pub mod table;
 pub mod watch;
 
+pub use clock::SimClock;
 pub use cluster::{ClusterError, SimCluster, SimConfig};
 pub use control::ControlServer;
 pub use durable::ObjectFile;
 pub use engine::EngineConfig;
 pub use error::{Error, Result};
 pub use fault::Fault;
+pub use load::{LoadCurve, LoadCurves, LoadSetting};
 pub use node::NodeSpec;
 pub use resource::Resource;
 pub use store::{Store, StoreConfig};

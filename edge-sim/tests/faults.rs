@@ -2,6 +2,8 @@
 //! unreachable, black-holed, slow or flapping for every client, and heals it again; and what happens
 //! behind a cut link (a node evicting a Pod) is told when the link returns.
 
+mod common;
+
 use std::time::Duration;
 
 use eci_edge_sim::{ControlServer, EngineConfig, Fault, NodeSpec, SimCluster, SimConfig};
@@ -9,32 +11,12 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-use std::io::{Read, Write};
 
 /// Sends one request to `path` under the cluster's control endpoints and returns the status code and
 /// the body.
 async fn control(sim: &SimCluster, method: &str, path: &str, body: &str) -> (u16, String) {
     let path = format!("/sim/{}{path}", sim.name());
-    raw(sim.control_addr(), method, &path, body).await
-}
-
-async fn raw(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-        stream.write_all(request.as_bytes()).expect("write");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("read");
-        let code =
-            answer.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("a status line");
-        let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
-        (code, body)
-    })
-    .await
-    .expect("the request thread")
+    common::control_request(sim.control_addr(), method, &path, body).await
 }
 
 /// Sends `PUT /sim/{cluster}/fault` with `body` and returns the status code.
@@ -199,13 +181,19 @@ async fn one_control_port_serves_many_clusters_by_name() {
     assert_eq!(put_fault(&east, r#"{"fault": "unreachable"}"#).await, 204);
     assert!(!answers(&to_east).await, "the faulted cluster is cut off");
     assert!(answers(&to_west).await, "its neighbour on the same control port is not");
-    assert_eq!(raw(control.addr(), "PUT", "/sim/idc-nowhere/fault", r#"{"fault": "none"}"#).await.0, 404);
+    assert_eq!(
+        common::control_request(control.addr(), "PUT", "/sim/idc-nowhere/fault", r#"{"fault": "none"}"#)
+            .await
+            .0,
+        404
+    );
     assert_eq!(put_fault(&east, r#"{"fault": "none"}"#).await, 204);
     assert!(soon(async || answers(&to_east).await).await);
 
     let east_fault = format!("/sim/{}/fault", east.name());
     east.shutdown().await.expect("shutdown");
-    let after_stop = raw(control.addr(), "PUT", &east_fault, r#"{"fault": "none"}"#).await.0;
+    let after_stop =
+        common::control_request(control.addr(), "PUT", &east_fault, r#"{"fault": "none"}"#).await.0;
     assert_eq!(after_stop, 404, "a stopped cluster leaves the port");
     assert_eq!(put_fault(&west, r#"{"fault": "none"}"#).await, 204, "the others stay");
     west.shutdown().await.expect("shutdown");

@@ -31,6 +31,7 @@ fn harness(config: StoreConfig) -> Harness {
         stats: Arc::new(ApiStats::default()),
         shutdown: signal,
         link: watch::channel(eci_edge_sim::Fault::None).1,
+        load: Arc::default(),
     };
     Harness { store, app: router(state), _shutdown: shutdown }
 }
