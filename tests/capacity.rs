@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration as StdDuration;
 
 use axum::http::StatusCode;
-use common::{on_each_database, open, settle};
+use common::{on_each_database, open, passes_until, settle};
 use eci_api::testing::*;
 use eci_core::IdcId;
 use eci_edge_sim::{EngineConfig, NodeSpec, Resource, SimCluster, SimConfig};
@@ -201,18 +201,7 @@ async fn settle_idc(
     id: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let mut view = Value::Null;
-    for _ in 0..500 {
-        for reconciler in reconcilers {
-            reconciler.pass().await.expect("pass");
-        }
-        view = idc(app, id).await;
-        if done(&view) {
-            return view;
-        }
-        tokio::time::sleep(StdDuration::from_millis(20)).await;
-    }
-    panic!("{id} did not settle: {view:#}");
+    passes_until(reconcilers, 500, id, || idc(app, id), done).await
 }
 
 /// Runs passes until the Pods of `batch` in `sim` not being deleted are `count`, each as `done` wants.
@@ -223,22 +212,13 @@ async fn settle_pods(
     count: usize,
     done: impl Fn(&Value) -> bool,
 ) {
-    let ours = |pods: &[Value]| -> Vec<Value> {
-        pods.iter().filter(|p| p["metadata"]["labels"]["eci.io/batch"] == batch).cloned().collect()
-    };
-    let mut pods = Vec::new();
-    for _ in 0..500 {
-        for reconciler in reconcilers {
-            reconciler.pass().await.expect("pass");
-        }
+    let pods = || async move {
         let listed = sim.store().list(Resource::Pods, None, &Default::default()).expect("list pods").items;
-        pods = ours(&listed).into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect();
-        if pods.len() == count && pods.iter().all(&done) {
-            return;
-        }
-        tokio::time::sleep(StdDuration::from_millis(20)).await;
-    }
-    panic!("the pods did not settle: {pods:#?}");
+        let ours = listed.into_iter().filter(|p| p["metadata"]["labels"]["eci.io/batch"] == batch);
+        ours.filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect::<Vec<Value>>()
+    };
+    passes_until(reconcilers, 500, "the pods", pods, |pods| pods.len() == count && pods.iter().all(&done))
+        .await;
 }
 
 /// The scheduler's word on a Pod it has not placed.

@@ -76,7 +76,8 @@ impl ClusterReading {
         let working: Vec<&NodeReading> = self.nodes.iter().filter(|n| n.takes_work()).collect();
         let allocatable = working.iter().fold(Resources::ZERO, |sum, n| sum + n.allocatable);
         // A node's foreign requests beyond its allocatable (an overcommitted node) take no more than it has.
-        let foreign = working.iter().fold(self.unbound_foreign, |sum, n| sum + min(n.foreign, n.allocatable));
+        let foreign =
+            working.iter().fold(self.unbound_foreign, |sum, n| sum + n.foreign.each_min(&n.allocatable));
         ClusterCapacity {
             nodes: u32::try_from(self.nodes.len()).unwrap_or(u32::MAX),
             schedulable_nodes: u32::try_from(working.len()).unwrap_or(u32::MAX),
@@ -85,10 +86,6 @@ impl ClusterReading {
             node_shapes: shapes(working.iter().map(|n| n.room())),
         }
     }
-}
-
-fn min(a: Resources, b: Resources) -> Resources {
-    Resources::new(a.cpu.min(b.cpu), a.memory.min(b.memory), a.gpu.min(b.gpu))
 }
 
 /// The rooms no other room covers (the Pareto frontier), largest CPU first, at most
@@ -119,7 +116,7 @@ pub fn sellable(bound: Resources, cluster: Option<&ClusterCapacity>, headroom_pe
         MiB((offered.memory.0 * percent).div_ceil(100)),
         0,
     );
-    min(bound, offered.saturating_sub(&headroom))
+    bound.each_min(&offered.saturating_sub(&headroom))
 }
 
 /// True when `spec` fits one of an IDC's node shapes; an IDC whose nodes are not known (`None`) is

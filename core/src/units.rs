@@ -68,6 +68,24 @@ impl Resources {
         }
     }
 
+    /// The smaller of `self` and `other` in each dimension (what fits in both).
+    pub fn each_min(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu: self.cpu.min(other.cpu),
+            memory: self.memory.min(other.memory),
+            gpu: self.gpu.min(other.gpu),
+        }
+    }
+
+    /// The larger of `self` and `other` in each dimension (what holds either).
+    pub fn each_max(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu: self.cpu.max(other.cpu),
+            memory: self.memory.max(other.memory),
+            gpu: self.gpu.max(other.gpu),
+        }
+    }
+
     /// How many instances of `spec` fit into `self`. A zero-sized dimension of `spec` never limits.
     pub fn how_many(&self, spec: &Resources) -> u64 {
         let limits = [

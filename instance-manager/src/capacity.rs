@@ -83,12 +83,9 @@ pub fn pod_request(pod: &Pod) -> Resources {
         c.resources.as_ref().and_then(|r| r.requests.as_ref()).map(resources).unwrap_or_default()
     };
     let containers = spec.containers.iter().map(requests).fold(Resources::ZERO, |sum, r| sum + r);
-    let init = spec.init_containers.iter().flatten().map(requests).fold(Resources::ZERO, larger);
-    larger(containers, init) + spec.overhead.as_ref().map(resources).unwrap_or_default()
-}
-
-fn larger(a: Resources, b: Resources) -> Resources {
-    Resources::new(a.cpu.max(b.cpu), a.memory.max(b.memory), a.gpu.max(b.gpu))
+    let init =
+        spec.init_containers.iter().flatten().map(requests).fold(Resources::ZERO, |a, b| a.each_max(&b));
+    containers.each_max(&init) + spec.overhead.as_ref().map(resources).unwrap_or_default()
 }
 
 /// CPU, memory and GPUs of a resource list; a quantity the platform cannot read counts as none

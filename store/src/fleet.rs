@@ -172,8 +172,7 @@ impl Store {
         .bind(i64::from(idc.headroom_percent))
         .execute(&mut *tx)
         .await?;
-        let report = report_in(&mut tx, &idc.id).await?;
-        set_total(&mut tx, &idc.id, &report.sellable()).await?;
+        resell(&mut tx, &idc.id).await?;
         tx.commit().await?;
         self.area_codes.invalidate(&());
         Ok(())
@@ -211,9 +210,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(Error::NotFound { what: "IDC", id: id.0.clone() });
         }
-        let mut report = report_in(&mut tx, id).await?;
-        report.line.total = report.sellable();
-        set_total(&mut tx, id, &report.line.total).await?;
+        let report = resell(&mut tx, id).await?;
         tx.commit().await?;
         Ok(report)
     }
@@ -227,12 +224,7 @@ impl Store {
 
     /// One IDC with its ledger line and its cluster's last reading.
     pub async fn idc_report(&self, id: &IdcId) -> Result<IdcReport> {
-        let row = sqlx::query(&format!("SELECT {IDC_COLUMNS} FROM idcs WHERE id = $1"))
-            .bind(&id.0)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| Error::NotFound { what: "IDC", id: id.0.clone() })?;
-        report_from_row(&row)
+        report_of(&self.pool, id).await
     }
 
     /// Every region, province and city code of the fleet, for validating area selectors without a
@@ -333,18 +325,25 @@ impl Store {
     }
 }
 
-/// An IDC as the transaction sees it (after its own writes).
-async fn report_in(tx: &mut Tx<'_>, id: &IdcId) -> Result<IdcReport> {
+/// One IDC as `executor` sees it: the pool, or a transaction after its own writes.
+async fn report_of<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id: &IdcId,
+) -> Result<IdcReport> {
     let row = sqlx::query(&format!("SELECT {IDC_COLUMNS} FROM idcs WHERE id = $1"))
         .bind(&id.0)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(executor)
         .await?
         .ok_or_else(|| Error::NotFound { what: "IDC", id: id.0.clone() })?;
     report_from_row(&row)
 }
 
-/// Sets what the IDC sells: the `total` its ledger's conditional updates check.
-async fn set_total(tx: &mut Tx<'_>, id: &IdcId, total: &Resources) -> Result<()> {
+/// Sets what the IDC sells (the `total` its ledger's conditional updates check) from its bound,
+/// headroom and last reading as the transaction sees them; returns the IDC as it then stands.
+async fn resell(tx: &mut Tx<'_>, id: &IdcId) -> Result<IdcReport> {
+    let mut report = report_of(&mut **tx, id).await?;
+    report.line.total = report.sellable();
+    let total = report.line.total;
     sqlx::query("UPDATE idcs SET total_cpu = $1, total_memory = $2, total_gpu = $3 WHERE id = $4")
         .bind(int(total.cpu.0))
         .bind(int(total.memory.0))
@@ -352,7 +351,7 @@ async fn set_total(tx: &mut Tx<'_>, id: &IdcId, total: &Resources) -> Result<()>
         .bind(&id.0)
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    Ok(report)
 }
 
 /// Moves the IDC's status as [`IdcStatus::on_link`] decides for `news`, on the condition that it is

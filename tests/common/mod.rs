@@ -37,16 +37,42 @@ pub async fn open(url: &str) -> Store {
 /// Runs passes of every reconciler until the tenant's instances are as `done` wants; bounded by
 /// rounds, not by time.
 pub async fn settle(app: &App, token: &str, reconcilers: &[IdcReconciler], done: impl Fn(&[Value]) -> bool) {
-    let mut instances = Vec::new();
-    for _ in 0..1000 {
+    let at = app.clock_now();
+    passes_until(
+        reconcilers,
+        1000,
+        &format!("the instances at {at}"),
+        || app.all_pages("/v1/instances", token),
+        |i| done(i),
+    )
+    .await;
+}
+
+/// Runs a pass of every reconciler and then `look`, until `done` holds of what it saw, at most
+/// `rounds` times (the reflectors see a change a moment after it is made); returns what it saw.
+/// Bounded by rounds, not by time.
+pub async fn passes_until<T, Fut>(
+    reconcilers: &[IdcReconciler],
+    rounds: usize,
+    what: &str,
+    mut look: impl FnMut() -> Fut,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    T: std::fmt::Debug,
+    Fut: Future<Output = T>,
+{
+    let mut seen = None;
+    for _ in 0..rounds {
         for reconciler in reconcilers {
             reconciler.pass().await.expect("pass");
         }
-        instances = app.all_pages("/v1/instances", token).await;
-        if done(&instances) {
-            return;
+        let now = look().await;
+        if done(&now) {
+            return now;
         }
+        seen = Some(now);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("the IDCs did not settle at {}: {instances:#?}", app.clock_now());
+    panic!("{what} did not settle: {seen:#?}");
 }
