@@ -18,10 +18,10 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use common::{on_each_database, open, settle};
 use eci_api::testing::*;
-use eci_core::{IdcId, InstanceId, TenantId};
+use eci_core::{InstanceId, TenantId};
 use eci_edge_sim::{EngineConfig, Fault, NodeSpec, Resource, SimCluster, SimConfig};
 use eci_instance_manager::manifest;
-use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
+use eci_instance_manager::{IdcReconciler, ManagerConfig};
 use serde_json::{Value, json};
 
 /// Hangzhou, BGP: containers and VMs. The steady batch runs here.
@@ -344,21 +344,9 @@ fn start_reconcilers(sims: &BTreeMap<&'static str, SimCluster>, app: &App) -> Ve
         probe_timeout: StdDuration::from_millis(300),
         failures_before_disconnect: 2,
         request_retries: 1,
-        clock: app.clock.clone(),
         ..ManagerConfig::default()
     };
-    sims.iter()
-        .map(|(idc, sim)| {
-            let client = ClusterClient::for_url(&sim.url()).unwrap();
-            IdcReconciler::start(
-                IdcId(idc.to_string()),
-                client,
-                app.store.clone(),
-                &WorkQueue::default(),
-                config.clone(),
-            )
-        })
-        .collect()
+    sims.iter().map(|(idc, sim)| common::reconciler(app, idc, sim, &config)).collect()
 }
 
 /// Moves the clock forward to `at`.

@@ -14,9 +14,8 @@ use std::time::Duration as StdDuration;
 use axum::http::StatusCode;
 use common::{on_each_database, open, passes_until, settle};
 use eci_api::testing::*;
-use eci_core::IdcId;
 use eci_edge_sim::{EngineConfig, NodeSpec, Resource, SimCluster, SimConfig};
-use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
+use eci_instance_manager::{IdcReconciler, ManagerConfig};
 use eci_store::testing;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
@@ -185,9 +184,7 @@ fn nodes_of(sim: &SimCluster) -> Api<Node> {
 
 /// A reconciler on the app's clock, driven by the test's passes.
 fn reconciler(app: &App, idc: &str, sim: &SimCluster) -> IdcReconciler {
-    let config = ManagerConfig { clock: app.clock.clone(), ..ManagerConfig::default() };
-    let client = ClusterClient::for_url(&sim.url()).expect("cluster client");
-    IdcReconciler::start(IdcId(idc.into()), client, app.store.clone(), &WorkQueue::default(), config)
+    common::reconciler(app, idc, sim, &ManagerConfig::default())
 }
 
 async fn idc(app: &App, id: &str) -> Value {

@@ -31,6 +31,7 @@ const MAX_PRICE_MICROS: u64 = 1_000_000_000;
 routes! { router, ROUTES;
     "/v1/usage" => get(usage);
     "/v1/batches/{id}/cost" => get(batch_cost);
+    "/v1/groups/{id}/cost" => get(group_cost);
     "/v1/invoices" => get(list_invoices);
     "/v1/invoices/{period}" => get(get_invoice);
     "/v1/admin/prices" => get(list_prices).post(add_price);
@@ -240,17 +241,59 @@ pub async fn batch_cost(
         batch_id: cost.batch_id.0,
         as_of: cost.as_of,
         total: TotalsView::from(&cost.total),
-        instances: q.instances.then(|| {
-            cost.instances
-                .iter()
-                .map(|i| InstanceCostView {
-                    instance_id: i.instance.id.0.clone(),
-                    started_at: at(i.instance.started_ms),
-                    ended_at: at(i.instance.ended_ms),
-                    totals: TotalsView::from(&i.totals),
-                })
-                .collect()
-        }),
+        instances: q.instances.then(|| instance_costs(&cost.instances)),
+    }))
+}
+
+/// What a group's instances have cost so far, in all and one by one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupCostView {
+    /// Group id, starting `g-`.
+    pub group_id: String,
+    /// Instances still running are counted up to this moment, UTC RFC 3339.
+    pub as_of: DateTime<Utc>,
+    /// What all its instances used and cost, those it released included; the instances add up
+    /// to it exactly.
+    pub total: TotalsView,
+    /// Each instance's cost, in instance id order; only with `instances=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<InstanceCostView>>,
+}
+
+fn instance_costs(costs: &[eci_store::billing::InstanceCost]) -> Vec<InstanceCostView> {
+    costs
+        .iter()
+        .map(|i| InstanceCostView {
+            instance_id: i.instance.id.0.clone(),
+            started_at: at(i.instance.started_ms),
+            ended_at: at(i.instance.ended_ms),
+            totals: TotalsView::from(&i.totals),
+        })
+        .collect()
+}
+
+/// Get what a group has cost so far (every instance it ever held, through the `eci.io/group`
+/// label its instances carry), in all and, with `instances=true`, per instance.
+#[utoipa::path(get, path = "/v1/groups/{id}/cost",
+    params(("id" = rules::GroupIdText, Path, description = "The group's id (`g-...`)."), CostQuery),
+    responses((status = 200, body = GroupCostView), TenantCall, (status = 400, response = BadRequest),
+        (status = 404, response = NotFound)))]
+pub async fn group_cost(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<CostQuery>,
+) -> Result<Json<GroupCostView>> {
+    let id = rules::known_id::<rules::GroupIdText>("group", id)?;
+    let cost = state
+        .store
+        .group_cost(&caller.tenant.id, &eci_core::GroupId(id), &state.config.billing, state.clock.now())
+        .await?;
+    Ok(Json(GroupCostView {
+        group_id: cost.group_id.0,
+        as_of: cost.as_of,
+        total: TotalsView::from(&cost.total),
+        instances: q.instances.then(|| instance_costs(&cost.instances)),
     }))
 }
 

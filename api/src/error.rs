@@ -45,6 +45,17 @@ impl ApiError {
             .with_details(json!({ "field": field, "reason": reason }))
     }
 
+    /// The same failure of a field inside `parent`: its `field` detail and message name
+    /// `parent.field`.
+    pub fn under(mut self, parent: &str) -> Self {
+        if let Some(field) = self.details.get("field").and_then(|f| f.as_str()).map(str::to_string) {
+            let nested = format!("{parent}.{field}");
+            self.message = self.message.replacen(&field, &nested, 1);
+            self.details["field"] = Value::String(nested);
+        }
+        self
+    }
+
     /// A 422 for a well-formed `field` the request cannot have now: a time already past, a window
     /// the document cannot rule out on its own (`to` before `from`).
     pub fn unprocessable(field: &str, reason: impl Into<String>) -> Self {
@@ -134,6 +145,12 @@ impl From<eci_store::Error> for ApiError {
             // Both come from values the document allowed, so they are 422s, not 400s.
             S::Window(e) => ApiError::unprocessable("window", e.to_string()),
             S::Period(e) => ApiError::unprocessable("period", e.to_string()),
+            S::StaleGeneration(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "generation_conflict",
+                format!("group `{id}` changed since it was read; read it again and retry"),
+            )
+            .with_details(json!({ "id": id })),
             S::Contention => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "contention",

@@ -1,10 +1,11 @@
 //! The public HTTP API of the platform (axum).
 //!
 //! - [`router`] merges one router per resource: [`batches`], [`instances`], [`reservations`],
-//!   [`fleet`] (areas and capacity), [`admin`], [`billing`] (usage, costs, invoices, prices); plus `/v1/openapi.json`, `/healthz` and `/metrics`
+//!   [`groups`], [`fleet`] (areas and capacity), [`admin`], [`billing`] (usage, costs, invoices, prices); plus `/v1/openapi.json`, `/healthz` and `/metrics`
 //!   ([`metrics`], Prometheus).
 //! - [`auth`]: API keys to tenants or admins, and per-tenant request rates.
 //! - [`wire`]: the JSON shapes and their validation; [`error`]: the one mapping of failures to HTTP.
+//! - [`groups`]: autoscaled groups; [`scaling`]: the scaler's loop that keeps them at their count.
 //! - [`expiry`]: the background pass that releases expired batches and reservations.
 //! - `testing` (feature `testing`): the harness of the API's tests and of the end-to-end tests.
 //!
@@ -37,10 +38,12 @@ pub mod error;
 pub mod expiry;
 pub mod extract;
 pub mod fleet;
+pub mod groups;
 pub mod instances;
 pub mod metrics;
 pub mod openapi;
 pub mod reservations;
+pub mod scaling;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod wire;
@@ -94,6 +97,8 @@ pub struct AppState {
     pub principals: moka::sync::Cache<String, Principal>,
     /// What `/metrics` serves.
     pub metrics: Arc<metrics::Metrics>,
+    /// Wakes this replica's scaler before its next tick: a group was created or changed.
+    pub scaler_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -101,7 +106,15 @@ impl AppState {
     pub fn new(store: Store, rate: RateWindows, clock: Arc<dyn Clock>, config: ApiConfig) -> Self {
         let principals =
             moka::sync::Cache::builder().max_capacity(100_000).time_to_live(config.key_cache_ttl).build();
-        AppState { store, rate, clock, config: Arc::new(config), principals, metrics: Default::default() }
+        AppState {
+            store,
+            rate,
+            clock,
+            config: Arc::new(config),
+            principals,
+            metrics: Default::default(),
+            scaler_wake: Default::default(),
+        }
     }
 }
 
@@ -125,6 +138,7 @@ routes! { service_router, SERVICE_ROUTES;
 pub fn routes() -> Vec<(&'static str, &'static str)> {
     [
         batches::ROUTES,
+        groups::ROUTES,
         instances::ROUTES,
         reservations::ROUTES,
         fleet::ROUTES,
@@ -139,6 +153,7 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(batches::router())
+        .merge(groups::router())
         .merge(instances::router())
         .merge(reservations::router())
         .merge(fleet::router())

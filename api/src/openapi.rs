@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, OpenApi, ToResponse};
 
 use crate::wire::{ErrorBody, rules};
-use crate::{admin, batches, billing, fleet, instances, metrics, reservations, wire};
+use crate::{admin, batches, billing, fleet, groups, instances, metrics, reservations, wire};
 
 /// The OpenAPI 3 document of the whole API, served at `GET /v1/openapi.json`.
 #[derive(OpenApi)]
@@ -26,6 +26,8 @@ use crate::{admin, batches, billing, fleet, instances, metrics, reservations, wi
     paths(
         batches::create_batch, batches::list_batches, batches::get_batch, batches::release_batch,
         batches::list_batch_instances,
+        groups::create_group, groups::list_groups, groups::get_group, groups::patch_group, groups::delete_group,
+        groups::list_group_events, groups::push_metrics, billing::group_cost,
         instances::list_instances, instances::get_instance, instances::release_instance,
         billing::usage, billing::batch_cost, billing::list_invoices, billing::get_invoice,
         billing::list_prices, billing::add_price, billing::withdraw_price,
@@ -41,7 +43,7 @@ use crate::{admin, batches, billing, fleet, instances, metrics, reservations, wi
         // The rules that only parameters use; those of body fields are collected from the fields.
         schemas(
             wire::ErrorBody, rules::BatchIdText, rules::InstanceIdText, rules::ReservationIdText,
-            rules::TenantIdText, rules::KeyIdText, rules::IdcIdText, rules::PriceIdText, rules::PeriodText,
+            rules::TenantIdText, rules::GroupIdText, rules::KeyIdText, rules::IdcIdText, rules::PriceIdText, rules::PeriodText,
             rules::IdempotencyKey, rules::Cursor, rules::LabelFilter, rules::GroupByText, rules::AreaCode,
             rules::AreaSelector, rules::Cpu, rules::Memory,
         ),
@@ -196,15 +198,26 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// A batch of `rich` or `vm` instances needs an ssh key to be reached at all: the one rule between
-/// two fields of a body that the document states as a schema rather than in words. The batch body
-/// becomes "its own schema, and either a plain-container runtime or at least one key".
+/// `rich` or `vm` instances need an ssh key to be reached at all: the one rule between two fields
+/// of a body that the document states as a schema rather than in words. The batch body and a
+/// group's template become "their own schema, and either a plain-container runtime or at least one
+/// key".
 struct SshKeysForRichRuntimes;
 
 impl utoipa::Modify for SshKeysForRichRuntimes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let Some(schemas) = openapi.components.as_mut().map(|c| &mut c.schemas) else { return };
-        let Some(body) = schemas.remove("CreateBatchBody") else { return };
+        for name in ["CreateBatchBody", "TemplateBody"] {
+            if let Some(body) = schemas.remove(name) {
+                schemas.insert(name.to_string(), RefOr::T(Schema::AllOf(with_ssh_rule(body))));
+            }
+        }
+    }
+}
+
+/// `body`, and either a plain-container runtime or at least one ssh key.
+fn with_ssh_rule(body: RefOr<Schema>) -> utoipa::openapi::schema::AllOf {
+    {
         let plain: Vec<Option<&str>> = eci_core::Runtime::ALL
             .iter()
             .filter(|r| !r.needs_ssh())
@@ -228,7 +241,6 @@ impl utoipa::Modify for SshKeysForRichRuntimes {
             RefOr::T(Schema::Object(o)) => o.description.clone(),
             _ => None,
         };
-        let combined = AllOfBuilder::new().description(description).item(body).item(rule).build();
-        schemas.insert("CreateBatchBody".to_string(), RefOr::T(Schema::AllOf(combined)));
+        AllOfBuilder::new().description(description).item(body).item(rule).build()
     }
 }

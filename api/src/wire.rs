@@ -21,6 +21,7 @@ use utoipa::openapi::schema::{
 
 use crate::error::{ApiError, Result};
 
+pub mod groups;
 pub mod rules;
 pub mod whole;
 
@@ -184,7 +185,7 @@ pub struct CreateReservationBody {
 }
 
 /// `env`: values by variable name.
-fn env_schema() -> Object {
+pub(crate) fn env_schema() -> Object {
     ObjectBuilder::new()
         .property_names(Some(rules::EnvName::object()))
         .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String)))
@@ -192,14 +193,14 @@ fn env_schema() -> Object {
 }
 
 /// `ports`: TCP ports.
-fn ports_schema() -> Array {
+pub(crate) fn ports_schema() -> Array {
     ArrayBuilder::new()
         .items(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).maximum(Some(65535)))
         .build()
 }
 
 /// `labels`: at most [`MAX_LABELS`] Kubernetes labels.
-fn labels_schema() -> Object {
+pub(crate) fn labels_schema() -> Object {
     ObjectBuilder::new()
         .max_properties(Some(MAX_LABELS))
         .property_names(Some(rules::LabelKey::both_patterns()))

@@ -37,5 +37,8 @@ id_type!(
     /// Capacity held for one tenant ahead of its batches.
     ReservationId, "r-");
 id_type!(
+    /// An autoscaled group: instances kept at a count the platform computes.
+    GroupId, "g-");
+id_type!(
     /// An API key's public half, shown in listings; the secret is only ever stored hashed.
     KeyId, "k-");

@@ -32,7 +32,7 @@ pub mod words;
 pub use allocation::{Allocation, AllocationError, Snapshot, allocate};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use fleet::{Area, Carrier, Fleet, Idc, IdcId, IdcStatus, Runtime};
-pub use ids::{BatchId, InstanceId, KeyId, ReservationId, TenantId};
+pub use ids::{BatchId, GroupId, InstanceId, KeyId, ReservationId, TenantId};
 pub use ledger::{Column, IdcLedger, Ledger, LedgerError};
 pub use lifecycle::{BatchState, IllegalTransition, InstanceState, ReservationState};
 pub use placement::{CarrierPerIdc, Placement, PlacementError, PlacementRequest, Plan, Strategy, plan};

@@ -34,7 +34,9 @@ pub fn parse_word<W: Word>(s: &str) -> Result<W, UnknownWord> {
 }
 
 /// Declares an enum of product words: the enum (serialised as its words), `ALL`, `as_str`,
-/// [`Word`], `FromStr` and `Display`.
+/// [`Word`], `FromStr` and `Display`. Exported for the crates whose words are their own (the
+/// scaler's group modes and conditions).
+#[macro_export]
 macro_rules! word_enum {
     (
         $(#[$meta:meta])*
@@ -83,7 +85,7 @@ macro_rules! word_enum {
     };
 }
 
-pub(crate) use word_enum;
+pub use word_enum;
 
 #[cfg(test)]
 mod tests {

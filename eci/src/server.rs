@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use eci_api::scaling::ScalerConfig;
 use eci_api::{ApiConfig, AppState};
 use eci_billing::Metering;
 use eci_core::{Clock, Fleet, Quota, SystemClock};
 use eci_instance_manager::{ManagerConfig, WorkQueue};
 use eci_store::billing::BillingPolicy;
-use eci_store::coordination::RateWindows;
+use eci_store::coordination::{Leases, RateWindows};
 use eci_store::{Store, StoreConfig};
 use tokio::sync::watch;
 
@@ -82,6 +83,10 @@ pub struct Tuning {
     /// How long after its month an invoice stays a draft that takes corrections, in hours.
     #[arg(long, env = "ECI_INVOICE_GRACE", default_value_t = 72)]
     pub invoice_grace_hours: u32,
+    /// How often the scaler looks at every autoscaled group, in seconds (it also wakes at each
+    /// window's boundary, and when a group is created or changed).
+    #[arg(long, env = "ECI_SCALER_TICK", default_value_t = 15)]
+    pub scaler_tick_secs: u64,
 }
 
 fn read_fleet(path: &Path) -> anyhow::Result<Fleet> {
@@ -169,7 +174,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let boot_delay = Duration::from_millis(args.sim_boot_delay_ms);
     let objects = args.data_dir.join("clusters.db");
     let clusters = Clusters::Simulated { fleet, boot_delay, kubeconfig, objects };
-    serve_until_shutdown(state, args.listen, &args.tuning, clusters).await
+    serve_until_shutdown(state, Leases::in_process(), args.listen, &args.tuning, clusters).await
 }
 
 /// The URL of `eci.db` in the (existing) data directory `dir`. The path is made absolute and
@@ -220,9 +225,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         store.create_key(None, true, "bootstrap admin", secret, clock.now()).await?;
     }
-    let rate = match &args.redis_url {
-        Some(url) => RateWindows::redis(url).await.context("cannot connect to Redis")?,
-        None => RateWindows::in_process(),
+    let (rate, leases) = match &args.redis_url {
+        Some(url) => (
+            RateWindows::redis(url).await.context("cannot connect to Redis")?,
+            Leases::redis(url).await.context("cannot connect to Redis")?,
+        ),
+        None => (RateWindows::in_process(), Leases::in_process()),
     };
     let clusters = if args.no_instance_manager {
         Clusters::None
@@ -230,7 +238,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Clusters::Kubeconfig { fleet: store.snapshot().await?.fleet }
     };
     let state = AppState::new(store, rate, clock, api_config(&args.tuning));
-    serve_until_shutdown(state, args.listen, &args.tuning, clusters).await
+    serve_until_shutdown(state, leases, args.listen, &args.tuning, clusters).await
 }
 
 /// Which clusters the instance manager drives.
@@ -256,9 +264,11 @@ fn api_config(tuning: &Tuning) -> ApiConfig {
     }
 }
 
-/// Serves the API and runs the expiry pass until Ctrl-C or SIGTERM, then drains both.
+/// Serves the API and runs the expiry pass and the scaler until Ctrl-C or SIGTERM, then drains
+/// them.
 async fn serve_until_shutdown(
     mut state: AppState,
+    leases: Leases,
     listen: SocketAddr,
     tuning: &Tuning,
     clusters: Clusters,
@@ -277,6 +287,9 @@ async fn serve_until_shutdown(
         Duration::from_secs(tuning.expiry_interval_secs.max(1)),
         stopped.clone(),
     ));
+    let scaler_config =
+        ScalerConfig { tick: Duration::from_secs(tuning.scaler_tick_secs.max(1)), ..ScalerConfig::default() };
+    let scaler = tokio::spawn(eci_api::scaling::run(state.clone(), leases, scaler_config, stopped.clone()));
     // The API's port first: the simulated clusters take free ports, and one must not take this one.
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -306,6 +319,7 @@ async fn serve_until_shutdown(
     let _ = stop.send(true);
     server.await??;
     expiry.await?;
+    scaler.await?;
     if let Some(reconcilers) = reconcilers {
         reconcilers.drain().await;
     }

@@ -1,7 +1,7 @@
 //! The requests the reconciler sends to one IDC's cluster, named for what they do. Each is paced
-//! at the IDC's rate (`governor`), times out, and is tried again after jittered exponential delays
-//! (`backon`) when it fails for a passing reason; creating takes `AlreadyExists`, and deleting
-//! `NotFound`, as done, so every call can be repeated without harm.
+//! at the IDC's rate (`governor`) and times out; those named `…_with_retries` are tried again after
+//! jittered exponential delays (`backon`) when they fail for a passing reason. Creating takes
+//! `AlreadyExists`, and deleting `NotFound`, as done, so every call can be repeated without harm.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -13,7 +13,7 @@ use eci_store::instances::Desired;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use kube::Api;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -21,10 +21,13 @@ use crate::cluster::ClusterClient;
 use crate::config::ManagerConfig;
 use crate::kubevirt::VirtualMachineInstance;
 use crate::link::ProbeResult;
-use crate::manifest::{self, LABEL_MANAGED_BY, MANAGED_BY, ManifestConfig};
+use crate::manifest::{self, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, ManifestConfig};
+use crate::metrics::PodMetrics;
 use crate::observation::Workload;
 
 /// A request the cluster did not carry out, after the tries a passing failure gets.
+// Each variant names the step that failed, as kube-runtime's errors do (`InitialListFailed`).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// Creating one of an instance's objects (or its namespace) failed.
@@ -43,6 +46,13 @@ pub enum CallError {
     DeleteFailed {
         /// The object's name.
         name: String,
+        /// The cluster's answer, or why there was none.
+        #[source]
+        source: kube::Error,
+    },
+    /// Listing the instances' PodMetrics failed (a cluster without a metrics API answers 404).
+    #[error("the cluster did not give its pod metrics")]
+    ReadMetricsFailed {
         /// The cluster's answer, or why there was none.
         #[source]
         source: kube::Error,
@@ -116,6 +126,15 @@ impl ClusterCalls {
         }
     }
 
+    /// Sends one request at the IDC's pace, failing it after `request_timeout`.
+    async fn send<T>(&self, request: impl Future<Output = Result<T, kube::Error>>) -> Result<T, kube::Error> {
+        self.limiter.until_ready().await;
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(answer) => answer,
+            Err(elapsed) => Err(kube::Error::Service(Box::new(elapsed))),
+        }
+    }
+
     /// Sends one request at the IDC's pace, trying passing failures again with exponential,
     /// jittered delays.
     async fn send_with_retries<T, F, Fut>(&self, mut request: F) -> Result<T, kube::Error>
@@ -123,16 +142,7 @@ impl ClusterCalls {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, kube::Error>>,
     {
-        let paced = || {
-            let sent = request();
-            async move {
-                self.limiter.until_ready().await;
-                match tokio::time::timeout(self.request_timeout, sent).await {
-                    Ok(answer) => answer,
-                    Err(elapsed) => Err(kube::Error::Service(Box::new(elapsed))),
-                }
-            }
-        };
+        let paced = || self.send(request());
         paced
             .retry(
                 ExponentialBuilder::new()
@@ -279,6 +289,18 @@ impl ClusterCalls {
     ) -> Result<Service, kube::Error> {
         let services = Api::<Service>::namespaced(self.client.clone(), ns);
         self.send_with_retries(|| services.get(name)).await
+    }
+
+    /// Lists the PodMetrics of every instance's Pod, in all namespaces at once, so that an IDC costs
+    /// one request per read. Tried once: the next read is the retry, and a fresh sample then is
+    /// worth more than a late one now.
+    pub(crate) async fn read_pod_metrics(&self) -> Result<Vec<PodMetrics>, CallError> {
+        let metrics = Api::<PodMetrics>::all(self.client.clone());
+        let instances = ListParams::default().labels(LABEL_INSTANCE);
+        match self.send(metrics.list(&instances)).await {
+            Ok(list) => Ok(list.items),
+            Err(source) => Err(CallError::ReadMetricsFailed { source }),
+        }
     }
 }
 

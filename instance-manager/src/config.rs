@@ -61,6 +61,10 @@ pub struct ManagerConfig {
     /// How old the store's record of what a cluster offers may grow while nothing changes in it;
     /// a change (a node added, cordoned, NotReady, a foreign Pod) is recorded at once.
     pub capacity_refresh: Duration,
+    /// How often the cluster's pod metrics are read into the instances' CPU samples, which the
+    /// autoscaler scales on (above zero). metrics-server measures every 15 s by default: reading
+    /// more often only reads the same measurement again.
+    pub metrics_interval: Duration,
     /// Where the moments written to the store come from (an instance running, ending, an IDC lost):
     /// billing meters them, so tests move this clock to run a month in seconds. Pacing, timeouts
     /// and retries are about the link, and keep to the runtime's time.
@@ -88,6 +92,7 @@ impl Default for ManagerConfig {
             pass_retry_delay: Duration::from_millis(200),
             max_pass_backoff: Duration::from_secs(30),
             capacity_refresh: Duration::from_secs(30),
+            metrics_interval: Duration::from_secs(15),
             clock: Arc::new(SystemClock),
         }
     }

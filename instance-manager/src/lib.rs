@@ -9,10 +9,13 @@
 //! - [`kubevirt`]: the typed `kubevirt.io/v1` VirtualMachineInstance.
 //! - [`observation`]: what a Pod's or VMI's status says about its instance (pure).
 //! - [`link`]: the link to a cluster as a state machine advanced by probe results (pure).
-//! - `calls`: the requests sent to a cluster (create, delete, look up, probe), paced, timed out
-//!   and retried.
-//! - [`reconciler`]: [`IdcReconciler`], one per IDC: its creation loop and its pass loop, driven by
-//!   its [`work`] queue and by kube-runtime reflectors of the cluster's Pods and VMIs.
+//! - [`metrics`]: the typed `metrics.k8s.io/v1beta1` PodMetrics, and the instances' CPU samples
+//!   read from them (pure).
+//! - `calls`: the requests sent to a cluster (create, delete, look up, probe, read pod metrics),
+//!   paced, timed out and retried.
+//! - [`reconciler`]: [`IdcReconciler`], one per IDC: its creation loop, its pass loop and its
+//!   metrics loop, driven by its [`work`] queue and by kube-runtime reflectors of the cluster's
+//!   Pods and VMIs.
 //! - [`work`]: [`WorkQueue`], the per-IDC wake-ups and hand-over of new instances that the store
 //!   reports into (the binary plugs it into the store).
 //!
@@ -28,6 +31,7 @@ pub mod config;
 pub mod kubevirt;
 pub mod link;
 pub mod manifest;
+pub mod metrics;
 pub mod observation;
 pub mod reconciler;
 pub mod work;

@@ -17,6 +17,10 @@
 //!
 //! [`ClusterReading`]: eci_core::capacity::ClusterReading
 //!
+//! Load: beside the passes, the cluster's pod metrics are read every `metrics_interval` into each
+//! instance's CPU sample in the store, which the autoscaler scales on. A cluster that cannot give
+//! them (one without a metrics API) is logged once, and never fails the reconciler.
+//!
 //! Edge autonomy: a pass starts with a bounded probe of the cluster, which advances the [`link`]
 //! state. An IDC that misses several in a row is marked `disconnected` and its instances `unknown`,
 //! and the pass does nothing else: no instance is failed, re-created elsewhere or released for a
@@ -53,6 +57,7 @@ use crate::cluster::ClusterClient;
 use crate::kubevirt::VirtualMachineInstance;
 use crate::link::LinkChange;
 use crate::manifest::{self, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::metrics::{CpuReading, cpu_samples};
 use crate::observation::{
     SshHost, Workload, node_address, pending_reason, ssh_node_port, trim_pod, trim_vmi,
 };
@@ -60,12 +65,17 @@ use crate::observation::{
 use crate::config::ManagerConfig;
 use crate::work::{IdcWork, WorkQueue};
 
-/// Why a pass (or a step of it) failed; the pass is tried again after a growing delay.
+/// Why a pass (or a step of it) failed, or a read of the cluster's metrics; the pass is tried again
+/// after a growing delay, the read at the next interval.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The store did not take a read or a write of the IDC's instances (or of the IDC's link).
+    /// The store did not take a read or a write of the IDC's instances (or of the IDC's link, or of
+    /// its instances' CPU samples).
     #[error("reading or writing instances failed")]
     Store(#[from] eci_store::Error),
+    /// The cluster did not answer a read of its metrics.
+    #[error("reading the cluster failed")]
+    Cluster(#[from] CallError),
 }
 
 /// The result of a pass or of one of its steps.
@@ -224,8 +234,9 @@ impl IdcReconciler {
         }
     }
 
-    /// Creates new instances as soon as the store hands them over, and runs passes whenever the
-    /// cluster changes and at least every `resync`, until `shutdown` turns true.
+    /// Creates new instances as soon as the store hands them over, runs passes whenever the
+    /// cluster changes and at least every `resync`, and reads the cluster's pod metrics every
+    /// `metrics_interval`, until `shutdown` turns true.
     #[tracing::instrument(skip_all, fields(idc.id = %self.idc))]
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         // New work must not wait behind a pass busy with what the cluster reported, so creating
@@ -255,7 +266,7 @@ impl IdcReconciler {
         };
         // A change in the cluster needs only an observation; the store's pending instances (those
         // not handed over, parked ones due again) are looked for at every resync.
-        let mut stop_passes = shutdown;
+        let mut stop_passes = shutdown.clone();
         let passes = async {
             let mut resync = tokio::time::interval(self.config.resync);
             resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -294,7 +305,27 @@ impl IdcReconciler {
                 };
             }
         };
-        tokio::join!(creating, passes);
+        // Samples keep their own pace: a slow metrics API must not hold a pass, nor a busy pass
+        // age the autoscaler's samples.
+        let mut stop_sampling = shutdown;
+        let sampling = async {
+            let mut every = tokio::time::interval(self.config.metrics_interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = stop_sampling.changed() => break,
+                    _ = every.tick() => {}
+                }
+                // While the last probe went unanswered, a read would only wait out its timeout; the
+                // pass loop's probes say when the link is back.
+                if !self.books().link().is_up() {
+                    continue;
+                }
+                failing = self.sample_cpu(failing).await;
+            }
+        };
+        tokio::join!(creating, passes, sampling);
     }
 
     fn books(&self) -> MutexGuard<'_, Books> {
@@ -344,6 +375,52 @@ impl IdcReconciler {
             }
         }
         Ok(())
+    }
+
+    /// Reads the cluster's pod metrics into the instances' CPU samples. A read that falls short
+    /// (no answer, the store refusing, a usage that is no quantity) is logged once, when it starts
+    /// to (`failing` says whether the last one did), and once when reading works again; returns
+    /// whether this one fell short.
+    async fn sample_cpu(&self, failing: bool) -> bool {
+        let short = match self.read_cpu().await {
+            Ok(reading) => match reading.unreadable.first() {
+                None => false,
+                Some((instance, error)) => {
+                    if !failing {
+                        tracing::warn!(
+                            idc.id = %self.idc, instance.id = %instance, error = %error,
+                            unreadable = reading.unreadable.len(),
+                            "pods report a cpu usage that is no quantity; their instances get no CPU sample"
+                        );
+                    }
+                    true
+                }
+            },
+            Err(error) => {
+                if failing {
+                    tracing::debug!(idc.id = %self.idc, error = ?error, "reading the cluster's pod metrics failed again");
+                } else {
+                    tracing::warn!(
+                        idc.id = %self.idc, error = ?error, interval = ?self.config.metrics_interval,
+                        "reading the cluster's pod metrics failed; its instances' CPU samples grow old until it works"
+                    );
+                }
+                true
+            }
+        };
+        if failing && !short {
+            tracing::info!(idc.id = %self.idc, "the cluster's pod metrics are read again");
+        }
+        short
+    }
+
+    /// One read of the cluster's pod metrics, recorded in the store; the metrics loop calls it
+    /// every `metrics_interval`, and tests on a moved clock call it as they call [`Self::pass`].
+    pub async fn read_cpu(&self) -> Result<CpuReading> {
+        let metrics = self.cluster.read_pod_metrics().await?;
+        let reading = cpu_samples(&metrics, self.now());
+        self.store.record_cpu_samples(&reading.samples).await?;
+        Ok(reading)
     }
 
     /// Whether the cluster answers; after `failures_before_disconnect` misses in a row the IDC turns

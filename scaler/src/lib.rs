@@ -6,6 +6,9 @@
 //!   with tolerance and missing or fresh metrics, then the scale-up and scale-down behaviour
 //!   (stabilisation windows and rate policies).
 //! - [`decision`]: a group's desired count at a tick, `clamp(max(window, load), min, max)`, and why.
+//! - [`group`]: a group as its tenant describes it (template, placement, policy) and its status.
+//! - [`tick`]: one tick of one group: the decision over its instances, and what to do (grow,
+//!   remove which instances, hold), keeping away from IDCs where it keeps failing.
 //!
 //! Architecture invariant: like core and billing, this crate does no I/O, no async, and knows
 //! nothing of HTTP, SQL or Kubernetes; time is always passed in.
@@ -13,5 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod decision;
+pub mod group;
 pub mod load;
 pub mod schedule;
+pub mod tick;

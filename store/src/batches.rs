@@ -40,9 +40,20 @@ pub struct Created {
     pub replayed: bool,
 }
 
+/// What a new batch is stored under besides its request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stored<'a> {
+    /// The key that makes retries of the request safe, if any.
+    pub idempotency_key: Option<&'a str>,
+    /// The fingerprint of the request the key is compared on.
+    pub hash: &'a str,
+    /// The group that grows by the batch, and the revision the growth was decided at.
+    pub group: Option<(&'a eci_core::GroupId, u64)>,
+}
+
 /// What an idempotency key is stored with: the version of the request's canonical form and the
 /// SHA-256 of it, so that a key is compared on what was asked, never on how a struct serialises.
-fn request_hash(request: &BatchRequest) -> String {
+pub(crate) fn request_hash(request: &BatchRequest) -> String {
     let digest = hex::encode(Sha256::digest(request.canonical_form().as_bytes()));
     format!("{}:{digest}", BatchRequest::CANONICAL_VERSION)
 }
@@ -93,9 +104,10 @@ impl Store {
         let hash = hash.as_str();
         let created = self
             .replanning(move || async move {
-                let (snapshot, allocation) = self.allocate_batch(tenant, request, now).await?;
-                self.insert_batch(tenant, request, idempotency_key, hash, &snapshot.fleet, &allocation, now)
-                    .await
+                let (snapshot, allocation) =
+                    self.allocate_batch(tenant, request, &BTreeSet::new(), now).await?;
+                let into = Stored { idempotency_key, hash, group: None };
+                self.insert_batch(tenant, request, into, &snapshot.fleet, &allocation, now).await
             })
             .await;
         match created {
@@ -166,14 +178,17 @@ impl Store {
 
     /// Reads one snapshot (fleet and ledger, the tenant, the batch's reservation) and lets core
     /// decide the allocation over it.
-    async fn allocate_batch(
+    /// IDCs in `avoid` are left out of the snapshot, as if the fleet did not have them.
+    pub(crate) async fn allocate_batch(
         &self,
         tenant: &TenantId,
         request: &BatchRequest,
+        avoid: &BTreeSet<IdcId>,
         now: DateTime<Utc>,
     ) -> Result<(Snapshot, Allocation)> {
         let owner = self.get_tenant(tenant).await?;
-        let snapshot = self.snapshot().await?;
+        let mut snapshot = self.snapshot().await?;
+        snapshot.fleet.idcs.retain(|idc| !avoid.contains(&idc.id));
         let reservation = match &request.reservation_id {
             Some(id) => Some(self.get_reservation(tenant, id).await?),
             None => None,
@@ -182,13 +197,13 @@ impl Store {
         Ok((snapshot, allocation))
     }
 
-    #[allow(clippy::too_many_arguments)] // One call site; a struct would only rename the list.
-    async fn insert_batch(
+    /// Writes an allocated batch. A group's batch first moves the group's revision on from the one
+    /// the growth was decided at, so that a group written to since grows by nothing.
+    pub(crate) async fn insert_batch(
         &self,
         tenant: &TenantId,
         request: &BatchRequest,
-        idempotency_key: Option<&str>,
-        hash: &str,
+        into: Stored<'_>,
         fleet: &Fleet,
         allocation: &Allocation,
         now: DateTime<Utc>,
@@ -197,6 +212,9 @@ impl Store {
         let spec = request.spec;
         let now_ms = millis(now);
         let mut tx = self.pool.begin().await?;
+        if let Some((group, revision)) = into.group {
+            crate::groups::advance_revision(&mut tx, group, revision, now_ms).await?;
+        }
         if let Err(lost) =
             ledger::charge_tenant(&mut tx, tenant, int(placed), int(spec.cpu.0 * placed)).await?
         {
@@ -233,8 +251,9 @@ impl Store {
             request.ttl_seconds.map(|s| now + Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)));
         sqlx::query(
             "INSERT INTO batches (id, tenant_id, state, count, cpu, memory, gpu, runtime, image, request, placement, \
-                 labels, reservation_id, idempotency_key, request_hash, created_at, expires_at, create_timeout_ms) \
-             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                 labels, reservation_id, idempotency_key, request_hash, created_at, expires_at, create_timeout_ms, \
+                 group_id) \
+             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         )
         .bind(&id.0)
         .bind(&tenant.0)
@@ -248,11 +267,12 @@ impl Store {
         .bind(to_json(&placement))
         .bind(to_json(&request.labels))
         .bind(request.reservation_id.as_ref().map(|r| r.0.clone()))
-        .bind(idempotency_key)
-        .bind(hash)
+        .bind(into.idempotency_key)
+        .bind(into.hash)
         .bind(now_ms)
         .bind(expires_at.map(millis))
         .bind(i64::from(request.create_timeout_seconds()) * 1000)
+        .bind(into.group.map(|(g, _)| g.0.clone()))
         .execute(&mut *tx)
         .await?;
         for (key, value) in &request.labels {

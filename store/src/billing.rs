@@ -108,6 +108,19 @@ pub struct BatchCost {
     pub instances: Vec<InstanceCost>,
 }
 
+/// A group's cost so far.
+#[derive(Debug, Clone)]
+pub struct GroupCost {
+    /// The group asked about.
+    pub group_id: eci_core::GroupId,
+    /// Instances still running are costed up to this moment.
+    pub as_of: DateTime<Utc>,
+    /// The exact sum of the instances' costs.
+    pub total: Totals,
+    /// Each instance's cost, in id order, for callers that list them.
+    pub instances: Vec<InstanceCost>,
+}
+
 fn price_from_row(row: &AnyRow) -> Result<Price> {
     let micros = |column: &'static str| -> Result<u64> { uint(column, row.try_get(column)?) };
     Ok(Price {
@@ -354,14 +367,47 @@ impl Store {
         .bind(&tenant.0)
         .fetch_all(&self.pool)
         .await?;
+        let (total, instances) = self.cost_since(&rows, found.created_at, policy, now).await?;
+        Ok(BatchCost { batch_id: batch.clone(), as_of: now, total, instances })
+    }
+
+    /// What a group's instances have cost so far, in all and one by one (those of every batch it
+    /// grew by, whether it still holds them or not).
+    pub async fn group_cost(
+        &self,
+        tenant: &TenantId,
+        group: &eci_core::GroupId,
+        policy: &BillingPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<GroupCost> {
+        let found = self.get_group(tenant, group).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {METERED_COLUMNS} FROM instances WHERE tenant_id = $1 \
+             AND batch_id IN (SELECT id FROM batches WHERE group_id = $2) ORDER BY id"
+        ))
+        .bind(&tenant.0)
+        .bind(&group.0)
+        .fetch_all(&self.pool)
+        .await?;
+        let (total, instances) = self.cost_since(&rows, found.created_at, policy, now).await?;
+        Ok(GroupCost { group_id: group.clone(), as_of: now, total, instances })
+    }
+
+    /// Rates metered instances' rows from `since` to just past now: every second any of them ran.
+    async fn cost_since(
+        &self,
+        rows: &[AnyRow],
+        since: DateTime<Utc>,
+        policy: &BillingPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<(Totals, Vec<InstanceCost>)> {
         let catalogue = self.price_catalogue().await?;
         let now_ms = millis(now);
-        // From the batch's creation to just past now: every second any of its instances ran.
-        let window = Window::new(millis(found.created_at), now_ms.max(millis(found.created_at)) + 1)?;
+        let window = Window::new(millis(since), now_ms.max(millis(since)) + 1)?;
         let mut total = Totals::default();
         let mut instances = Vec::with_capacity(rows.len());
         let mut reader = MeteredReader::default();
-        for row in &rows {
+        for row in rows {
             let instance = reader.instance(row)?;
             let mut totals = Totals::default();
             for charge in eci_billing::rate(&instance, &catalogue, &policy.metering, window, now_ms)? {
@@ -370,7 +416,7 @@ impl Store {
             total.merge(&totals)?;
             instances.push(InstanceCost { instance, totals });
         }
-        Ok(BatchCost { batch_id: batch.clone(), as_of: now, total, instances })
+        Ok((total, instances))
     }
 
     /// The months the tenant has invoices for, oldest first: from the month it was created to now's.

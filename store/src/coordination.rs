@@ -1,6 +1,7 @@
 //! The coordination store: state that several control-plane replicas must share but that does not
-//! belong in the database. Today that is fixed request-rate windows per tenant; in-process for the
-//! embedded default, Redis in production so that every replica counts against the same window.
+//! belong in the database: fixed request-rate windows per tenant, and leases on work that must run
+//! in one replica at a time (the scaler). Both are in-process for the embedded default, and in
+//! Redis in production so that every replica counts against the same windows and leases.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -101,5 +102,140 @@ impl RateWindows {
             }
         };
         Ok(if hits <= limit { RateVerdict::Allowed } else { RateVerdict::Limited { retry_after } })
+    }
+}
+
+/// Leases on work that must run in one replica at a time (the scaler), each taken for a time and
+/// renewed by its holder. Every taking of a lease has a higher epoch than the one before, which a
+/// holder's writes can be fenced by.
+#[derive(Clone)]
+pub enum Leases {
+    /// Held in this process: the embedded default, or a single replica.
+    InProcess(std::sync::Arc<Mutex<HashMap<String, Held>>>),
+    /// Held in Redis, so that one replica of many holds each.
+    Redis(redis::aio::ConnectionManager),
+}
+
+/// Who holds an in-process lease, until when, and since which taking.
+#[derive(Debug, Clone)]
+pub struct Held {
+    holder: String,
+    until_ms: u64,
+    epoch: u64,
+}
+
+impl std::fmt::Debug for Leases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Leases::InProcess(_) => "Leases::InProcess",
+            Leases::Redis(_) => "Leases::Redis",
+        })
+    }
+}
+
+/// Takes the lease at `KEYS[1]` for `ARGV[1]` for `ARGV[2]` ms when it is free (a new epoch from
+/// `KEYS[2]`), renews it when `ARGV[1]` holds it, and answers the epoch, or -1 when another holds it.
+const TAKE_OR_RENEW: &str = r"
+local held = redis.call('GET', KEYS[1])
+if not held then
+  local epoch = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[1], ARGV[1] .. '@' .. epoch, 'PX', ARGV[2])
+  return epoch
+end
+local holder, epoch = string.match(held, '^(.*)@(%d+)$')
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(epoch)
+end
+return -1
+";
+
+/// Gives the lease at `KEYS[1]` up if `ARGV[1]` holds it.
+const GIVE_UP: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held and string.match(held, '^(.*)@%d+$') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+impl Leases {
+    /// Leases kept in this process.
+    pub fn in_process() -> Self {
+        Leases::InProcess(Default::default())
+    }
+
+    /// Leases kept in Redis at `url`.
+    pub async fn redis(url: &str) -> Result<Self> {
+        match RateWindows::redis(url).await? {
+            RateWindows::Redis(manager) => Ok(Leases::Redis(manager)),
+            RateWindows::InProcess(_) => unreachable!("RateWindows::redis connects to Redis"),
+        }
+    }
+
+    /// Takes `name` for `holder` for `ttl` from `now_ms` if no one else holds it, or renews it if
+    /// `holder` does. The epoch of the holder's taking when it holds the lease; `None` otherwise.
+    /// In Redis the lease runs on Redis's clock, so `now_ms` only matters in process.
+    pub async fn hold(&self, name: &str, holder: &str, ttl: Duration, now_ms: u64) -> Result<Option<u64>> {
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        match self {
+            Leases::InProcess(leases) => {
+                let mut leases = leases.lock().expect("leases lock poisoned");
+                let next_epoch = leases.get(name).map_or(1, |h| h.epoch + 1);
+                let held = leases.entry(name.to_string()).or_insert(Held {
+                    holder: holder.to_string(),
+                    until_ms: 0,
+                    epoch: next_epoch,
+                });
+                if held.holder == holder && held.until_ms > now_ms {
+                    held.until_ms = now_ms + ttl_ms;
+                    return Ok(Some(held.epoch));
+                }
+                if held.until_ms <= now_ms {
+                    *held = Held { holder: holder.to_string(), until_ms: now_ms + ttl_ms, epoch: next_epoch };
+                    return Ok(Some(next_epoch));
+                }
+                Ok(None)
+            }
+            Leases::Redis(conn) => {
+                let mut conn = conn.clone();
+                let epoch: i64 = redis::cmd("EVAL")
+                    .arg(TAKE_OR_RENEW)
+                    .arg(2)
+                    .arg(format!("eci:lease:{name}"))
+                    .arg(format!("eci:lease-epoch:{name}"))
+                    .arg(holder)
+                    .arg(ttl_ms)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(Error::Coordination)?;
+                Ok(u64::try_from(epoch).ok())
+            }
+        }
+    }
+
+    /// Gives `name` up if `holder` holds it, so that another replica can take it at once.
+    pub async fn give_up(&self, name: &str, holder: &str) -> Result<()> {
+        match self {
+            Leases::InProcess(leases) => {
+                let mut leases = leases.lock().expect("leases lock poisoned");
+                if let Some(held) = leases.get_mut(name).filter(|h| h.holder == holder) {
+                    held.until_ms = 0;
+                }
+                Ok(())
+            }
+            Leases::Redis(conn) => {
+                let mut conn = conn.clone();
+                let _: i64 = redis::cmd("EVAL")
+                    .arg(GIVE_UP)
+                    .arg(1)
+                    .arg(format!("eci:lease:{name}"))
+                    .arg(holder)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(Error::Coordination)?;
+                Ok(())
+            }
+        }
     }
 }

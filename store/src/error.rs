@@ -49,6 +49,9 @@ pub enum Error {
     /// A state change that the lifecycle rules refuse was asked for.
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
+    /// The group changed (a PATCH, another scaler) since the decision being written was made.
+    #[error("group `{0}` changed since this change was decided; decide again")]
+    StaleGeneration(String),
     /// Concurrent requests kept taking the capacity a plan was made for; the caller may retry.
     #[error("the ledger kept changing under concurrent requests; try again")]
     Contention,

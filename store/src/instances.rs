@@ -347,6 +347,7 @@ impl Store {
 pub(crate) enum Scope<'a> {
     Instance(&'a InstanceId),
     Batch(&'a BatchId),
+    Group(&'a eci_core::GroupId),
 }
 
 impl Scope<'_> {
@@ -355,6 +356,7 @@ impl Scope<'_> {
         match self {
             Scope::Instance(id) => ("id = $3", &id.0),
             Scope::Batch(id) => ("batch_id = $3", &id.0),
+            Scope::Group(id) => ("batch_id IN (SELECT id FROM batches WHERE group_id = $3)", &id.0),
         }
     }
 }

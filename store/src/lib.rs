@@ -25,6 +25,7 @@ pub mod billing;
 pub mod coordination;
 mod error;
 pub mod fleet;
+pub mod groups;
 pub mod instances;
 mod ledger;
 pub mod paging;

@@ -1,9 +1,10 @@
 //! Request-rate windows, in-process and on Redis: `limit` hits per window, then Limited until the
-//! next window opens. Times are explicit, so nothing here depends on the wall clock.
+//! next window opens; and leases, one holder at a time. Times are explicit, so nothing here
+//! depends on the wall clock.
 
 use std::time::Duration;
 
-use eci_store::coordination::{RateVerdict, RateWindows};
+use eci_store::coordination::{Leases, RateVerdict, RateWindows};
 use eci_store::testing::redis_url;
 
 const WINDOW: Duration = Duration::from_secs(1);
@@ -74,4 +75,42 @@ async fn an_unreachable_redis_is_an_error_not_a_hang() {
     let result =
         tokio::time::timeout(Duration::from_secs(30), RateWindows::redis("redis://127.0.0.1:1")).await;
     assert!(matches!(result, Ok(Err(eci_store::Error::Coordination(_)))), "{result:?}");
+}
+
+/// Leases: one holder at a time, renewed by it, taken over when it runs out or is given up, each
+/// taking with a higher epoch.
+#[tokio::test]
+async fn an_in_process_lease_has_one_holder_until_it_runs_out_or_is_given_up() {
+    let leases = Leases::in_process();
+    let ttl = Duration::from_secs(45);
+    assert_eq!(leases.hold("scaler", "a", ttl, 1_000).await.unwrap(), Some(1));
+    assert_eq!(leases.hold("scaler", "b", ttl, 2_000).await.unwrap(), None, "held by a");
+    assert_eq!(leases.hold("scaler", "a", ttl, 30_000).await.unwrap(), Some(1), "a renews");
+    assert_eq!(leases.hold("scaler", "b", ttl, 74_999).await.unwrap(), None, "renewed until 75 s");
+    assert_eq!(leases.hold("scaler", "b", ttl, 75_000).await.unwrap(), Some(2), "run out: b takes it");
+    assert_eq!(leases.hold("scaler", "a", ttl, 76_000).await.unwrap(), None, "a lost it");
+    leases.give_up("scaler", "a").await.unwrap();
+    assert_eq!(leases.hold("scaler", "a", ttl, 76_001).await.unwrap(), None, "only the holder gives it up");
+    leases.give_up("scaler", "b").await.unwrap();
+    assert_eq!(leases.hold("scaler", "a", ttl, 76_002).await.unwrap(), Some(3), "given up: taken at once");
+    assert_eq!(leases.hold("other", "b", ttl, 76_003).await.unwrap(), Some(1), "leases are by name");
+}
+
+#[tokio::test]
+async fn a_redis_lease_is_shared_by_every_replica() {
+    let Some(url) = redis_url().await else { return };
+    let (one, two) = (Leases::redis(&url).await.unwrap(), Leases::redis(&url).await.unwrap());
+    let name = unique_key("lease");
+    let ttl = Duration::from_secs(45);
+    let epoch = one.hold(&name, "a", ttl, 0).await.unwrap().expect("a free lease is taken");
+    assert_eq!(two.hold(&name, "b", ttl, 0).await.unwrap(), None, "another replica sees it held");
+    assert_eq!(two.hold(&name, "a", ttl, 0).await.unwrap(), Some(epoch), "the holder renews from anywhere");
+    let mut conn =
+        redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let left: i64 = redis::cmd("PTTL").arg(format!("eci:lease:{name}")).query_async(&mut conn).await.unwrap();
+    assert!(left > 0 && left <= 45_000, "the lease runs out on its own after its ttl: {left} ms left");
+    two.give_up(&name, "b").await.unwrap();
+    assert_eq!(one.hold(&name, "b", ttl, 0).await.unwrap(), None, "only the holder gives it up");
+    one.give_up(&name, "a").await.unwrap();
+    assert_eq!(two.hold(&name, "b", ttl, 0).await.unwrap(), Some(epoch + 1), "given up: taken at once");
 }

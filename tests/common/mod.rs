@@ -4,7 +4,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use eci_api::testing::App;
-use eci_instance_manager::IdcReconciler;
+use eci_core::IdcId;
+use eci_edge_sim::SimCluster;
+use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
 use eci_store::{Store, StoreConfig, testing};
 use serde_json::Value;
 
@@ -32,6 +34,13 @@ pub async fn open(url: &str) -> Store {
     Store::connect(&StoreConfig::new(url).max_connections(testing::DEFAULT_TEST_CONNECTIONS))
         .await
         .unwrap_or_else(|e| panic!("opening the database: {e:?}"))
+}
+
+/// A reconciler of `idc` over `sim` with `config` on the app's clock, driven by the test's passes.
+pub fn reconciler(app: &App, idc: &str, sim: &SimCluster, config: &ManagerConfig) -> IdcReconciler {
+    let config = ManagerConfig { clock: app.clock.clone(), ..config.clone() };
+    let client = ClusterClient::for_url(&sim.url()).expect("cluster client");
+    IdcReconciler::start(IdcId(idc.into()), client, app.store.clone(), &WorkQueue::default(), config)
 }
 
 /// Runs passes of every reconciler until the tenant's instances are as `done` wants; bounded by

@@ -396,6 +396,39 @@ text_rule!(
     |s| generated_id(s, "r-")
 );
 text_rule!(
+    /// A group id.
+    GroupIdText,
+    "a group id: `g-` and 32 lowercase hexadecimal digits",
+    "^g-[0-9a-f]{32}$",
+    |s| generated_id(s, "g-")
+);
+text_rule!(
+    /// A group's name.
+    GroupName,
+    "a group name: 1 to 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit",
+    "^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+    label_name
+);
+text_rule!(
+    /// A 5-field cron expression: minute, hour, day of month, month, day of week.
+    CronExpression,
+    "a 5-field cron expression (minute hour day-of-month month day-of-week, such as `0 20 * * *`): \
+     five fields of printable ASCII separated by single spaces",
+    "^[!-~]{1,64}( [!-~]{1,64}){4}$",
+    |s| {
+        let fields: Vec<&str> = s.split(' ').collect();
+        fields.len() == 5
+            && fields.iter().all(|f| (1..=64).contains(&f.len()) && f.bytes().all(|b| (b'!'..=b'~').contains(&b)))
+    }
+);
+text_rule!(
+    /// An IANA time zone name.
+    TimeZoneName,
+    "an IANA time zone name such as `Asia/Shanghai` or `UTC`: letters, digits, `/`, `_`, `+` and `-`",
+    "^[A-Za-z0-9/_+-]{1,64}$",
+    |s| (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
+);
+text_rule!(
     /// A tenant id.
     TenantIdText,
     "a tenant id: `t-` and 32 lowercase hexadecimal digits",

@@ -1,4 +1,5 @@
-//! `eci usage` and `eci invoice list|get`: what the tenant's instances cost, live and by month.
+//! `eci usage` and `eci invoice list|get`: what the tenant's instances cost, live and by month;
+//! and [`cost_view`], the cost of one batch's or group's instances (`eci group cost`).
 //! Amounts come from the API in integer micro-units and are shown as currency with six decimals,
 //! converted with integer arithmetic so that nothing is rounded on the way.
 
@@ -52,10 +53,14 @@ fn duration(ms: i64) -> String {
     format!("{h}h {m:02}m {:02}.{:03}s", rest / 1000, rest % 1000)
 }
 
+/// What a set of charges comes to, as `/v1/usage` and the cost endpoints shape it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Totals {
     billed_ms: i64,
+    cpu_micros: i64,
+    memory_micros: i64,
+    gpu_micros: i64,
     total_micros: i64,
 }
 
@@ -153,6 +158,67 @@ fn invoice_view(i: &Invoice) -> String {
     format!("{summary}\n\n{}", finish(&t))
 }
 
+/// What a batch's or a group's instances have cost so far (`GET /v1/batches/{id}/cost`,
+/// `GET /v1/groups/{id}/cost`): in all, and one by one when asked for with `instances=true`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct Cost {
+    batch_id: Option<String>,
+    group_id: Option<String>,
+    as_of: Option<String>,
+    total: Totals,
+    /// Present only when the instances were asked for; empty when there were none.
+    instances: Option<Vec<InstanceCost>>,
+}
+
+/// What one instance has cost so far.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct InstanceCost {
+    instance_id: String,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    totals: Totals,
+}
+
+/// The view of a cost answer: whose it is, the billed time and the amounts by resource (GPUs only
+/// when they cost something), then each instance's share if the answer lists them.
+pub(super) fn cost_view(c: &Cost) -> String {
+    let owner = match (&c.group_id, &c.batch_id) {
+        (Some(group), _) => ("Group", group.clone()),
+        (None, batch) => ("Batch", render::dash(batch.as_deref())),
+    };
+    let mut rows = vec![
+        owner,
+        ("As of", when(c.as_of.as_deref())),
+        ("Billed", duration(c.total.billed_ms)),
+        ("CPU", money(c.total.cpu_micros)),
+        ("Memory", money(c.total.memory_micros)),
+    ];
+    if c.total.gpu_micros != 0 {
+        rows.push(("GPU", money(c.total.gpu_micros)));
+    }
+    rows.push(("Cost", money(c.total.total_micros)));
+    let summary = key_values(&rows);
+    let Some(instances) = &c.instances else {
+        return summary;
+    };
+    if instances.is_empty() {
+        return format!("{summary}\n\nInstances: none");
+    }
+    let mut t = table(&["INSTANCE", "STARTED", "ENDED", "BILLED", "COST"], &[3, 4]);
+    for i in instances {
+        t.add_row([
+            i.instance_id.clone(),
+            when(i.started_at.as_deref()),
+            when(i.ended_at.as_deref()),
+            duration(i.totals.billed_ms),
+            money(i.totals.total_micros),
+        ]);
+    }
+    format!("{summary}\n\n{}", finish(&t))
+}
+
 fn usage_query(a: &UsageArgs) -> Query {
     let given = [("from", a.from.clone()), ("to", a.to.clone()), ("group_by", a.group_by.clone())];
     given.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()
@@ -219,5 +285,40 @@ mod tests {
         assert!(text.contains("Total:   -103.680000"), "{text}");
         assert!(text.contains("adjustment") && text.contains("-288h 00m 00.000s"), "{text}");
         assert_eq!(invoices_table(&[]), "No invoices found.");
+    }
+
+    fn totals(billed_ms: i64, cpu: i64, memory: i64, gpu: i64) -> serde_json::Value {
+        json!({"billed_ms": billed_ms, "cpu_milli_vcpu_ms": "0", "memory_mib_ms": "0", "gpu_ms": "0",
+               "cpu_micros": cpu, "memory_micros": memory, "gpu_micros": gpu, "total_micros": cpu + memory + gpu})
+    }
+
+    #[test]
+    fn a_cost_shows_its_owner_amounts_and_instances_when_listed() {
+        let cost = json!({"group_id": "g-01", "as_of": "2030-01-02T00:00:00Z", "total": totals(260_000, 12_000, 3_600, 0)});
+        let text = render::one(OutputFormat::Table, cost, "group cost", cost_view).unwrap();
+        assert!(text.starts_with("Group:   g-01\nAs of:   "), "{text}");
+        assert!(
+            text.ends_with(
+                "\nBilled:  0h 04m 20.000s\nCPU:     0.012000\nMemory:  0.003600\nCost:    0.015600"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("GPU") && !text.contains("INSTANCE"), "{text}");
+
+        let cost = json!({"batch_id": "b-01", "as_of": null, "total": totals(80_000, 1, 2, 3),
+            "instances": [{"instance_id": "i-01", "started_at": null, "ended_at": null, "totals": totals(80_000, 1, 2, 3)}]});
+        let text = render::one(OutputFormat::Table, cost, "batch cost", cost_view).unwrap();
+        assert!(text.starts_with("Batch:   b-01\n") && text.contains("\nGPU:     0.000003\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "\n\nINSTANCE   STARTED   ENDED           BILLED       COST\n\
+                 i-01       -         -       0h 01m 20.000s   0.000006"
+            ),
+            "{text}"
+        );
+
+        let none = json!({"group_id": "g-02", "total": totals(0, 0, 0, 0), "instances": []});
+        let text = render::one(OutputFormat::Table, none, "group cost", cost_view).unwrap();
+        assert!(text.ends_with("\nCost:    0.000000\n\nInstances: none"), "{text}");
     }
 }

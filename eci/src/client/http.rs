@@ -65,6 +65,11 @@ impl Api {
         self.send(req).await
     }
 
+    /// PATCHes a JSON body onto one resource and returns the resource as changed.
+    pub async fn patch(&self, path: &[&str], body: &Value) -> Result<Value> {
+        self.send(self.request(Method::PATCH, path, &Vec::new()).json(body)).await
+    }
+
     /// DELETEs one resource and returns what the API answers with (the released resource).
     pub async fn delete(&self, path: &[&str]) -> Result<Value> {
         self.send(self.request(Method::DELETE, path, &Vec::new())).await

@@ -1,5 +1,5 @@
-//! The command-line client of the ECI API: `eci batch …`, `eci instance …`, `eci capacity`,
-//! `eci areas`, `eci usage`, `eci invoice …`, and for operators `eci admin idc …`.
+//! The command-line client of the ECI API: `eci batch …`, `eci instance …`, `eci group …`,
+//! `eci capacity`, `eci areas`, `eci usage`, `eci invoice …`, and for operators `eci admin idc …`.
 //!
 //! Layout: [`http`] is the only place that talks to the server (URLs, bearer token, timeouts,
 //! turning failures into one readable line); one file per resource turns arguments into a request
@@ -13,6 +13,7 @@ mod areas;
 mod batch;
 mod billing;
 mod capacity;
+mod group;
 mod http;
 mod instance;
 mod parse;
@@ -25,6 +26,7 @@ pub use admin::AdminCommand;
 pub use batch::BatchCommand;
 pub use billing::{InvoiceCommand, UsageArgs};
 pub use capacity::CapacityArgs;
+pub use group::GroupCommand;
 pub use instance::InstanceCommand;
 
 /// Help section of the options every client subcommand takes, kept apart from the command's own.
@@ -70,6 +72,9 @@ pub enum ClientCommand {
     /// List, inspect and release single instances.
     #[command(subcommand)]
     Instance(InstanceCommand),
+    /// Autoscaled groups: create one from a file, watch its count and why, change or delete it.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// How many instances of a given size fit now, by location.
     Capacity(CapacityArgs),
     /// The areas (region > province > city) and carriers instances can be placed in.
@@ -97,6 +102,7 @@ pub async fn run(args: ClientArgs, cmd: ClientCommand) -> anyhow::Result<()> {
     let answer: Answer = match cmd {
         ClientCommand::Batch(cmd) => batch::run(&api, cmd, output).await?,
         ClientCommand::Instance(cmd) => instance::run(&api, cmd, output).await?.into(),
+        ClientCommand::Group(cmd) => group::run(&api, cmd, output).await?.into(),
         ClientCommand::Capacity(cmd) => capacity::run(&api, cmd, output).await?.into(),
         ClientCommand::Areas => areas::run(&api, output).await?.into(),
         ClientCommand::Usage(cmd) => billing::usage(&api, cmd, output).await?.into(),
