@@ -82,7 +82,7 @@ impl Day {
                     sim.store().list(Resource::Pods, None, &Default::default()).expect("list pods").items;
                 pods.iter()
                     .filter(|p| {
-                        p["metadata"]["labels"]["eci.io/instance"].is_string()
+                        p["metadata"]["labels"]["eci.io/group"] == self.group.as_str()
                             && p["metadata"]["deletionTimestamp"].is_null()
                     })
                     .count()

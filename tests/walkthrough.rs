@@ -508,6 +508,8 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
     let stderr = eci.fails(&["invoice", "get", "2026-13"]);
     assert!(stderr.iter().any(|l| l.starts_with("error: invalid_request")), "{stderr:?}");
 
+    walk_through_a_group(&eci, &server.endpoint(), &token, tmp.path()).await;
+
     // Asking for more than fits fails with one line.
     let stderr = eci.fails(&[
         "batch", "create", "--count", "10000", "--cpu", "32", "--memory", "128Gi", "--image", "x", "--area",
@@ -552,6 +554,78 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
         "eci up did not exit cleanly on SIGTERM{}",
         server.output()
     );
+}
+
+/// The README's autoscaled group, made from the README's own `group.yaml`: at its count once the
+/// scaler has looked (a creation wakes it), growing when the pushed load steps up once its
+/// instances have run long enough to be trusted, its events saying why, and deleted.
+async fn walk_through_a_group(eci: &Client, endpoint: &str, token: &str, dir: &Path) {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+    let yaml = readme
+        .split("cat > group.yaml <<'YAML'\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\nYAML\n").next())
+        .expect("the README's group.yaml");
+    let file = dir.join("group.yaml");
+    std::fs::write(&file, yaml).expect("writing group.yaml");
+    let created = eci.json(&["group", "create", "-f", file.to_str().unwrap()]);
+    let id = created["id"].as_str().unwrap_or_else(|| panic!("no id in {created}")).to_string();
+    assert_eq!((created["min"].as_u64(), created["max"].as_u64()), (Some(2), Some(50)), "{created}");
+
+    let at_count = |view: &Value| view["decided_at"].is_string() && view["current"] == view["desired"];
+    let mut view = eci.json(&["group", "get", &id]);
+    for _ in 0..300 {
+        if at_count(&view) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        view = eci.json(&["group", "get", &id]);
+    }
+    assert!(at_count(&view), "the group never reached its count: {view}");
+    let before = view["desired"].as_u64().unwrap();
+    // At the minimum, or at whichever window is open now (6, or 20 in Beijing's evening).
+    assert!([2, 6, 20].contains(&before), "{view}");
+    let shown = eci.ok(&["group", "get", &id]);
+    assert!(shown.contains(&id) && shown.contains("edge-web"), "{shown}");
+
+    // The load steps up to 3x the target: pushed every second, as an exporter would, until the next
+    // tick after the instances are trusted (30 s) grows the group.
+    let http = reqwest::Client::new();
+    let push = format!("{endpoint}/v1/groups/{id}/metrics");
+    for _ in 0..120 {
+        let pushed = http
+            .post(&push)
+            .bearer_auth(token)
+            .json(&json!({ "samples": [{ "value": 300 }] }))
+            .send()
+            .await
+            .expect("POST metrics");
+        assert_eq!(pushed.status(), 204, "{:?}", pushed.text().await);
+        view = eci.json(&["group", "get", &id]);
+        if view["desired"].as_u64().unwrap() > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert!(view["desired"].as_u64().unwrap() > before, "the load step did not grow the group: {view}");
+    assert_eq!(view["metric"]["value"], 300.0, "{view}");
+
+    let events = eci.json(&["group", "events", &id, "--all"]);
+    let events = events["items"].as_array().unwrap_or_else(|| panic!("no events: {events}")).clone();
+    assert!(
+        events.iter().any(|e| e["kind"] == "decided" && e["message"].as_str().unwrap().contains("load:")),
+        "no load decision among {events:#?}"
+    );
+    assert!(events.iter().any(|e| e["kind"] == "scaled_out"), "{events:#?}");
+    let table = eci.ok(&["group", "events", &id]);
+    assert!(table.contains("scaled_out"), "{table}");
+    assert!(eci.json(&["group", "cost", &id])["total"]["billed_ms"].is_i64());
+
+    let deleted = eci.json(&["group", "delete", &id]);
+    assert_eq!(deleted["state"], "deleted", "{deleted}");
+    let listed = eci.json(&["group", "list", "--state", "deleted"]);
+    assert!(listed["items"].as_array().unwrap().iter().any(|g| g["id"] == json!(id)), "{listed}");
 }
 
 /// `--wait` in a log (no terminal): a line when the counts change, exit 0 once all run; and once

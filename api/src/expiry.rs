@@ -1,5 +1,6 @@
-//! Releases batches whose TTL ran out and ends reservations past their end time, and makes invoices
-//! final once their month and grace period are over (they also become final when first read then).
+//! Releases batches whose TTL ran out and ends reservations past their end time, makes invoices
+//! final once their month and grace period are over (they also become final when first read then),
+//! and forgets metric samples an hour old.
 
 use std::time::Duration;
 
@@ -15,8 +16,12 @@ pub async fn expire_due(state: &AppState) -> eci_store::Result<(usize, usize)> {
     Ok((batches.len(), reservations.len()))
 }
 
-/// How often due invoices are made final; a month's grace period is days long.
+/// How often due invoices are made final (a month's grace period is days long) and old samples
+/// forgotten.
 const INVOICE_PASS: Duration = Duration::from_secs(3600);
+
+/// How long a metric sample is kept: far past the two minutes it counts for.
+const SAMPLES_KEPT: chrono::Duration = chrono::Duration::hours(1);
 
 /// Runs [`expire_due`] every `every`, and makes due invoices final every hour, until `shutdown`
 /// turns true.
@@ -37,6 +42,9 @@ pub async fn run(state: AppState, every: Duration, mut shutdown: watch::Receiver
                     Ok(0) => {}
                     Ok(made) => tracing::info!(made, "invoices made final"),
                     Err(error) => tracing::warn!(error = ?error, "making invoices final failed; will retry"),
+                }
+                if let Err(error) = state.store.forget_samples_before(state.clock.now() - SAMPLES_KEPT).await {
+                    tracing::warn!(error = ?error, "forgetting old metric samples failed; will retry");
                 }
             }
             _ = shutdown.changed() => break,

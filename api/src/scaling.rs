@@ -260,11 +260,14 @@ fn decision_event(group: &Group, tick: &Tick) -> NewEvent {
         _ => serde_json::Value::Null,
     };
     let mode_note = if group.policy.mode == Mode::Preview { " (preview: nothing done)" } else { "" };
+    let warnings: Vec<&str> =
+        status.conditions.iter().filter(|c| **c != Condition::Preview).map(|c| c.as_str()).collect();
+    let warnings = if warnings.is_empty() { String::new() } else { format!(" [{}]", warnings.join(", ")) };
     NewEvent {
         kind: EventKind::Decided,
         current: status.current,
         desired: status.desired,
-        message: format!("{} -> {}: {}{mode_note}", status.current, status.desired, status.reason),
+        message: format!("{} -> {}: {}{warnings}{mode_note}", status.current, status.desired, status.reason),
         details: json!({
             "reason": status.reason,
             "min": group.policy.min,

@@ -637,3 +637,69 @@ async fn a_new_york_window_opens_once_across_both_daylight_saving_changes() {
     })
     .await;
 }
+
+/// Two replicas run the scaler's loop over one database and one set of leases: the holder acts
+/// and the other only waits; once the holder stops (giving its lease up), the other takes over.
+/// The loops tick every 20 ms of real time. The second replica's clock reads twelve hours earlier,
+/// in the group's evening window, so that anything it did would show; its clock is behind the
+/// first's, so the first's lease cannot run out for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_scalers_only_the_lease_holder_acts_and_the_other_takes_over() {
+    each_backend(|store| async move {
+        let app = App::seeded(store).await;
+        let acme = app.tenant("acme").await;
+        let body = with(&group("twice", 5, 20), |b| b["schedules"] = json!([evening(9, 0)]));
+        let id = create(&app, &acme.token, body).await["id"].as_str().unwrap().to_string();
+        let leases = eci_store::coordination::Leases::in_process();
+        let replica = |name: &str| scaling::ScalerConfig {
+            tick: std::time::Duration::from_millis(20),
+            lease_ttl: std::time::Duration::from_secs(45),
+            holder: name.to_string(),
+        };
+        let ticks = |n: u64| tokio::time::sleep(std::time::Duration::from_millis(20 * n));
+        let (stop_a, stopped_a) = tokio::sync::watch::channel(false);
+        let (stop_b, stopped_b) = tokio::sync::watch::channel(false);
+        let a = tokio::spawn(scaling::run(app.state.clone(), leases.clone(), replica("a"), stopped_a));
+        // The second replica is another process's state over the same database.
+        let evening_clock =
+            std::sync::Arc::new(eci_core::ManualClock::new(app.clock_now() - Duration::hours(12)));
+        let other = eci_api::AppState::new(
+            app.store.clone(),
+            eci_store::coordination::RateWindows::in_process(),
+            evening_clock,
+            eci_api::ApiConfig::default(),
+        );
+        let b = tokio::spawn(scaling::run(other, leases.clone(), replica("b"), stopped_b));
+        for _ in 0..500 {
+            if live(&app, &acme.token).await >= 5 {
+                break;
+            }
+            ticks(1).await;
+        }
+        ticks(20).await;
+        assert_eq!(
+            live(&app, &acme.token).await,
+            5,
+            "only the holder acted: at 08:00 the group is at its minimum"
+        );
+        let scale_outs =
+            events(&app, &acme.token, &id).await.iter().filter(|e| e["kind"] == "scaled_out").count();
+        assert_eq!(scale_outs, 1);
+
+        stop_a.send(true).unwrap();
+        a.await.unwrap();
+        app.send(Method::PATCH, &format!("/v1/groups/{id}"), Some(&acme.token), Some(json!({ "min": 7 })))
+            .await
+            .expect_status(StatusCode::OK);
+        for _ in 0..500 {
+            if live(&app, &acme.token).await >= 9 {
+                break;
+            }
+            ticks(1).await;
+        }
+        assert_eq!(live(&app, &acme.token).await, 9, "the second replica took the lease over, on its clock");
+        stop_b.send(true).unwrap();
+        b.await.unwrap();
+    })
+    .await;
+}

@@ -87,6 +87,9 @@ pub struct Tuning {
     /// window's boundary, and when a group is created or changed).
     #[arg(long, env = "ECI_SCALER_TICK", default_value_t = 15)]
     pub scaler_tick_secs: u64,
+    /// How often each IDC's pod metrics (the CPU autoscaled groups follow) are read, in seconds.
+    #[arg(long, env = "ECI_METRICS_INTERVAL", default_value_t = 15)]
+    pub metrics_interval_secs: u64,
 }
 
 fn read_fleet(path: &Path) -> anyhow::Result<Fleet> {
@@ -293,7 +296,11 @@ async fn serve_until_shutdown(
     // The API's port first: the simulated clusters take free ports, and one must not take this one.
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let manager = ManagerConfig { clock: state.clock.clone(), ..ManagerConfig::default() };
+    let manager = ManagerConfig {
+        clock: state.clock.clone(),
+        metrics_interval: Duration::from_secs(tuning.metrics_interval_secs.max(1)),
+        ..ManagerConfig::default()
+    };
     let reconcilers = match &clusters {
         Clusters::Simulated { fleet, boot_delay, kubeconfig, objects } => {
             let simulated = Simulated { boot_delay: *boot_delay, objects };

@@ -6,8 +6,9 @@
 //! count only, which is why a window that ends while the load has asked for 200 for the last five
 //! minutes leaves the group at 200 on the first tick after its end. Without a load policy a group
 //! is at its window's count, or at its minimum outside windows. With a load policy whose metrics are
-//! missing, the load holds the current count (as the HPA does: a broken metrics pipeline never
-//! shrinks a loaded group), and the caller shows `metrics_missing`.
+//! missing, the load holds what it last asked for with metrics (as the HPA does, a broken metrics
+//! pipeline never shrinks a loaded group; but a count a window raised still ends with the window),
+//! and the caller shows `metrics_missing`.
 
 use chrono::{DateTime, Utc};
 
@@ -101,6 +102,9 @@ impl Decision {
         now: DateTime<Utc>,
     ) {
         let record = self.load.and_then(|l| l.record);
+        if let Some(load) = &self.load {
+            history.decided(load);
+        }
         history.record(record, load::ScaleEvent::between(now, current, self.desired), behaviour, now);
     }
 }
@@ -260,7 +264,7 @@ mod tests {
     #[test]
     fn missing_metrics_hold_the_count() {
         let behaviour = Behaviour::default();
-        let history = LoadHistory::default();
+        let history = LoadHistory { last_count: Some(40), ..LoadHistory::default() };
         let none = Schedule::default();
         let blind = vec![Sample { instance_started_at: utc("2030-01-01T00:00:00Z"), value: None }; 40];
         let policy = LoadPolicy {
@@ -275,6 +279,16 @@ mod tests {
             utc("2030-01-01T01:00:00Z"),
         );
         assert_eq!((decision.desired, decision.reason), (40, Reason::Load(LoadReason::MetricsMissing)));
+
+        // A window raised the group to 40 over a load that last asked for 12: when the window ends
+        // with the metrics missing, the group goes back to the load's 12, not the window's 40.
+        let history = LoadHistory { last_count: Some(12), ..LoadHistory::default() };
+        let policy = LoadPolicy { history: &history, ..policy };
+        let decision = decide(
+            &GroupInput { current: 40, min: 1, max: 100, schedule: &none, load: Some(policy) },
+            utc("2030-01-01T01:00:00Z"),
+        );
+        assert_eq!((decision.desired, decision.reason), (12, Reason::Load(LoadReason::MetricsMissing)));
     }
 
     proptest! {

@@ -614,9 +614,19 @@ pub struct LoadHistory {
     pub recommendations: Vec<PastRecommendation>,
     /// Recent changes of the count, for the rate policies.
     pub scale_events: Vec<ScaleEvent>,
+    /// What the load last asked for with metrics in hand: what it holds while they are missing.
+    #[serde(default)]
+    pub last_count: Option<u32>,
 }
 
 impl LoadHistory {
+    /// Remembers what a decision asked for, when it had metrics to go by.
+    pub fn decided(&mut self, load: &LoadDecision) {
+        if load.record.is_some() {
+            self.last_count = Some(load.count);
+        }
+    }
+
     /// Remembers a decision's recommendation and the change the caller made to the count (record
     /// every change, whatever made it, so that rates hold over what really happened), and forgets
     /// what no window or period of `behaviour` can see any more.
@@ -642,7 +652,8 @@ impl LoadHistory {
 /// Why a load decision came out as it did: the last step that changed the count.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LoadReason {
-    /// No instance reported a usable metric: the count stays.
+    /// No instance reported a usable metric: the load holds what it last asked for with metrics
+    /// (the minimum if it never had any).
     MetricsMissing,
     /// The group is above its maximum: it goes to the maximum, whatever the load.
     CurrentAboveMax {
@@ -917,7 +928,10 @@ pub fn recommend(input: &LoadInput<'_>, now: DateTime<Utc>) -> LoadDecision {
     let Ok(recommendation) =
         replica_recommendation(current, input.samples, input.target, input.metric, tolerance, now)
     else {
-        return without_recommendation(current, LoadReason::MetricsMissing);
+        // As the HPA, a broken metrics pipeline never moves the group; but the load holds its own
+        // last count, not the current one, which a window may have raised and must be able to end.
+        let held = input.history.last_count.unwrap_or(min).clamp(min, max);
+        return without_recommendation(held, LoadReason::MetricsMissing);
     };
     let history = input.history;
     let stable = stabilised(current, recommendation.count, &history.recommendations, input.behaviour, now);
@@ -976,8 +990,10 @@ mod tests {
     }
 
     impl Group {
+        /// A group its load has kept at `current`.
         fn new(current: u32, min: u32, max: u32, behaviour: Behaviour) -> Self {
-            Group { current, min, max, behaviour, history: LoadHistory::default() }
+            let history = LoadHistory { last_count: Some(current), ..LoadHistory::default() };
+            Group { current, min, max, behaviour, history }
         }
 
         /// A decision at `seconds` with `load` shared evenly by the group's instances.
@@ -1001,6 +1017,7 @@ mod tests {
             };
             let decision = recommend(&input, now);
             let scale = ScaleEvent::between(now, self.current, decision.count);
+            self.history.decided(&decision);
             self.history.record(decision.record, scale, &self.behaviour, now);
             self.current = decision.count;
             decision
@@ -1101,6 +1118,13 @@ mod tests {
         }
         let decision = Group::new(3, 1, 10, Behaviour::default()).decide(0, &without_metrics(3));
         assert_eq!((decision.count, decision.reason, decision.record), (3, LoadReason::MetricsMissing, None));
+        let mut never = Group::new(3, 1, 10, Behaviour::default());
+        never.history.last_count = None;
+        assert_eq!(
+            never.decide(0, &without_metrics(3)).count,
+            1,
+            "a load that never had metrics asks for the minimum"
+        );
     }
 
     #[test]
@@ -1376,8 +1400,9 @@ mod tests {
         let recommendation =
             (0..900_i64, 0..80_u32).prop_map(|(ago, count)| PastRecommendation { at: at(-ago), count });
         let event = (0..200_i64, -40..40_i64).prop_map(|(ago, change)| ScaleEvent { at: at(-ago), change });
-        (prop::collection::vec(recommendation, 0..20), prop::collection::vec(event, 0..10))
-            .prop_map(|(recommendations, scale_events)| LoadHistory { recommendations, scale_events })
+        (prop::collection::vec(recommendation, 0..20), prop::collection::vec(event, 0..10)).prop_map(
+            |(recommendations, scale_events)| LoadHistory { recommendations, scale_events, last_count: None },
+        )
     }
 
     /// `(min, max)`, with `min <= max`.
@@ -1430,6 +1455,8 @@ mod tests {
             target_value in 1.0..200.0_f64,
         ) {
             let current = min + ((f64::from(max - min) * within) as u32);
+            // A group its load has kept at its count.
+            let history = LoadHistory { last_count: Some(current), ..history };
             let input = LoadInput {
                 current, min, max, metric, target: target(target_value), samples: &samples,
                 behaviour: &behaviour, history: &history,

@@ -189,6 +189,9 @@ pub fn remember(
 ) {
     if let Some(load) = &group.policy.load {
         let record = decision.load.and_then(|l| l.record);
+        if let Some(decided) = &decision.load {
+            history.decided(decided);
+        }
         history.record(record, ScaleEvent::between(now, from, to), &load.behaviour, now);
     }
 }

@@ -198,6 +198,22 @@ impl Store {
         Ok(recorded)
     }
 
+    /// Forgets CPU samples and custom metric values taken before `before`: long past counting (a
+    /// sample is stale after two minutes), and of instances and groups mostly gone. Returns how
+    /// many it forgot.
+    pub async fn forget_samples_before(&self, before: DateTime<Utc>) -> Result<u64> {
+        let at = millis(before);
+        let cpu = sqlx::query("DELETE FROM instance_samples WHERE sampled_at < $1")
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        let custom = sqlx::query("DELETE FROM group_metric_samples WHERE sampled_at < $1")
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(cpu.rows_affected() + custom.rows_affected())
+    }
+
     /// The latest CPU sample of each of `instances` that has one.
     pub async fn cpu_samples(&self, instances: &[InstanceId]) -> Result<Vec<CpuSample>> {
         let mut out = Vec::with_capacity(instances.len());

@@ -69,8 +69,7 @@ pub struct BodyFile {
 #[derive(Debug, clap::Args)]
 pub struct GroupListArgs {
     /// Which groups: the active ones (the API's default) or the deleted ones.
-    // Spelled here: the words are the scaler's `GroupState`, and this crate does not depend on it.
-    #[arg(long, value_parser = ["active", "deleted"])]
+    #[arg(long, value_parser = parse::group_states())]
     pub state: Option<String>,
     /// Groups per page.
     #[arg(long, value_name = "N", value_parser = parse::positive::<u32>)]

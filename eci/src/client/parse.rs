@@ -24,6 +24,11 @@ pub fn batch_states() -> PossibleValuesParser {
     PossibleValuesParser::new(BatchState::ALL.iter().map(|s| s.as_str()))
 }
 
+/// `--state` of `group list`.
+pub fn group_states() -> PossibleValuesParser {
+    PossibleValuesParser::new(eci_scaler::group::GroupState::ALL.iter().map(|s| s.as_str()))
+}
+
 /// `--state` of `instance list`.
 pub fn instance_states() -> PossibleValuesParser {
     PossibleValuesParser::new(InstanceState::ALL.iter().map(|s| s.as_str()))
