@@ -92,20 +92,22 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// What the group remembers after acting on this decision: the load's recommendation and the
-    /// change made to the count, whatever made it, so that rate policies hold over what happened.
+    /// What the group remembers after acting on this decision: what the load asked for, and the
+    /// change really made to the count (`from` to `to`, which a shortage of capacity may leave
+    /// short of the decision), whatever made it, so that rate policies hold over what happened.
     pub fn remember(
         &self,
         history: &mut LoadHistory,
         behaviour: &Behaviour,
-        current: u32,
+        from: u32,
+        to: u32,
         now: DateTime<Utc>,
     ) {
         let record = self.load.and_then(|l| l.record);
         if let Some(load) = &self.load {
             history.decided(load);
         }
-        history.record(record, load::ScaleEvent::between(now, current, self.desired), behaviour, now);
+        history.record(record, load::ScaleEvent::between(now, from, to), behaviour, now);
     }
 }
 
@@ -190,7 +192,7 @@ mod tests {
                 history: &history,
             };
             let decision = decide(&GroupInput { current, min, max, schedule, load: Some(policy) }, at);
-            decision.remember(&mut history, &behaviour, current, at);
+            decision.remember(&mut history, &behaviour, current, decision.desired, at);
             current = decision.desired;
             counts.push((at, current));
             at += Duration::seconds(15);

@@ -17,7 +17,7 @@ use eci_core::{IdcId, InstanceId, InstanceState};
 
 use crate::decision::{Decision, GroupInput, LoadPolicy, decide};
 use crate::group::{ActiveWindow, Avoidance, Condition, Group, MetricReading, Mode, Status};
-use crate::load::{LoadHistory, LoadReason, Sample, ScaleEvent};
+use crate::load::{LoadHistory, LoadReason, Sample};
 use crate::schedule::Schedule;
 
 /// How many of a group's instances must fail in one IDC within [`FAILURE_WINDOW_SECONDS`] for the
@@ -188,11 +188,7 @@ pub fn remember(
     now: DateTime<Utc>,
 ) {
     if let Some(load) = &group.policy.load {
-        let record = decision.load.and_then(|l| l.record);
-        if let Some(decided) = &decision.load {
-            history.decided(decided);
-        }
-        history.record(record, ScaleEvent::between(now, from, to), &load.behaviour, now);
+        decision.remember(history, &load.behaviour, from, to, now);
     }
 }
 
