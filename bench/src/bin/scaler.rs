@@ -60,6 +60,7 @@ fn groups(now: DateTime<Utc>) -> Vec<Group> {
                 scale_events: ScaleEvent::between(now - Span::seconds(30), 96, INSTANCES)
                     .into_iter()
                     .collect(),
+                last_count: Some(INSTANCES),
             };
             Group { schedule: Schedule { windows }, samples, history, current: INSTANCES }
         })
