@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use eci_core::{KeyId, Tenant};
 use eci_store::coordination::RateVerdict;
 use eci_store::tenants::Principal;
@@ -70,14 +70,8 @@ impl FromRequestParts<AppState> for Caller {
         match state.rate.hit(&tenant.id.0, u64::from(limit), Duration::from_secs(1), now_ms).await {
             Ok(RateVerdict::Allowed) => {}
             Ok(RateVerdict::Limited { retry_after }) => {
-                let mut e = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("more than {limit} requests per second; slow down"),
-                )
-                .with_details(serde_json::json!({ "limit_per_second": limit }));
-                e.retry_after = Some(retry_after.as_secs().max(1));
-                return Err(e);
+                let message = format!("more than {limit} requests per second; slow down");
+                return Err(ApiError::rate_limited(message, u64::from(limit), retry_after));
             }
             // A coordination outage must not take the API down with it: fail open, loudly.
             Err(error) => tracing::warn!(error = ?error, "rate window unavailable; request let through"),

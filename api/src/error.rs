@@ -74,6 +74,15 @@ impl ApiError {
         .with_details(json!({ "field": field, "area": area }))
     }
 
+    /// A 429: more than `limit` requests a second of some kind; `message` says which. The caller
+    /// may try again after `retry_after` (at least a second).
+    pub fn rate_limited(message: String, limit: u64, retry_after: std::time::Duration) -> Self {
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            .with_details(json!({ "limit_per_second": limit }));
+        e.retry_after = Some(retry_after.as_secs().max(1));
+        e
+    }
+
     /// A 401: the request carries no valid API key.
     pub fn unauthorized(message: &str) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)

@@ -243,14 +243,9 @@ pub async fn push_metrics(
     if let Ok(RateVerdict::Limited { retry_after }) =
         state.rate.hit(&key, METRIC_PUSHES_PER_SECOND, Duration::from_secs(1), now_ms).await
     {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("more than {METRIC_PUSHES_PER_SECOND} metric pushes per second to this group; slow down"),
-        )
-        .with_details(serde_json::json!({ "limit_per_second": METRIC_PUSHES_PER_SECOND }));
-        e.retry_after = Some(retry_after.as_secs().max(1));
-        return Err(e);
+        let message =
+            format!("more than {METRIC_PUSHES_PER_SECOND} metric pushes per second to this group; slow down");
+        return Err(ApiError::rate_limited(message, METRIC_PUSHES_PER_SECOND, retry_after));
     }
     state.store.record_custom_samples(&caller.tenant.id, &id, &samples, now).await?;
     Ok(StatusCode::NO_CONTENT)

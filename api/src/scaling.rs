@@ -118,13 +118,13 @@ async fn scale_group(state: &AppState, scaled: Scaled, now: DateTime<Utc>) -> ec
     let failed_since = now - chrono::Duration::seconds(FAILURE_WINDOW_SECONDS);
     let (members, failures) = state.store.group_members(&group, failed_since).await?;
     let decided = tick(&group, &schedule, &members, &failures, &history, now);
-    let Tick { decision, action, mut status } = decided.clone();
-    let current = status.current;
-    let mut revision = group.revision;
     let mut events = Vec::new();
     if decision_changed(&group, &decided) {
         events.push(decision_event(&group, &decided));
     }
+    let Tick { decision, action, mut status } = decided;
+    let current = status.current;
+    let mut revision = group.revision;
     for (idc, avoidance) in &status.avoided {
         if avoidance.until > now && group.status.avoided.get(idc) != Some(avoidance) {
             events.push(NewEvent {

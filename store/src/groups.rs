@@ -453,7 +453,8 @@ impl Store {
         .bind(&group.id.0)
         .fetch_all(&self.pool)
         .await?;
-        let custom = match group.policy.load.as_ref().map(|l| l.metric) {
+        let metric = group.policy.load.as_ref().map(|l| l.metric);
+        let custom = match metric {
             Some(eci_scaler::group::Metric::Custom) => self.custom_samples(&group.id).await?,
             _ => BTreeMap::new(),
         };
@@ -462,7 +463,7 @@ impl Store {
         for row in &rows {
             let id: String = row.try_get("id")?;
             let request = uint("cpu", row.try_get("cpu")?)?;
-            let metric = match group.policy.load.as_ref().map(|l| l.metric) {
+            let metric = match metric {
                 Some(eci_scaler::group::Metric::Cpu) => {
                     match (
                         row.try_get::<Option<i64>, _>("used")?,

@@ -39,8 +39,8 @@ use eci_api::{ApiConfig, AppState};
 use eci_core::builtin::SplitMix;
 use eci_core::records::Workload;
 use eci_core::{
-    Area, Carrier, Fleet, GroupId, Idc, IdcId, IdcStatus, InstanceState, MiB, MilliCpu, PlacementSpec, Quota,
-    Resources, Runtime, SystemClock, TenantId,
+    Carrier, Fleet, GroupId, IdcId, InstanceState, MiB, MilliCpu, PlacementSpec, Quota, Resources, Runtime,
+    SystemClock, TenantId,
 };
 use eci_edge_sim::load::{LoadCurve, LoadUnit, Shape};
 use eci_edge_sim::store::{EventType, WatchFrom};
@@ -94,19 +94,16 @@ struct Clusters {
 
 fn fleet(shape: &Clusters) -> Fleet {
     let per_idc = shape.nodes as u64;
+    let capacity = Resources::new(MilliCpu(8_000 * per_idc), MiB(32 * 1024 * per_idc), 0);
     let idcs = (0..shape.idcs)
-        .map(|i| Idc {
-            id: IdcId(format!("idc-{i:03}")),
-            name: format!("idc {i}"),
-            area: Area::new("south-china", "guangdong", &format!("city{}", i % 20)),
-            carriers: vec![Carrier::Telecom],
-            capacity: Resources::new(MilliCpu(8_000 * per_idc), MiB(32 * 1024 * per_idc), 0),
-            runtimes: vec![Runtime::Container],
-            status: IdcStatus::Active,
-            kube_context: None,
-            rich_runtime_class: None,
-            ssh_ingress_host: None,
-            headroom_percent: 0,
+        .map(|i| {
+            let city = format!("city{}", i % 20);
+            testing::idc(
+                &format!("idc-{i:03}"),
+                ("south-china", "guangdong", &city),
+                &[Carrier::Telecom],
+                capacity,
+            )
         })
         .collect();
     Fleet { idcs }

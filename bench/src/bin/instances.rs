@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use eci_core::{
-    Area, BatchId, BatchRequest, Carrier, Fleet, Idc, IdcId, IdcStatus, InstanceState, MiB, MilliCpu,
-    PlacementSpec, Quota, Resources, Runtime, TenantId, Workload,
+    BatchId, BatchRequest, Carrier, Fleet, Idc, InstanceState, MiB, MilliCpu, PlacementSpec, Quota,
+    Resources, Runtime, TenantId, Workload,
 };
 use eci_edge_sim::store::{EventType, WatchFrom};
 use eci_edge_sim::{EngineConfig, NodeSpec, Resource, SimCluster, SimConfig};
@@ -45,19 +45,16 @@ const AT_SCALE: Load =
 
 /// 100 IDCs of 10 servers of 64 vCPU / 256 GiB (each holds 1,000 instances of 0.25 vCPU / 512 MiB).
 fn fleet() -> Fleet {
+    let capacity = Resources::new(MilliCpu(640_000), MiB(10 * 256 * 1024), 0);
     let idcs = (0..IDCS)
-        .map(|i| Idc {
-            id: IdcId(format!("idc-{i:03}")),
-            name: format!("idc {i}"),
-            area: Area::new("south-china", "guangdong", &format!("city{}", i % 20)),
-            carriers: vec![Carrier::Telecom],
-            capacity: Resources::new(MilliCpu(640_000), MiB(10 * 256 * 1024), 0),
-            runtimes: vec![Runtime::Container],
-            status: IdcStatus::Active,
-            kube_context: None,
-            rich_runtime_class: None,
-            ssh_ingress_host: None,
-            headroom_percent: 0,
+        .map(|i| {
+            let city = format!("city{}", i % 20);
+            testing::idc(
+                &format!("idc-{i:03}"),
+                ("south-china", "guangdong", &city),
+                &[Carrier::Telecom],
+                capacity,
+            )
         })
         .collect();
     Fleet { idcs }
