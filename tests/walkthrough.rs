@@ -474,9 +474,30 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
         assert!(line.contains("Running"), "{line}");
     }
 
-    // eci batch delete <id>: the batch is released at once; its instances stop, and once their Pods
-    // are gone they end and the capacity comes back.
-    let deleted = eci.ok(&["batch", "delete", &id]);
+    // eci batch delete <id>: all of the tenant's instances, so it must be confirmed with their number;
+    // then the batch is released at once; its instances stop, and once their Pods are gone they end
+    // and the capacity comes back.
+    let refused = eci.fails(&["batch", "delete", &id]);
+    assert!(refused[0].contains("confirm=1000") && refused[0].ends_with("(HTTP 409)"), "{refused:?}");
+    // Confirmed, it is held all the same: more than an IDC's 100 deletions in 5 minutes. The admin
+    // sees the hold and lets it through once.
+    let held = eci.fails(&["batch", "delete", &id, "--confirm", "1000"]);
+    assert!(held[0].contains("deletion_rate_limited") && held[0].ends_with("(HTTP 429)"), "{held:?}");
+    let as_admin = Client::new(&eci.endpoint, Some(&admin));
+    let holds = as_admin.json(&["admin", "risk", "holds"]);
+    let hold = holds["holds"].as_array().and_then(|h| h.iter().find(|h| h["target_id"] == id.as_str()));
+    let hold = hold.unwrap_or_else(|| panic!("no hold of {id}: {holds}"));
+    assert_eq!(hold["count"], 1000, "{hold}");
+    assert!(!holds["breakers"].as_array().unwrap().is_empty(), "an open breaker: {holds}");
+    let approved = as_admin.ok(&["admin", "risk", "approve", hold["id"].as_str().unwrap()]);
+    assert!(approved.contains("approved"), "{approved}");
+    let deleted = eci.ok(&["batch", "delete", &id, "--confirm", "1000"]);
+    // The breaker stays open for other deletions in its IDC until the admin resets it.
+    for breaker in holds["breakers"].as_array().unwrap() {
+        let reset = as_admin.ok(&["admin", "risk", "reset", breaker["breaker"].as_str().unwrap()]);
+        assert!(reset.contains("reset"), "{reset}");
+    }
+    assert!(as_admin.json(&["admin", "risk", "holds"])["breakers"].as_array().unwrap().is_empty());
     assert!(deleted.contains(&id) && deleted.contains("released"), "{deleted}");
     let mut released = eci.json(&["batch", "get", &id]);
     assert_eq!(released["state"], "released", "{released}");
@@ -508,7 +529,14 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
     let stderr = eci.fails(&["invoice", "get", "2026-13"]);
     assert!(stderr.iter().any(|l| l.starts_with("error: invalid_request")), "{stderr:?}");
 
-    walk_through_a_group(&eci, &server.endpoint(), &token, tmp.path()).await;
+    walk_through_a_group(
+        &eci,
+        &Client::new(&server.endpoint(), Some(&admin)),
+        &server.endpoint(),
+        &token,
+        tmp.path(),
+    )
+    .await;
 
     // Asking for more than fits fails with one line.
     let stderr = eci.fails(&[
@@ -559,7 +587,7 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
 /// The README's autoscaled group, made from the README's own `group.yaml`: at its count once the
 /// scaler has looked (a creation wakes it), growing when the pushed load steps up once its
 /// instances have run long enough to be trusted, its events saying why, and deleted.
-async fn walk_through_a_group(eci: &Client, endpoint: &str, token: &str, dir: &Path) {
+async fn walk_through_a_group(eci: &Client, admin: &Client, endpoint: &str, token: &str, dir: &Path) {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
     let yaml = readme
@@ -622,7 +650,31 @@ async fn walk_through_a_group(eci: &Client, endpoint: &str, token: &str, dir: &P
     assert!(table.contains("scaled_out"), "{table}");
     assert!(eci.json(&["group", "cost", &id])["total"]["billed_ms"].is_i64());
 
-    let deleted = eci.json(&["group", "delete", &id]);
+    // Its instances are all the tenant has left: the deletion asks for their number, as a user
+    // would read it from the refusal; and the walk-through's big release used up the deletion
+    // budget of some IDCs, whose breakers the admin resets when they trip.
+    let mut confirm: Option<String> = None;
+    let mut deleted = Value::Null;
+    for _ in 0..8 {
+        let mut args = vec!["group", "delete", id.as_str(), "-o", "json"];
+        if let Some(n) = &confirm {
+            args.extend(["--confirm", n.as_str()]);
+        }
+        let out = eci.run(&args);
+        if out.status.success() {
+            deleted = serde_json::from_slice(&out.stdout).expect("a deleted group");
+            break;
+        }
+        let (_, stderr) = texts(&out);
+        if let Some(rest) = stderr.split("confirm=").nth(1) {
+            confirm = rest.split(|c: char| !c.is_ascii_digit()).next().map(str::to_string);
+        } else if let Some(rest) = stderr.split("the `").nth(1) {
+            let breaker = rest.split('`').next().unwrap();
+            admin.ok(&["admin", "risk", "reset", breaker]);
+        } else {
+            panic!("group delete refused: {stderr}");
+        }
+    }
     assert_eq!(deleted["state"], "deleted", "{deleted}");
     let listed = eci.json(&["group", "list", "--state", "deleted"]);
     assert!(listed["items"].as_array().unwrap().iter().any(|g| g["id"] == json!(id)), "{listed}");
@@ -1166,7 +1218,8 @@ async fn eci_up_killed_and_started_again_keeps_every_instance_running() {
         ["up", "--data-dir", data.to_str().expect("a UTF-8 path"), "--fleet", fleet.to_str().expect("UTF-8")];
     let start = || tokio::task::block_in_place(|| Server::start_in(tmp.path(), &args, tmp.path()));
     let mut server = start();
-    let token = read_credentials(&data.join("credentials"))["ECI_TOKEN"].clone();
+    let credentials = read_credentials(&data.join("credentials"));
+    let (token, admin) = (credentials["ECI_TOKEN"].clone(), credentials["ECI_ADMIN_TOKEN"].clone());
     let http = reqwest::Client::new();
     let get = async |server: &Server, path: &str| -> Value {
         let answer = http.get(format!("{}{path}", server.endpoint())).bearer_auth(&token).send().await;
@@ -1255,13 +1308,33 @@ async fn eci_up_killed_and_started_again_keeps_every_instance_running() {
 
     // A release interrupted by a kill while its Pods are still being deleted completes after the
     // next start: the instances end, the Pods go, the batch is released.
-    let answer = http
-        .delete(format!("{}/v1/batches/{batch}", server.endpoint()))
-        .bearer_auth(&token)
+    let release = async || {
+        http.delete(format!("{}/v1/batches/{batch}?confirm={COUNT}", server.endpoint()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("DELETE")
+    };
+    // Far more than an IDC's deletion budget: held until the admin approves it once.
+    assert_eq!(release().await.status(), 429);
+    let holds: Value = http
+        .get(format!("{}/v1/risk/holds", server.endpoint()))
+        .bearer_auth(&admin)
         .send()
         .await
-        .expect("DELETE");
-    assert_eq!(answer.status(), 200);
+        .expect("GET /v1/risk/holds")
+        .json()
+        .await
+        .expect("holds");
+    let hold = holds["items"][0]["id"].as_str().unwrap_or_else(|| panic!("no hold: {holds}")).to_string();
+    let approved = http
+        .post(format!("{}/v1/admin/risk/holds/{hold}/approve", server.endpoint()))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("approve");
+    assert_eq!(approved.status(), 200);
+    assert_eq!(release().await.status(), 200);
     server.kill();
     let left = kept_pods(&data).len() as u64;
     assert!(left > 10, "the kill should land before the release is done: {left} Pods left");

@@ -99,3 +99,34 @@ pub fn new_secret() -> String {
     let bytes: [u8; 32] = rand::rng().random();
     format!("eci_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
+
+/// A request with any valid key: a tenant's (within its rate), or an admin's, for the endpoints
+/// both may read (each seeing what is theirs).
+#[derive(Debug, Clone)]
+pub enum Anyone {
+    /// A tenant's key.
+    Tenant(Caller),
+    /// An admin's key.
+    Admin(Admin),
+}
+
+impl Anyone {
+    /// The tenant whose records the caller may see; `None` for an admin, who sees everyone's.
+    pub fn tenant(&self) -> Option<&eci_core::TenantId> {
+        match self {
+            Anyone::Tenant(caller) => Some(&caller.tenant.id),
+            Anyone::Admin(_) => None,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Anyone {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        if principal(parts, state).await?.admin {
+            return Ok(Anyone::Admin(Admin::from_request_parts(parts, state).await?));
+        }
+        Ok(Anyone::Tenant(Caller::from_request_parts(parts, state).await?))
+    }
+}

@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use eci_core::{BatchId, BatchState};
 use eci_store::batches::BatchFilter;
 use eci_store::instances::InstanceFilter;
+use eci_store::risk::Deletion;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -14,14 +15,18 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 use crate::extract::{Body, Path, Query};
 use crate::instances::{InstancePageQuery, instance_page};
-use crate::openapi::{BadRequest, Conflict, JsonBody, NotFound, TenantCall, Unavailable, Unprocessable};
+use crate::openapi::{
+    BadRequest, Conflict, DeletionRefused, JsonBody, NotFound, TenantCall, Unavailable, Unprocessable,
+};
 use crate::wire::rules::{self, TextRule};
-use crate::wire::{BatchView, CreateBatchBody, PageView, word_schema};
+use crate::wire::{
+    BatchView, ConfirmQuery, CreateBatchBody, LabelsBody, PageView, check_labels, word_schema,
+};
 use crate::{AppState, page_limit};
 
 routes! { router, ROUTES;
     "/v1/batches" => get(list_batches).post(create_batch);
-    "/v1/batches/{id}" => get(get_batch).delete(release_batch);
+    "/v1/batches/{id}" => get(get_batch).patch(patch_batch).delete(release_batch);
     "/v1/batches/{id}/instances" => get(list_batch_instances);
 }
 
@@ -133,21 +138,43 @@ pub async fn get_batch(
 }
 
 /// Release a batch: the batch ends at once and every live instance in it is released (instances
-/// already started turn `stopping` until their Pod or VMI is gone).
+/// already started turn `stopping` until their Pod or VMI is gone). Risk control holds it: a
+/// protected batch (or instance in it) answers 423, a batch ending most of the tenant's instances
+/// needs `?confirm=`, and a full deletion window answers 429.
 #[utoipa::path(delete, path = "/v1/batches/{id}",
-    params(("id" = rules::BatchIdText, Path, description = "The batch's id (`b-...`).")),
-    responses((status = 200, body = BatchView), TenantCall, (status = 404, response = NotFound)))]
+    params(("id" = rules::BatchIdText, Path, description = "The batch's id (`b-...`)."), ConfirmQuery),
+    responses((status = 200, body = BatchView), TenantCall, (status = 400, response = BadRequest),
+        (status = 404, response = NotFound), DeletionRefused))]
 #[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id, batch.id = %id))]
 pub async fn release_batch(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<ConfirmQuery>,
 ) -> Result<Json<BatchView>> {
     let id = rules::known_id::<rules::BatchIdText>("batch", id)?;
+    let deletion = Deletion::by_tenant(&caller.key_id, q.confirm);
     let batch = state
         .store
-        .release_batch(&caller.tenant.id, &BatchId(id), BatchState::Released, state.clock.now())
+        .release_batch(&caller.tenant.id, &BatchId(id), BatchState::Released, &deletion, state.clock.now())
         .await?;
+    Ok(Json(BatchView::from(&batch)))
+}
+
+/// Set a batch's labels, replacing them; `eci.io/delete-protection: always` protects the batch and
+/// its instances from deletion until it is removed. Its Pods and VMs keep the labels they were made with.
+#[utoipa::path(patch, path = "/v1/batches/{id}", request_body = LabelsBody,
+    params(("id" = rules::BatchIdText, Path, description = "The batch's id (`b-...`).")),
+    responses((status = 200, body = BatchView), TenantCall, JsonBody, (status = 404, response = NotFound)))]
+pub async fn patch_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<LabelsBody>,
+) -> Result<Json<BatchView>> {
+    let id = rules::known_id::<rules::BatchIdText>("batch", id)?;
+    check_labels(&body.labels)?;
+    let batch = state.store.set_batch_labels(&caller.tenant.id, &BatchId(id), &body.labels).await?;
     Ok(Json(BatchView::from(&batch)))
 }
 

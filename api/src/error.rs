@@ -160,6 +160,44 @@ impl From<eci_store::Error> for ApiError {
                 format!("group `{id}` changed since it was read; read it again and retry"),
             )
             .with_details(json!({ "id": id })),
+            S::DeleteProtected { what, id } => {
+                ApiError::new(StatusCode::LOCKED, "delete_protected", e_message(what, &id)).with_details(
+                    json!({ "resource": what, "id": id, "label": eci_core::risk::LABEL_DELETE_PROTECTION }),
+                )
+            }
+            S::ConfirmationRequired { count, live } => ApiError::new(
+                StatusCode::CONFLICT,
+                "confirmation_required",
+                format!(
+                    "this would end {count} of your {live} live instances; repeat it with ?confirm={count}"
+                ),
+            )
+            .with_details(json!({ "count": count, "live": live })),
+            S::DeletionRateLimited(refusal) => {
+                let message = format!(
+                    "deletions are held: the `{}` breaker is open ({} deletions per {} s); an admin must reset it",
+                    refusal.window, refusal.budget.deletions, refusal.budget.window_seconds
+                );
+                let retry_after = refusal.retry_after.as_secs().max(1);
+                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "deletion_rate_limited", message)
+                    .with_details(json!({
+                        "rule": refusal.window.rule().as_str(),
+                        "breaker": refusal.window.key(),
+                        "limit": refusal.budget.deletions,
+                        "window_seconds": refusal.budget.window_seconds,
+                        "used": refusal.used,
+                        "retry_after": retry_after,
+                    }));
+                e.retry_after = Some(retry_after);
+                e
+            }
+            S::InvalidRules(why) => ApiError::invalid(why.field, why.message),
+            S::HoldNotApprovable { id, why } => ApiError::new(
+                StatusCode::CONFLICT,
+                "hold_not_approvable",
+                format!("hold `{id}` cannot be approved: {why}"),
+            )
+            .with_details(json!({ "id": id })),
             S::Contention => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "contention",
@@ -171,6 +209,14 @@ impl From<eci_store::Error> for ApiError {
             }
         }
     }
+}
+
+fn e_message(what: &str, id: &str) -> String {
+    format!(
+        "{what} `{id}` is protected from deletion by the label {}={}; remove the label (PATCH its labels) first",
+        eci_core::risk::LABEL_DELETE_PROTECTION,
+        eci_core::risk::PROTECTION_ALWAYS
+    )
 }
 
 impl IntoResponse for ApiError {

@@ -11,16 +11,17 @@ use axum::response::IntoResponse;
 use eci_core::GroupId;
 use eci_scaler::group::{GroupState, Metric};
 use eci_store::coordination::RateVerdict;
+use eci_store::risk::Deletion;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 use crate::extract::{Body, Path, Query};
-use crate::openapi::{BadRequest, Conflict, JsonBody, NotFound, TenantCall, Unprocessable};
+use crate::openapi::{BadRequest, Conflict, DeletionRefused, JsonBody, NotFound, TenantCall, Unprocessable};
 use crate::wire::groups::{CreateGroupBody, GroupEventView, GroupView, PatchGroupBody, PushMetricsBody};
 use crate::wire::rules::{self, TextRule};
-use crate::wire::{PageView, word_schema};
+use crate::wire::{ConfirmQuery, PageView, word_schema};
 use crate::{AppState, page_limit};
 
 routes! { router, ROUTES;
@@ -165,18 +166,23 @@ pub async fn patch_group(
 }
 
 /// Delete a group: it ends at once, and every live instance of it is released as `DELETE` of an
-/// instance would release it. Deleting a deleted group returns it unchanged.
+/// instance would release it, held to risk control the same way (423 for a protected group, batch
+/// or instance, `?confirm=` for most of the tenant's instances, 429 for a full deletion window).
+/// Deleting a deleted group returns it unchanged.
 #[utoipa::path(delete, path = "/v1/groups/{id}",
-    params(("id" = rules::GroupIdText, Path, description = "The group's id (`g-...`).")),
-    responses((status = 200, body = GroupView), TenantCall, (status = 404, response = NotFound)))]
+    params(("id" = rules::GroupIdText, Path, description = "The group's id (`g-...`)."), ConfirmQuery),
+    responses((status = 200, body = GroupView), TenantCall, (status = 400, response = BadRequest),
+        (status = 404, response = NotFound), DeletionRefused))]
 #[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id, group.id = %id))]
 pub async fn delete_group(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<ConfirmQuery>,
 ) -> Result<Json<GroupView>> {
     let now = state.clock.now();
-    let group = state.store.delete_group(&caller.tenant.id, &group_id(id)?, now).await?;
+    let deletion = Deletion::by_tenant(&caller.key_id, q.confirm);
+    let group = state.store.delete_group(&caller.tenant.id, &group_id(id)?, &deletion, now).await?;
     tracing::info!(group.id = %group.id, "group deleted");
     Ok(Json(GroupView::of(&group, now)))
 }

@@ -4,20 +4,21 @@ use axum::Json;
 use axum::extract::State;
 use eci_core::{BatchId, Carrier, InstanceId, InstanceState};
 use eci_store::instances::InstanceFilter;
+use eci_store::risk::Deletion;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
-use crate::extract::{Path, Query};
-use crate::openapi::{BadRequest, NotFound, TenantCall, Unprocessable};
+use crate::extract::{Body, Path, Query};
+use crate::openapi::{BadRequest, DeletionRefused, JsonBody, NotFound, TenantCall, Unprocessable};
 use crate::wire::rules::{self, TextRule};
-use crate::wire::{InstanceView, PageView, word_schema};
+use crate::wire::{ConfirmQuery, InstanceView, LabelsBody, PageView, check_labels, word_schema};
 use crate::{AppState, page_limit};
 
 routes! { router, ROUTES;
     "/v1/instances" => get(list_instances);
-    "/v1/instances/{id}" => get(get_instance).delete(release_instance);
+    "/v1/instances/{id}" => get(get_instance).patch(patch_instance).delete(release_instance);
 }
 
 /// Filters and paging for listing instances.
@@ -137,18 +138,44 @@ pub async fn get_instance(
 }
 
 /// Release one instance. One that has not started yet ends at once; one that has turns `stopping`
-/// and ends (`terminated`, capacity given back) when its Pod or VMI is gone from the IDC.
+/// and ends (`terminated`, capacity given back) when its Pod or VMI is gone from the IDC. Risk
+/// control holds every release: a protected instance answers 423, and a full deletion window 429.
 #[utoipa::path(delete, path = "/v1/instances/{id}",
-    params(("id" = rules::InstanceIdText, Path, description = "The instance's id (`i-...`).")),
-    responses((status = 200, body = InstanceView), TenantCall, (status = 404, response = NotFound)))]
+    params(("id" = rules::InstanceIdText, Path, description = "The instance's id (`i-...`)."), ConfirmQuery),
+    responses((status = 200, body = InstanceView), TenantCall, (status = 400, response = BadRequest),
+        (status = 404, response = NotFound), DeletionRefused))]
 #[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant.id, instance.id = %id))]
 pub async fn release_instance(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<ConfirmQuery>,
 ) -> Result<Json<InstanceView>> {
     let id = rules::known_id::<rules::InstanceIdText>("instance", id)?;
-    let instance =
-        state.store.release_instance(&caller.tenant.id, &InstanceId(id), state.clock.now()).await?;
+    let deletion = Deletion::by_tenant(&caller.key_id, q.confirm);
+    let instance = state
+        .store
+        .release_instance(&caller.tenant.id, &InstanceId(id), &deletion, state.clock.now())
+        .await?;
+    Ok(Json(InstanceView::from(&instance)))
+}
+
+/// Set an instance's own labels, replacing them; `eci.io/delete-protection: always` protects it
+/// from deletion until it is removed.
+#[utoipa::path(patch, path = "/v1/instances/{id}", request_body = LabelsBody,
+    params(("id" = rules::InstanceIdText, Path, description = "The instance's id (`i-...`).")),
+    responses((status = 200, body = InstanceView), TenantCall, JsonBody, (status = 404, response = NotFound)))]
+pub async fn patch_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<LabelsBody>,
+) -> Result<Json<InstanceView>> {
+    let id = rules::known_id::<rules::InstanceIdText>("instance", id)?;
+    check_labels(&body.labels)?;
+    let instance = state
+        .store
+        .set_instance_labels(&caller.tenant.id, &InstanceId(id), &body.labels, state.clock.now())
+        .await?;
     Ok(Json(InstanceView::from(&instance)))
 }

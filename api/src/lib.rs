@@ -5,6 +5,8 @@
 //!   ([`metrics`], Prometheus).
 //! - [`auth`]: API keys to tenants or admins, and per-tenant request rates.
 //! - [`wire`]: the JSON shapes and their validation; [`error`]: the one mapping of failures to HTTP.
+//! - [`risk`]: risk control's rules, audit log, breakers and held operations (every deletion passes
+//!   the store's risk gate; a refusal maps to 423, 409 or 429 in [`error`]).
 //! - [`groups`]: autoscaled groups; [`scaling`]: the scaler's loop that keeps them at their count.
 //! - [`expiry`]: the background pass that releases expired batches and reservations.
 //! - `testing` (feature `testing`): the harness of the API's tests and of the end-to-end tests.
@@ -43,6 +45,7 @@ pub mod instances;
 pub mod metrics;
 pub mod openapi;
 pub mod reservations;
+pub mod risk;
 pub mod scaling;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -144,6 +147,7 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
         fleet::ROUTES,
         admin::ROUTES,
         billing::ROUTES,
+        risk::ROUTES,
         SERVICE_ROUTES,
     ]
     .concat()
@@ -159,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         .merge(fleet::router())
         .merge(admin::router())
         .merge(billing::router())
+        .merge(risk::router())
         .merge(service_router())
         // Without this, a known path with the wrong method is a 405 with an empty body.
         .method_not_allowed_fallback(|| async {

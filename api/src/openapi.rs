@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, OpenApi, ToResponse};
 
 use crate::wire::{ErrorBody, rules};
-use crate::{admin, batches, billing, fleet, groups, instances, metrics, reservations, wire};
+use crate::{admin, batches, billing, fleet, groups, instances, metrics, reservations, risk, wire};
 
 /// The OpenAPI 3 document of the whole API, served at `GET /v1/openapi.json`.
 #[derive(OpenApi)]
@@ -28,7 +28,8 @@ use crate::{admin, batches, billing, fleet, groups, instances, metrics, reservat
         batches::list_batch_instances,
         groups::create_group, groups::list_groups, groups::get_group, groups::patch_group, groups::delete_group,
         groups::list_group_events, groups::push_metrics, billing::group_cost,
-        instances::list_instances, instances::get_instance, instances::release_instance,
+        instances::list_instances, instances::get_instance, instances::release_instance, instances::patch_instance,
+        batches::patch_batch,
         billing::usage, billing::batch_cost, billing::list_invoices, billing::get_invoice,
         billing::list_prices, billing::add_price, billing::withdraw_price,
         reservations::create_reservation, reservations::list_reservations, reservations::get_reservation,
@@ -37,6 +38,9 @@ use crate::{admin, batches, billing, fleet, groups, instances, metrics, reservat
         admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::set_quota, admin::create_key,
         admin::list_keys, admin::revoke_key, admin::list_idcs, admin::get_idc, admin::put_idc,
         admin::drain_idc,
+        risk::get_rules, risk::audit_log, risk::breaker_events, risk::open_breakers, risk::list_holds,
+        risk::set_platform_rules, risk::get_tenant_rules, risk::set_tenant_rules, risk::reset_breaker,
+        risk::approve_hold,
         serve, healthz, metrics::serve,
     ),
     components(
@@ -49,7 +53,7 @@ use crate::{admin, batches, billing, fleet, groups, instances, metrics, reservat
         ),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType,
-            Unprocessable, RateLimited, Internal, Unavailable,
+            Unprocessable, RateLimited, Internal, Unavailable, ConfirmationRequired, DeleteProtected,
         ),
     ),
     modifiers(&BearerAuth, &SshKeysForRichRuntimes),
@@ -122,13 +126,43 @@ pub struct UnsupportedMediaType(pub ErrorBody);
     `reservation_mismatch`, `invalid_price`).")]
 pub struct Unprocessable(pub ErrorBody);
 
-/// 429: the tenant is over its requests per second.
+/// 429: the tenant is over its requests per second, or (on a deletion) a deletion window of risk
+/// control is full and its breaker open.
 #[derive(ToResponse)]
 #[response(
-    description = "Over the tenant's request rate (`rate_limited`, with `limit_per_second`).",
+    description = "Over the tenant's request rate (`rate_limited`, with `limit_per_second`), or, on a \
+        deletion, held by an open deletion breaker (`deletion_rate_limited`, with `rule`, `breaker`, `limit`, \
+        `window_seconds`, `used` and `retry_after`).",
     headers(("Retry-After" = u64, description = "Seconds until the tenant may try again; at least 1."))
 )]
 pub struct RateLimited(pub ErrorBody);
+
+/// 409 of a deletion: it would end a large share of the tenant's instances (or very many) and
+/// must be repeated with `?confirm=<count>`.
+#[derive(ToResponse)]
+#[response(
+    description = "The deletion needs a confirmation (`confirmation_required`, with `count` to pass as \
+    `?confirm=` and the tenant's `live` instances)."
+)]
+pub struct ConfirmationRequired(pub ErrorBody);
+
+/// 423: what the deletion would end is labelled `eci.io/delete-protection=always`.
+#[derive(ToResponse)]
+#[response(description = "Protected from deletion until its label is removed (`delete_protected`, with \
+    `resource` and `id`).")]
+pub struct DeleteProtected(pub ErrorBody);
+
+/// What a deletion may answer besides its own statuses: risk control's refusals (the open breaker
+/// answers the 429 every tenant call lists).
+#[derive(IntoResponses)]
+pub enum DeletionRefused {
+    /// It needs a confirmation.
+    #[response(status = 409)]
+    ConfirmationRequired(#[ref_response] ConfirmationRequired),
+    /// It is protected.
+    #[response(status = 423)]
+    DeleteProtected(#[ref_response] DeleteProtected),
+}
 
 /// 500: the platform failed; the cause is logged, never returned.
 #[derive(ToResponse)]

@@ -180,11 +180,28 @@ async fn scale_group(state: &AppState, scaled: Scaled, now: DateTime<Utc>) -> ec
             current + u32::try_from(placed).unwrap_or(u32::MAX)
         }
         Action::Shrink { instances } => {
-            let released = state.store.shrink_group(&group, instances, now).await?;
-            revision += 1;
+            let released = match state.store.shrink_group(&group, instances, now).await {
+                Ok(released) => {
+                    revision += 1;
+                    released
+                }
+                // Deferred, not dropped: nothing was released, and the next tick decides again.
+                Err(
+                    held @ (eci_store::Error::DeletionRateLimited(_)
+                    | eci_store::Error::DeleteProtected { .. }),
+                ) => {
+                    tracing::warn!(group.id = %group.id, reason = %held, "scale-in held by risk control");
+                    status.reason = format!("{}; scale-in held by risk control: {held}", status.reason);
+                    BTreeMap::new()
+                }
+                Err(other) => return Err(other),
+            };
             let n: u64 = released.values().sum();
             done.released = n;
-            events.push(NewEvent {
+            if n == 0 {
+                current
+            } else {
+                events.push(NewEvent {
                 kind: EventKind::ScaledIn,
                 current,
                 desired: status.desired,
@@ -194,7 +211,8 @@ async fn scale_group(state: &AppState, scaled: Scaled, now: DateTime<Utc>) -> ec
                     "order": "never started first, then running ones from the IDCs holding the most, newest first",
                 }),
             });
-            current.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX))
+                current.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX))
+            }
         }
     };
     remember(&mut history, &group, &decision, current, reached, now);

@@ -22,6 +22,7 @@ use utoipa::openapi::schema::{
 use crate::error::{ApiError, Result};
 
 pub mod groups;
+pub mod risk;
 pub mod rules;
 pub mod whole;
 
@@ -199,6 +200,39 @@ pub(crate) fn ports_schema() -> Array {
         .build()
 }
 
+/// Refuses more than [`MAX_LABELS`] labels, or one that is not a Kubernetes label.
+pub(crate) fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if labels.len() > MAX_LABELS {
+        return Err(ApiError::invalid("labels", format!("at most {MAX_LABELS} labels")));
+    }
+    for (key, value) in labels {
+        rules::LabelKey::require(&format!("labels.{key}"), key)?;
+        rules::LabelValue::require(&format!("labels.{key}"), value)?;
+    }
+    Ok(())
+}
+
+/// New labels for an instance or a batch (`PATCH`), replacing all of its own.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsBody {
+    /// At most 32 Kubernetes labels; `eci.io/delete-protection: always` protects it from deletion
+    /// until removed. They are the platform's record: Pods and VMs keep the labels they were made with.
+    #[schema(schema_with = labels_schema)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `?confirm=` of a `DELETE`: the number of instances it will end, which a request ending a large
+/// share of the tenant's instances must repeat (see 409 `confirmation_required`).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmQuery {
+    /// The number of instances the deletion will end, as a 409 `confirmation_required` named it.
+    #[param(minimum = 0)]
+    pub confirm: Option<u64>,
+}
+
 /// `labels`: at most [`MAX_LABELS`] Kubernetes labels.
 pub(crate) fn labels_schema() -> Object {
     ObjectBuilder::new()
@@ -235,7 +269,7 @@ pub(crate) fn word_list_schema<W: Word>() -> Array {
     ArrayBuilder::new().items(word_schema::<W>()).build()
 }
 
-fn parse_word<T: FromStr>(field: &str, value: &str) -> Result<T>
+pub(crate) fn parse_word<T: FromStr>(field: &str, value: &str) -> Result<T>
 where
     T::Err: std::fmt::Display,
 {
@@ -354,13 +388,7 @@ impl CreateBatchBody {
         if let Some(i) = self.ports.iter().position(|&p| p == 0) {
             return Err(ApiError::invalid(&format!("ports[{i}]"), "must be between 1 and 65535"));
         }
-        if self.labels.len() > MAX_LABELS {
-            return Err(ApiError::invalid("labels", format!("at most {MAX_LABELS} labels")));
-        }
-        for (key, value) in &self.labels {
-            rules::LabelKey::require(&format!("labels.{key}"), key)?;
-            rules::LabelValue::require(&format!("labels.{key}"), value)?;
-        }
+        check_labels(&self.labels)?;
         if let Some(ttl) = self.ttl_seconds
             && (ttl == 0 || ttl > MAX_TTL_SECONDS)
         {
@@ -424,7 +452,7 @@ pub struct BatchView {
     pub placement: Vec<PlacedAreaView>,
     /// The placement asked for, defaults filled in.
     pub placement_request: PlacementBody,
-    /// The labels given at creation.
+    /// Its labels: those given at creation, or set since by `PATCH`.
     pub labels: BTreeMap<String, String>,
     /// The reservation it draws on (id starting `r-`), if any.
     pub reservation_id: Option<String>,
@@ -570,6 +598,8 @@ pub struct InstanceView {
     pub ended_at: Option<DateTime<Utc>>,
     /// Why it failed, in the cluster's words; set only once `failed`.
     pub failure_reason: Option<String>,
+    /// Its own labels, set by `PATCH` (its batch's apply to it beside them).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl From<&Instance> for InstanceView {
@@ -593,6 +623,7 @@ impl From<&Instance> for InstanceView {
             started_at: i.started_at,
             ended_at: i.ended_at,
             failure_reason: i.failure_reason.clone(),
+            labels: i.labels.clone(),
         }
     }
 }

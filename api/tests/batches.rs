@@ -192,8 +192,10 @@ async fn releasing_a_batch_terminates_every_instance_and_gives_the_capacity_back
         assert_eq!(app.admin_tenant(&acme.id).await["used_instances"], 30);
 
         app.advance(5);
-        let released =
-            app.delete(&format!("/v1/batches/{id}"), &acme.token).await.expect_status(StatusCode::OK);
+        let released = app
+            .delete(&format!("/v1/batches/{id}?confirm=30"), &acme.token)
+            .await
+            .expect_status(StatusCode::OK);
         assert_eq!(released["id"], id);
         assert_eq!(released["state"], "released");
         assert_eq!(time(&released["released_at"]), t0() + chrono::Duration::seconds(5));

@@ -308,7 +308,7 @@ async fn a_method_a_route_does_not_have_is_refused_in_the_error_shape() {
         let acme = app.tenant("acme").await;
         for (method, path) in [
             (Method::PUT, "/v1/batches"),
-            (Method::PATCH, "/v1/batches/b-1"),
+            (Method::PUT, "/v1/batches/b-1"),
             (Method::POST, "/v1/instances"),
             (Method::DELETE, "/v1/capacity"),
         ] {

@@ -318,7 +318,8 @@ async fn a_short_fleet_places_what_fits_and_says_so_then_tops_up_when_room_retur
         assert_eq!(events(&app, &acme.token, &id).await.len(), 4);
 
         // Room comes back: the group tops up and the condition clears.
-        app.delete(&format!("/v1/batches/{}", filler["id"].as_str().unwrap()), &acme.token)
+        let filler = filler["id"].as_str().unwrap();
+        app.delete(&format!("/v1/batches/{filler}?confirm=86"), &acme.token)
             .await
             .expect_status(StatusCode::OK);
         app.advance(15);
@@ -412,8 +413,10 @@ async fn shrinking_removes_unstarted_instances_first_then_evens_out_the_idcs_new
 
         // Deleting the group releases everything, and its cost covers every instance it had.
         app.advance(60);
-        let deleted =
-            app.delete(&format!("/v1/groups/{id}"), &acme.token).await.expect_status(StatusCode::OK);
+        let deleted = app
+            .delete(&format!("/v1/groups/{id}?confirm=18"), &acme.token)
+            .await
+            .expect_status(StatusCode::OK);
         assert_eq!(deleted["state"], "deleted");
         assert_eq!(live(&app, &acme.token).await, 0);
         app.delete(&format!("/v1/groups/{id}"), &acme.token).await.expect_status(StatusCode::OK);

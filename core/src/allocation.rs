@@ -157,6 +157,7 @@ impl Allocation {
                         area: (*area).clone(),
                         carrier: p.carrier,
                         reservation_id: reservation.cloned(),
+                        labels: BTreeMap::new(),
                         ip: None,
                         ssh: None,
                         failure_reason: None,

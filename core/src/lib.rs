@@ -8,6 +8,7 @@
 //! - [`placement`]: the planner that spreads or packs a request over the fleet.
 //! - [`allocation`]: a batch's whole allocation (reservation, pool, quota) over one [`Snapshot`].
 //! - [`lifecycle`]: instance, batch and reservation state machines.
+//! - [`risk`]: what is protected from deletion, the bulk guard and the deletion windows' logs.
 //! - [`words`]: the enums of product words (carriers, runtimes, states), each spelled once.
 //! - [`clock`]: where "now" comes from, so tests can move it.
 //!
@@ -26,6 +27,7 @@ pub mod ids;
 pub mod ledger;
 pub mod lifecycle;
 pub mod placement;
+pub mod risk;
 pub mod units;
 pub mod words;
 

@@ -311,6 +311,9 @@ pub struct Instance {
     pub carrier: Carrier,
     /// The reservation it draws its capacity from, if any.
     pub reservation_id: Option<ReservationId>,
+    /// Its own labels, set by its tenant after it was made (its batch's apply to it beside them);
+    /// the platform's records only, never copied onto its Pod or VMI.
+    pub labels: BTreeMap<String, String>,
     /// The Pod's or VMI's IP inside its IDC, once it runs.
     pub ip: Option<String>,
     /// Where to ssh into it, for a running rich container or VM.

@@ -1,4 +1,5 @@
-//! The Kubernetes REST API of one simulated cluster (axum): discovery, CRUD, list, watch, Table output.
+//! The Kubernetes REST API of one simulated cluster (axum): discovery, CRUD, list, watch, Table output,
+//! and the DELETEs that validating admission webhooks review (see [`crate::admission`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -14,9 +15,11 @@ use serde_json::{Value, json};
 use tokio::sync::watch as signal;
 use tracing::{debug, instrument};
 
+use crate::admission::{self, Admission, UserInfo};
 use crate::discovery;
 use crate::error::Error;
 use crate::load::LoadCurves;
+use crate::openapi;
 use crate::query::Query;
 use crate::resource::Resource;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -68,7 +71,13 @@ pub struct ApiState {
     pub link: signal::Receiver<crate::fault::Fault>,
     /// The load curves the metrics follow, and the clock they read.
     pub load: Arc<LoadCurves>,
+    /// Calls the validating webhooks that review deletes.
+    pub admission: Arc<Admission>,
 }
+
+/// How many times one delete is reviewed at most, its object having changed while the webhooks
+/// decided; past that, the delete is a Conflict for the client to retry.
+const ADMISSION_ATTEMPTS: usize = 5;
 
 /// The router of one simulated cluster's API server.
 pub fn router(state: ApiState) -> Router {
@@ -79,6 +88,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
+        .route("/openapi/v3", get(|| async { json_response(StatusCode::OK, &openapi::index()) }))
+        .route(
+            "/openapi/v3/{*path}",
+            get(|Path(path): Path<String>| async move {
+                openapi::document(&path).map_or_else(not_found, |doc| json_response(StatusCode::OK, &doc))
+            }),
+        )
         .route("/api/{*path}", any(dispatch))
         .route("/apis/{*path}", any(dispatch))
         .fallback(|| async { not_found() })
@@ -229,6 +245,9 @@ async fn handle(
                 let created = store.create(resource, ns, parse_body(body)?)?;
                 Ok(object_response(StatusCode::CREATED, &created))
             }
+            Method::DELETE if resource.deletes_collections() && resource.namespaced() == ns.is_some() => {
+                delete_collection(state, target, query, headers, body).await
+            }
             _ => Ok(method_not_allowed(method)),
         };
     };
@@ -245,7 +264,7 @@ async fn handle(
             Ok(object_response(StatusCode::OK, &store.update(resource, ns, name, parse_body(body)?, part)?))
         }
         Method::PATCH => patch(store, target, name, part, headers, body),
-        Method::DELETE if part == Part::Main => delete(state, target, name, query, body),
+        Method::DELETE if part == Part::Main => delete(state, target, name, query, headers, body).await,
         _ => Ok(method_not_allowed(method)),
     }
 }
@@ -265,13 +284,17 @@ fn list(state: &ApiState, target: &Target, query: &Query, headers: &HeaderMap) -
     if let Some(remaining) = list.remaining {
         metadata["remainingItemCount"] = json!(remaining);
     }
-    let doc = json!({
+    Ok(json_response(StatusCode::OK, &list_document(resource, metadata, list.items)))
+}
+
+/// A `<Kind>List` of `items`.
+fn list_document(resource: Resource, metadata: Value, items: Vec<Value>) -> Value {
+    json!({
         "kind": format!("{}List", resource.kind()),
         "apiVersion": resource.api_version(),
         "metadata": metadata,
-        "items": list.items,
-    });
-    Ok(json_response(StatusCode::OK, &doc))
+        "items": items,
+    })
 }
 
 /// `GET /apis/metrics.k8s.io/v1beta1/…`: pod and node metrics, lists and single objects, all read at
@@ -382,8 +405,9 @@ fn patch(
     let ns = target.namespace.as_deref();
     let patch = parse_body(body)?;
     let object = match media {
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-            store.patch(target.resource, ns, name, &patch, part)?
+        "application/merge-patch+json" => store.patch(target.resource, ns, name, &patch, part)?,
+        "application/strategic-merge-patch+json" => {
+            store.strategic_patch(target.resource, ns, name, &patch, part)?
         }
         // Server-side apply, simplified: a merge patch that creates the object if it is missing.
         "application/apply-patch+yaml" => match store.patch(target.resource, ns, name, &patch, part) {
@@ -406,25 +430,111 @@ fn patch(
     Ok(object_response(StatusCode::OK, &object))
 }
 
-fn delete(
+/// The `DeleteOptions` of a delete: its body (empty: none), with the `gracePeriodSeconds` and
+/// `propagationPolicy` of the query string where the body names none, as kube-apiserver reads them.
+fn delete_options(query: &Query, body: &Bytes) -> Result<Value, Error> {
+    let mut options = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(body)? };
+    if !options.is_object() {
+        return Err(Error::BadRequest("the DeleteOptions in the request body are not a JSON object".into()));
+    }
+    if options["gracePeriodSeconds"].is_null()
+        && let Some(grace) = query.get("gracePeriodSeconds").and_then(|g| g.parse::<i64>().ok())
+    {
+        options["gracePeriodSeconds"] = json!(grace);
+    }
+    if options["propagationPolicy"].is_null()
+        && let Some(policy) = query.get("propagationPolicy").filter(|p| !p.is_empty())
+    {
+        options["propagationPolicy"] = json!(policy);
+    }
+    Ok(options)
+}
+
+async fn delete(
     state: &ApiState,
     target: &Target,
     name: &str,
     query: &Query,
+    headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, Error> {
-    let options = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(body)? };
-    let grace = options["gracePeriodSeconds"]
-        .as_i64()
-        .or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
-    let ns = target.namespace.as_deref();
-    match state.store.delete(target.resource, ns, name, grace)? {
+    let options = delete_options(query, body)?;
+    let user = UserInfo::from_headers(headers);
+    match delete_admitted(state, target, name, &options, &user).await? {
         Deletion::Removed(object) => Ok(object_response(StatusCode::OK, &object)),
         Deletion::Terminating { object, grace_seconds } => {
             spawn_termination(state, target, name, &object, grace_seconds);
             Ok(object_response(StatusCode::ACCEPTED, &object))
         }
     }
+}
+
+/// Deletes one object once the validating webhooks that review deletes of its kind have allowed it;
+/// when it changed while they decided, they decide again on what it is now, as kube-apiserver
+/// re-runs its delete validation on a conflict.
+async fn delete_admitted(
+    state: &ApiState,
+    target: &Target,
+    name: &str,
+    options: &Value,
+    user: &UserInfo,
+) -> Result<Deletion, Error> {
+    let (store, resource, ns) = (&state.store, target.resource, target.namespace.as_deref());
+    let grace = options["gracePeriodSeconds"].as_i64();
+    if !admission::reviews_deletes_of(resource) {
+        return store.delete(resource, ns, name, grace);
+    }
+    for _ in 0..ADMISSION_ATTEMPTS {
+        let object = store.get(resource, ns, name)?;
+        state.admission.review_delete(store, resource, &object, options, user).await?;
+        let reviewed =
+            object.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
+        if let Some(deletion) = store.delete_unchanged(resource, ns, name, grace, reviewed)? {
+            return Ok(deletion);
+        }
+        debug!(%resource, name, "the object changed while its delete was reviewed; reviewing again");
+    }
+    Err(Error::Conflict { resource, name: name.to_string() })
+}
+
+/// `DELETE` on a collection (deletecollection): every object the label and field selectors pick is
+/// deleted on its own, each reviewed by the webhooks as a DELETE of it would be. As in
+/// kube-apiserver, an object refused is kept while the others go on being deleted, and the request
+/// then fails with the first refusal (or failure); when none is refused, the answer lists what was
+/// deleted.
+async fn delete_collection(
+    state: &ApiState,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, Error> {
+    let options = delete_options(query, body)?;
+    let user = UserInfo::from_headers(headers);
+    let selected = ListOptions { limit: None, continue_token: None, ..list_options(query)? };
+    let listed = state.store.list(target.resource, target.namespace.as_deref(), &selected)?;
+    let (mut deleted, mut first_failure) = (Vec::new(), None);
+    for object in listed.items {
+        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        match delete_admitted(state, target, name, &options, &user).await {
+            Ok(Deletion::Removed(object)) => deleted.push(object),
+            Ok(Deletion::Terminating { object, grace_seconds }) => {
+                spawn_termination(state, target, name, &object, grace_seconds);
+                deleted.push(object);
+            }
+            // Gone since the list: someone else deleted it.
+            Err(Error::NotFound { .. }) => {}
+            Err(error) => {
+                debug!(resource = %target.resource, name, %error, "an object of a collection was not deleted");
+                first_failure.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(error) = first_failure {
+        return Err(error);
+    }
+    let metadata = json!({"resourceVersion": state.store.resource_version().to_string()});
+    Ok(json_response(StatusCode::OK, &list_document(target.resource, metadata, deleted)))
 }
 
 /// Remove a terminating object once its grace period is over (or never, if the cluster shuts down first).

@@ -294,6 +294,7 @@ impl SimCluster {
             shutdown: signal.clone(),
             link: switch.subscribe(),
             load: load.clone(),
+            admission: Arc::default(),
         };
         finish_kept_terminations(&store, &signal);
         let engine = config.engine.clone().map(|cfg| StageEngine::spawn(store.clone(), cfg, signal.clone()));

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use crate::resource::Resource;
 
 /// The group versions served, besides the core `v1`.
-const GROUPS: [(&str, &str); 2] = [("kubevirt.io", "v1"), ("metrics.k8s.io", "v1beta1")];
+const GROUPS: [(&str, &str); 3] =
+    [("admissionregistration.k8s.io", "v1"), ("kubevirt.io", "v1"), ("metrics.k8s.io", "v1beta1")];
 
 /// The answer to `GET /version`.
 pub fn version() -> Value {
@@ -57,12 +58,16 @@ pub fn api_group_list() -> Value {
 }
 
 fn resource_entry(resource: Resource) -> Value {
+    let mut verbs = vec!["create", "delete", "get", "list", "patch", "update", "watch"];
+    if resource.deletes_collections() {
+        verbs.insert(2, "deletecollection");
+    }
     let mut entry = json!({
         "name": resource.plural(),
         "singularName": resource.singular(),
         "namespaced": resource.namespaced(),
         "kind": resource.kind(),
-        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+        "verbs": verbs,
         "shortNames": resource.short_names(),
     });
     if resource == Resource::Pods {
@@ -122,7 +127,7 @@ mod tests {
         let groups = api_group_list();
         let names: Vec<&str> =
             groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["kubevirt.io", "metrics.k8s.io"]);
+        assert_eq!(names, ["admissionregistration.k8s.io", "kubevirt.io", "metrics.k8s.io"]);
         let vmis = resource_list("kubevirt.io", "v1").unwrap();
         assert_eq!(vmis["resources"][0]["kind"], "VirtualMachineInstance");
         let metrics = resource_list("metrics.k8s.io", "v1beta1").unwrap();

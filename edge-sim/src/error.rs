@@ -61,6 +61,33 @@ pub enum Error {
     /// The change could not be kept in the cluster's objects file (500 InternalError); nothing changed.
     #[error("the change could not be stored: {0}")]
     StorageFailed(String),
+    /// A validating admission webhook refused the request (403 Forbidden); nothing changed. The
+    /// message is kube-apiserver's, word for word, since clients print it and people grep for it.
+    #[error("admission webhook \"{webhook}\" denied the request{}", because(explanation))]
+    Denied {
+        /// The webhook's name (`webhooks[].name`).
+        webhook: String,
+        /// Its `response.status.message` (or `reason`), if it gave one.
+        explanation: Option<String>,
+    },
+    /// A validating admission webhook whose `failurePolicy` is `Fail` could not be called, or gave
+    /// no usable answer (500 InternalError, worded as kube-apiserver's); nothing changed.
+    #[error("Internal error occurred: failed calling webhook \"{webhook}\": {reason}")]
+    WebhookFailed {
+        /// The webhook's name.
+        webhook: String,
+        /// What went wrong (refused connection, TLS, timeout, a bad answer, …).
+        reason: String,
+    },
+}
+
+/// What follows "denied the request": the webhook's explanation, or kube-apiserver's words when it
+/// gave none.
+fn because(explanation: &Option<String>) -> String {
+    match explanation {
+        Some(explanation) => format!(": {explanation}"),
+        None => " without explanation".into(),
+    }
 }
 
 /// The simulator's result type.
@@ -76,7 +103,8 @@ impl Error {
             Error::Invalid { .. } => (422, "Invalid"),
             Error::BadRequest(_) | Error::Selector(_) => (400, "BadRequest"),
             Error::Expired { .. } => (410, "Expired"),
-            Error::StorageFailed(_) => (500, "InternalError"),
+            Error::StorageFailed(_) | Error::WebhookFailed { .. } => (500, "InternalError"),
+            Error::Denied { .. } => (403, "Forbidden"),
         }
     }
 }

@@ -8,15 +8,21 @@
 //! - [`clock`]: [`SimClock`] — where metrics read the time; injectable, so tests pick the moment.
 //! - [`store`]: [`Store`] — objects as JSON keyed by (resource, namespace, name), one resourceVersion
 //!   counter, the bounded change history watches resume from, subscriptions for live watches.
-//! - [`resource`]: [`Resource`] — the kinds served (namespaces, nodes, pods, services, secrets, kubevirt VMIs).
+//! - [`resource`]: [`Resource`] — the kinds served (namespaces, nodes, pods, services, secrets, kubevirt VMIs,
+//!   validating webhook configurations).
 //! - [`selector`]: label and field selectors.
-//! - [`patch`]: JSON merge patch.
-//! - [`api`]: the axum router — path parsing, CRUD, list, delete, status subresource.
+//! - [`patch`]: JSON merge patch and strategic merge patch.
+//! - [`api`]: the axum router — path parsing, CRUD, list, delete, deletecollection, status subresource.
+//! - [`webhooks`]: what a `ValidatingWebhookConfiguration` says — checked and defaulted when stored,
+//!   matched against a request.
+//! - [`admission`]: [`admission::Admission`] — calls the validating webhooks over HTTPS before a Pod,
+//!   VMI or Namespace is deleted, as kube-apiserver does.
 //! - [`watch`]: watch streams (newline-delimited JSON events, bookmarks, 410 Expired).
 //! - [`metrics`]: `metrics.k8s.io/v1beta1` PodMetrics and NodeMetrics, derived from running pods.
 //! - [`load`]: [`LoadCurve`], [`LoadCurves`] — the CPU Pods use over time, per label selector.
 //! - [`table`]: server-side printing (`meta.k8s.io/v1` Table) for kubectl.
 //! - [`discovery`]: `/version`, `/api`, `/apis`, APIResourceLists.
+//! - [`openapi`]: the `/openapi/v3` stubs that let `kubectl create -f` and `kubectl apply -f` run.
 //! - [`query`]: lenient query-string parsing.
 //! - [`status`]: `Status` objects and JSON responses.
 //! - [`engine`]: [`engine::StageEngine`] — scheduler and kubelet stand-in: binds pending pods to nodes
@@ -34,6 +40,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod api;
 pub mod clock;
 pub mod cluster;
@@ -46,6 +53,7 @@ pub mod fault;
 pub mod load;
 pub mod metrics;
 pub mod node;
+pub mod openapi;
 pub mod patch;
 pub mod quantity;
 pub mod query;
@@ -55,6 +63,7 @@ pub mod status;
 pub mod store;
 pub mod table;
 pub mod watch;
+pub mod webhooks;
 
 pub use clock::SimClock;
 pub use cluster::{ClusterError, SimCluster, SimConfig};

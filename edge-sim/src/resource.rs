@@ -17,17 +17,21 @@ pub enum Resource {
     Secrets,
     /// `kubevirt.io/v1` virtual machine instances (namespaced).
     VirtualMachineInstances,
+    /// `admissionregistration.k8s.io/v1` validating webhook configurations (cluster-scoped): the
+    /// webhooks deletes of pods, VMIs and namespaces are reviewed by (see [`crate::admission`]).
+    ValidatingWebhookConfigurations,
 }
 
 impl Resource {
     /// Every resource, in the order discovery lists them.
-    pub const ALL: [Resource; 6] = [
+    pub const ALL: [Resource; 7] = [
         Resource::Namespaces,
         Resource::Nodes,
         Resource::Pods,
         Resource::Services,
         Resource::Secrets,
         Resource::VirtualMachineInstances,
+        Resource::ValidatingWebhookConfigurations,
     ];
 
     /// The plural name used in URLs (`pods`).
@@ -39,6 +43,7 @@ impl Resource {
             Resource::Services => "services",
             Resource::Secrets => "secrets",
             Resource::VirtualMachineInstances => "virtualmachineinstances",
+            Resource::ValidatingWebhookConfigurations => "validatingwebhookconfigurations",
         }
     }
 
@@ -51,6 +56,7 @@ impl Resource {
             Resource::Services => "service",
             Resource::Secrets => "secret",
             Resource::VirtualMachineInstances => "virtualmachineinstance",
+            Resource::ValidatingWebhookConfigurations => "validatingwebhookconfiguration",
         }
     }
 
@@ -63,6 +69,7 @@ impl Resource {
             Resource::Services => "Service",
             Resource::Secrets => "Secret",
             Resource::VirtualMachineInstances => "VirtualMachineInstance",
+            Resource::ValidatingWebhookConfigurations => "ValidatingWebhookConfiguration",
         }
     }
 
@@ -70,14 +77,21 @@ impl Resource {
     pub fn group(self) -> &'static str {
         match self {
             Resource::VirtualMachineInstances => "kubevirt.io",
+            Resource::ValidatingWebhookConfigurations => "admissionregistration.k8s.io",
             _ => "",
         }
+    }
+
+    /// The version served (every resource is served in one).
+    pub fn version(self) -> &'static str {
+        "v1"
     }
 
     /// The `apiVersion` objects of this resource carry (`v1`, `kubevirt.io/v1`).
     pub fn api_version(self) -> &'static str {
         match self {
             Resource::VirtualMachineInstances => "kubevirt.io/v1",
+            Resource::ValidatingWebhookConfigurations => "admissionregistration.k8s.io/v1",
             _ => "v1",
         }
     }
@@ -99,12 +113,19 @@ impl Resource {
             Resource::Services => &["svc"],
             Resource::Secrets => &[],
             Resource::VirtualMachineInstances => &["vmi", "vmis"],
+            Resource::ValidatingWebhookConfigurations => &[],
         }
     }
 
     /// Whether the `/status` subresource is served.
     pub fn has_status(self) -> bool {
-        self != Resource::Secrets
+        !matches!(self, Resource::Secrets | Resource::ValidatingWebhookConfigurations)
+    }
+
+    /// Whether a whole collection can be deleted at once (`DELETE …/pods?labelSelector=…`): every
+    /// resource but namespaces, as in Kubernetes.
+    pub fn deletes_collections(self) -> bool {
+        self != Resource::Namespaces
     }
 
     /// Find a resource by its plural name within an API group.

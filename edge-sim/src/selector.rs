@@ -12,6 +12,9 @@ pub enum SelectorError {
     /// The field selector names a field the simulator does not index.
     #[error("field label not supported: {0}")]
     UnsupportedField(String),
+    /// A `metav1.LabelSelector` object is not valid; says which field, as Kubernetes validation does.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// One requirement of a label selector.
@@ -118,6 +121,99 @@ impl LabelSelector {
         }
         let requirements =
             split_top_level(text).into_iter().map(parse_requirement).collect::<Result<Vec<_>, _>>()?;
+        Ok(LabelSelector { requirements })
+    }
+
+    /// A `metav1.LabelSelector` object (`matchLabels`, and `matchExpressions` with `In`, `NotIn`,
+    /// `Exists`, `DoesNotExist`), as webhook configurations name the objects and namespaces they
+    /// care about; `{}` and `null` select everything. Refusals name the field as Kubernetes does
+    /// (`matchExpressions[0].values: Required value: …`).
+    pub fn from_object(selector: &Value) -> Result<LabelSelector, SelectorError> {
+        let invalid = |detail: String| SelectorError::Invalid(detail);
+        let mut requirements = Vec::new();
+        if selector.is_null() {
+            return Ok(LabelSelector { requirements });
+        }
+        let Some(fields) = selector.as_object() else {
+            return Err(invalid(format!("Invalid value: {selector}: must be a label selector object")));
+        };
+        if let Some(labels) = fields.get("matchLabels").filter(|l| !l.is_null()) {
+            let labels = labels
+                .as_object()
+                .ok_or_else(|| invalid(format!("matchLabels: Invalid value: {labels}: must be an object")))?;
+            for (key, value) in labels {
+                let value = value.as_str().filter(|v| valid_value(v));
+                match value {
+                    Some(value) if valid_key(key) => {
+                        requirements.push(Requirement::Equals(key.clone(), value.to_string()))
+                    }
+                    _ => {
+                        return Err(invalid(format!(
+                            "matchLabels: Invalid value: \"{key}\": not a valid label"
+                        )));
+                    }
+                }
+            }
+        }
+        let expressions = match fields.get("matchExpressions") {
+            None | Some(Value::Null) => &Vec::new(),
+            Some(Value::Array(expressions)) => expressions,
+            Some(other) => {
+                return Err(invalid(format!("matchExpressions: Invalid value: {other}: must be a list")));
+            }
+        };
+        for (i, expression) in expressions.iter().enumerate() {
+            let field = |name: &str| format!("matchExpressions[{i}].{name}");
+            let key = expression["key"].as_str().unwrap_or_default().to_string();
+            if !valid_key(&key) {
+                return Err(invalid(format!(
+                    "{}: Invalid value: \"{key}\": not a valid label key",
+                    field("key")
+                )));
+            }
+            let values: Vec<String> = match &expression["values"] {
+                Value::Null => Vec::new(),
+                Value::Array(values) => values
+                    .iter()
+                    .map(|v| v.as_str().filter(|v| valid_value(v)).map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| {
+                        invalid(format!("{}: Invalid value: not a list of label values", field("values")))
+                    })?,
+                other => {
+                    return Err(invalid(format!(
+                        "{}: Invalid value: {other}: must be a list",
+                        field("values")
+                    )));
+                }
+            };
+            let operator = expression["operator"].as_str().unwrap_or_default();
+            let requirement = match operator {
+                "In" | "NotIn" if values.is_empty() => {
+                    return Err(invalid(format!(
+                        "{}: Required value: must be specified when `operator` is 'In' or 'NotIn'",
+                        field("values")
+                    )));
+                }
+                "Exists" | "DoesNotExist" if !values.is_empty() => {
+                    return Err(invalid(format!(
+                        "{}: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                        field("values")
+                    )));
+                }
+                "In" => Requirement::In(key, values),
+                "NotIn" => Requirement::NotIn(key, values),
+                "Exists" => Requirement::Exists(key),
+                "DoesNotExist" => Requirement::NotExists(key),
+                _ => {
+                    return Err(invalid(format!(
+                        "{}: Invalid value: \"{operator}\": not a valid selector operator",
+                        field("operator")
+                    )));
+                }
+            };
+            requirements.push(requirement);
+        }
         Ok(LabelSelector { requirements })
     }
 
@@ -242,6 +338,52 @@ mod tests {
             Err(SelectorError::UnsupportedField("spec.other".into()))
         );
         assert!(FieldSelector::parse("metadata.name").is_err());
+    }
+
+    #[test]
+    fn a_label_selector_object_matches_labels_and_expressions() {
+        let selector = LabelSelector::from_object(&json!({
+            "matchLabels": {"app": "x"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["web", "db"]},
+                {"key": "env", "operator": "NotIn", "values": ["prod"]},
+                {"key": "eci.io/instance", "operator": "Exists"},
+                {"key": "legacy", "operator": "DoesNotExist"},
+            ],
+        }))
+        .unwrap();
+        assert!(selector.matches(&pod(json!({"app": "x", "tier": "web", "eci.io/instance": "i-1"}))));
+        assert!(
+            !selector
+                .matches(&pod(json!({"app": "x", "tier": "web", "env": "prod", "eci.io/instance": "i"})))
+        );
+        assert!(!selector.matches(&pod(json!({"app": "x", "tier": "cache", "eci.io/instance": "i"}))));
+        assert!(!selector.matches(&pod(json!({"app": "x", "tier": "web"}))));
+        assert!(
+            !selector
+                .matches(&pod(json!({"app": "x", "tier": "web", "eci.io/instance": "i", "legacy": "1"})))
+        );
+        for everything in [json!({}), Value::Null] {
+            assert!(LabelSelector::from_object(&everything).unwrap().matches(&pod(json!({}))));
+        }
+    }
+
+    #[test]
+    fn an_invalid_label_selector_object_names_the_field() {
+        let refused = |selector: Value| LabelSelector::from_object(&selector).unwrap_err().to_string();
+        assert_eq!(
+            refused(json!({"matchExpressions": [{"key": "a", "operator": "In"}]})),
+            "matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'"
+        );
+        assert_eq!(
+            refused(json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]})),
+            "matchExpressions[0].values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+        );
+        assert_eq!(
+            refused(json!({"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]})),
+            "matchExpressions[0].operator: Invalid value: \"Gt\": not a valid selector operator"
+        );
+        assert!(LabelSelector::from_object(&json!({"matchLabels": {"a": "not ok"}})).is_err());
     }
 
     proptest::proptest! {

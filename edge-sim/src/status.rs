@@ -41,6 +41,9 @@ impl Error {
                 Some(json!({"name": name, "group": resource.group(), "kind": resource.plural()}))
             }
             Error::Invalid { kind, name, .. } => Some(json!({"name": name, "kind": kind})),
+            Error::WebhookFailed { webhook, reason } => Some(
+                json!({"causes": [{"message": format!("failed calling webhook \"{webhook}\": {reason}")}]}),
+            ),
             _ => None,
         };
         failure(code, reason, &self.to_string(), details)

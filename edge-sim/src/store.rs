@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use crate::durable::{DurableError, ObjectFile, Write};
 use crate::error::{Error, Result};
-use crate::patch::merge_patch;
+use crate::patch::{merge_patch, strategic_merge_patch};
 use crate::resource::Resource;
 use crate::selector::{FieldSelector, LabelSelector};
 
@@ -242,6 +242,31 @@ fn metadata_mut(object: &mut Value) -> &mut serde_json::Map<String, Value> {
     object["metadata"].as_object_mut().expect("metadata was just made an object")
 }
 
+/// The label every Namespace carries with its own name, as kube-apiserver sets it, so that webhooks'
+/// and network policies' namespace selectors can pick a namespace by name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Gives a Namespace object its [`NAMESPACE_NAME_LABEL`], over any value a client wrote there.
+fn label_namespace(namespace: &mut Value) {
+    let name = meta_str(namespace, "name").unwrap_or_default().to_string();
+    let meta = metadata_mut(namespace);
+    if !meta.get("labels").is_some_and(Value::is_object) {
+        meta.insert("labels".into(), json!({}));
+    }
+    meta["labels"][NAMESPACE_NAME_LABEL] = json!(name);
+}
+
+/// What kube-apiserver does to every object of a kind it stores, on create and on every change of
+/// the object itself: defaults and validation.
+fn normalise(resource: Resource, object: &mut Value) -> Result<()> {
+    match resource {
+        Resource::Namespaces => label_namespace(object),
+        Resource::ValidatingWebhookConfigurations => crate::webhooks::prepare(object)?,
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Whether `name` is a DNS-1123 subdomain, as Kubernetes requires of most object names.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -276,10 +301,17 @@ impl Store {
         let inner = store.inner.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
         inner.resource_version = kept.resource_version;
         inner.compacted = kept.resource_version;
+        // Namespaces kept from before they carried their name label get it as they are read back, as
+        // kube-apiserver defaults what it decodes from etcd; the file has it from their next change.
         inner.objects = kept
             .objects
             .into_iter()
-            .map(|(resource, ns, name, object)| ((resource, ns, name), object))
+            .map(|(resource, ns, name, mut object)| {
+                if resource == Resource::Namespaces {
+                    label_namespace(&mut object);
+                }
+                ((resource, ns, name), object)
+            })
             .collect();
         store.durable = Some((file, cluster.to_string()));
         Ok(store)
@@ -439,6 +471,7 @@ impl Store {
         meta.insert("uid".into(), json!(uuid::Uuid::now_v7().to_string()));
         meta.insert("creationTimestamp".into(), json!(now_timestamp()));
         meta.insert("generation".into(), json!(1));
+        normalise(resource, &mut object)?;
         match resource {
             Resource::Pods if object.pointer("/status/phase").is_none() => {
                 object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
@@ -574,7 +607,10 @@ impl Store {
             .cloned()
             .ok_or_else(|| Error::NotFound { resource, name: name.to_string() })?;
         Self::check_version(resource, name, &body, &current)?;
-        let next = Self::merge_part(&current, body, part);
+        let mut next = Self::merge_part(&current, body, part);
+        if part == Part::Main {
+            normalise(resource, &mut next)?;
+        }
         self.commit(&mut inner, EventType::Modified, key, next, Some(current))
     }
 
@@ -586,6 +622,32 @@ impl Store {
         name: &str,
         patch: &Value,
         part: Part,
+    ) -> Result<Value> {
+        self.patch_by(resource, namespace, name, patch, part, merge_patch)
+    }
+
+    /// Apply a strategic merge patch to an object (or only its status, with `Part::Status`), as
+    /// [`strategic_merge_patch`] reads one.
+    pub fn strategic_patch(
+        &self,
+        resource: Resource,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Value,
+        part: Part,
+    ) -> Result<Value> {
+        let apply = |target: &mut Value, patch: &Value| strategic_merge_patch(target, patch, resource);
+        self.patch_by(resource, namespace, name, patch, part, apply)
+    }
+
+    fn patch_by(
+        &self,
+        resource: Resource,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Value,
+        part: Part,
+        apply: impl FnOnce(&mut Value, &Value),
     ) -> Result<Value> {
         if !patch.is_object() {
             return Err(Error::BadRequest("the patch is not a JSON object".into()));
@@ -599,8 +661,11 @@ impl Store {
             .ok_or_else(|| Error::NotFound { resource, name: name.to_string() })?;
         Self::check_version(resource, name, patch, &current)?;
         let mut patched = current.clone();
-        merge_patch(&mut patched, patch);
-        let next = Self::merge_part(&current, patched, part);
+        apply(&mut patched, patch);
+        let mut next = Self::merge_part(&current, patched, part);
+        if part == Part::Main {
+            normalise(resource, &mut next)?;
+        }
         self.commit(&mut inner, EventType::Modified, key, next, Some(current))
     }
 
@@ -657,6 +722,32 @@ impl Store {
         name: &str,
         grace_period_seconds: Option<i64>,
     ) -> Result<Deletion> {
+        let deletion = self.delete_if(resource, namespace, name, grace_period_seconds, None)?;
+        Ok(deletion.expect("a delete without a precondition always happens"))
+    }
+
+    /// Delete an object as [`delete`](Self::delete) does, only if it is still at `resource_version`:
+    /// `None` when it changed since, so that the webhooks that allowed deleting it decide again on
+    /// what it is now.
+    pub fn delete_unchanged(
+        &self,
+        resource: Resource,
+        namespace: Option<&str>,
+        name: &str,
+        grace_period_seconds: Option<i64>,
+        resource_version: &str,
+    ) -> Result<Option<Deletion>> {
+        self.delete_if(resource, namespace, name, grace_period_seconds, Some(resource_version))
+    }
+
+    fn delete_if(
+        &self,
+        resource: Resource,
+        namespace: Option<&str>,
+        name: &str,
+        grace_period_seconds: Option<i64>,
+        resource_version: Option<&str>,
+    ) -> Result<Option<Deletion>> {
         let key = Self::key(resource, namespace, name);
         let mut inner = self.lock();
         let current = inner
@@ -664,13 +755,16 @@ impl Store {
             .get(&key)
             .cloned()
             .ok_or_else(|| Error::NotFound { resource, name: name.to_string() })?;
+        if resource_version.is_some_and(|rv| meta_str(&current, "resourceVersion") != Some(rv)) {
+            return Ok(None);
+        }
         if resource == Resource::Pods && self.config.honour_grace_period {
             let grace = grace_period_seconds
                 .or_else(|| current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
                 .unwrap_or(30);
             if grace > 0 {
                 if current.pointer("/metadata/deletionTimestamp").is_some() {
-                    return Ok(Deletion::Terminating { object: current, grace_seconds: grace as u64 });
+                    return Ok(Some(Deletion::Terminating { object: current, grace_seconds: grace as u64 }));
                 }
                 let mut next = current.clone();
                 let at = Utc::now() + chrono::Duration::seconds(grace);
@@ -678,7 +772,7 @@ impl Store {
                 meta.insert("deletionTimestamp".into(), json!(at.to_rfc3339_opts(SecondsFormat::Secs, true)));
                 meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 let object = self.commit(&mut inner, EventType::Modified, key, next, Some(current))?;
-                return Ok(Deletion::Terminating { object, grace_seconds: grace as u64 });
+                return Ok(Some(Deletion::Terminating { object, grace_seconds: grace as u64 }));
             }
         }
         if resource == Resource::Namespaces {
@@ -693,7 +787,7 @@ impl Store {
             }
         }
         let removed = self.commit(&mut inner, EventType::Deleted, key, current.clone(), Some(current))?;
-        Ok(Deletion::Removed(removed))
+        Ok(Some(Deletion::Removed(removed)))
     }
 
     /// Remove a terminating object at the end of its grace period, if it is still the same object.
@@ -959,6 +1053,48 @@ mod tests {
         let change = sub.live.try_recv().unwrap();
         assert_eq!(change.event, EventType::Added);
         assert_eq!(change.resource_version, store.resource_version());
+    }
+
+    #[test]
+    fn a_namespace_carries_its_name_label_whatever_a_client_writes() {
+        let store = store();
+        let team = store
+            .create(Resource::Namespaces, None, json!({"metadata": {"name": "team", "labels": {"a": "b"}}}))
+            .unwrap();
+        assert_eq!(team["metadata"]["labels"], json!({"a": "b", NAMESPACE_NAME_LABEL: "team"}));
+        let patch = json!({"metadata": {"labels": {NAMESPACE_NAME_LABEL: null}}});
+        let patched = store.patch(Resource::Namespaces, None, "team", &patch, Part::Main).unwrap();
+        assert_eq!(patched["metadata"]["labels"][NAMESPACE_NAME_LABEL], "team");
+        let replaced =
+            store.update(Resource::Namespaces, None, "team", json!({"metadata": {}}), Part::Main).unwrap();
+        assert_eq!(replaced["metadata"]["labels"], json!({NAMESPACE_NAME_LABEL: "team"}));
+    }
+
+    #[test]
+    fn a_namespace_kept_from_before_its_name_label_gets_it_when_read_back() {
+        let file = ObjectFile::open(std::path::Path::new(":memory:")).unwrap();
+        let old = json!({"kind": "Namespace", "metadata": {"name": "team", "resourceVersion": "1"}});
+        let write = Write { resource: Resource::Namespaces, namespace: "", name: "team", object: Some(&old) };
+        file.write("idc", 1, &write).unwrap();
+        let store = Store::open(StoreConfig::default(), file, "idc").unwrap();
+        let team = store.get(Resource::Namespaces, None, "team").unwrap();
+        assert_eq!(team["metadata"]["labels"], json!({NAMESPACE_NAME_LABEL: "team"}));
+    }
+
+    #[test]
+    fn a_delete_on_a_changed_object_does_not_happen() {
+        let store = store();
+        let created = store.create(Resource::Pods, Some("default"), pod("a", "x")).unwrap();
+        let seen = meta_str(&created, "resourceVersion").unwrap().to_string();
+        store
+            .modify(Resource::Pods, Some("default"), "a", |p| p["status"]["phase"] = json!("Running"))
+            .unwrap();
+        let stale = store.delete_unchanged(Resource::Pods, Some("default"), "a", None, &seen).unwrap();
+        assert!(stale.is_none());
+        let now = store.get(Resource::Pods, Some("default"), "a").unwrap();
+        let current = meta_str(&now, "resourceVersion").unwrap();
+        let done = store.delete_unchanged(Resource::Pods, Some("default"), "a", None, current).unwrap();
+        assert!(matches!(done, Some(Deletion::Removed(_))));
     }
 
     #[test]

@@ -45,6 +45,16 @@ pub fn columns(resource: Resource) -> Value {
             column("IP", "string", "", "IP address allocated to the pod."),
             column("Node", "string", "", "Name of the node this pod runs on."),
         ]),
+        Resource::ValidatingWebhookConfigurations => json!([
+            name,
+            column(
+                "Webhooks",
+                "integer",
+                "",
+                "Webhooks indicates the number of webhooks in the configuration."
+            ),
+            age,
+        ]),
         _ => json!([name, age]),
     }
 }
@@ -113,6 +123,10 @@ pub fn row(resource: Resource, object: &Value) -> Value {
     let mut cells = vec![name];
     match resource {
         Resource::Pods => cells.extend(pod_cells(object)),
+        Resource::ValidatingWebhookConfigurations => {
+            let webhooks = object.get("webhooks").and_then(Value::as_array).map_or(0, Vec::len);
+            cells.extend([json!(webhooks), json!(age(object))]);
+        }
         _ => cells.push(json!(age(object))),
     }
     json!({"cells": cells, "object": object})

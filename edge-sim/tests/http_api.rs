@@ -32,6 +32,7 @@ fn harness(config: StoreConfig) -> Harness {
         shutdown: signal,
         link: watch::channel(eci_edge_sim::Fault::None).1,
         load: Arc::default(),
+        admission: Arc::default(),
     };
     Harness { store, app: router(state), _shutdown: shutdown }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use eci_edge_sim::{EngineConfig, NodeSpec, Resource, SimCluster, SimConfig, StoreConfig};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
@@ -255,6 +256,78 @@ async fn a_pod_created_through_kube_is_scheduled_and_runs_or_waits_as_unschedula
         })
     };
     await_condition(pods.clone(), "big", unschedulable).await?;
+    cluster.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_webhook_configuration_is_created_read_listed_replaced_patched_and_deleted_through_kube()
+-> anyhow::Result<()> {
+    let cluster = SimCluster::start(SimConfig::default().without_engine()).await?;
+    let configurations: Api<ValidatingWebhookConfiguration> = Api::all(client(&cluster));
+    let configuration: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": "guard"},
+        "webhooks": [{
+            "name": "guard.eci.io",
+            "clientConfig": {"url": "https://127.0.0.1:9443/validate"},
+            "rules": [{"operations": ["DELETE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+        }],
+    }))?;
+
+    let created = configurations.create(&PostParams::default(), &configuration).await?;
+    let webhook = &created.webhooks.as_ref().expect("webhooks")[0];
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"), "defaulted as kube-apiserver does");
+    assert_eq!(webhook.timeout_seconds, Some(10));
+    assert_eq!(configurations.get("guard").await?.metadata.uid, created.metadata.uid);
+    let listed = configurations.list(&ListParams::default()).await?;
+    assert_eq!(listed.items.len(), 1);
+
+    let mut replacement = created.clone();
+    replacement.webhooks.as_mut().expect("webhooks")[0].timeout_seconds = Some(3);
+    let replaced = configurations.replace("guard", &PostParams::default(), &replacement).await?;
+    assert_eq!(replaced.webhooks.expect("webhooks")[0].timeout_seconds, Some(3));
+
+    let ignore = json!({"webhooks": [{"name": "guard.eci.io", "failurePolicy": "Ignore"}]});
+    let patched = configurations.patch("guard", &PatchParams::default(), &Patch::Strategic(&ignore)).await?;
+    let webhook = &patched.webhooks.expect("webhooks")[0];
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(webhook.timeout_seconds, Some(3), "the webhook merged by name, the rest kept");
+
+    let too_long = json!({"webhooks": [{"name": "guard.eci.io", "timeoutSeconds": 31}]});
+    let refused = configurations.patch("guard", &PatchParams::default(), &Patch::Strategic(&too_long)).await;
+    match refused {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422);
+            assert!(
+                status.message.contains("the timeout value must be between 1 and 30 seconds"),
+                "{status:?}"
+            );
+        }
+        other => panic!("a 31 s timeout is refused: {other:?}"),
+    }
+
+    configurations.delete("guard", &DeleteParams::default()).await?;
+    assert!(configurations.list(&ListParams::default()).await?.items.is_empty());
+    cluster.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_collection_of_pods_is_deleted_by_label_through_kube() -> anyhow::Result<()> {
+    let cluster = SimCluster::start(SimConfig::default().without_engine()).await?;
+    let pods: Api<Pod> = Api::namespaced(client(&cluster), "default");
+    for (name, app) in [("web-1", "web"), ("web-2", "web"), ("db-1", "db")] {
+        pods.create(&PostParams::default(), &pod(name, app)).await?;
+    }
+    let deleted =
+        pods.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=web")).await?;
+    let deleted = deleted.left().expect("the deleted pods");
+    let names: Vec<_> = deleted.items.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
+    assert_eq!(names, ["web-1", "web-2"]);
+    let left = pods.list(&ListParams::default()).await?;
+    assert_eq!(left.items.iter().filter_map(|p| p.metadata.name.as_deref()).collect::<Vec<_>>(), ["db-1"]);
     cluster.shutdown().await?;
     Ok(())
 }

@@ -331,6 +331,7 @@ mod tests {
             area: Area::new("south-china", "guangdong", "shenzhen"),
             carrier: Carrier::Telecom,
             reservation_id: None,
+            labels: Default::default(),
             ip: None,
             ssh: None,
             failure_reason: None,

@@ -204,6 +204,14 @@ impl Workload {
         }
     }
 
+    /// The value of one of its labels.
+    pub(crate) fn label(&self, key: &str) -> Option<String> {
+        match self {
+            Workload::Pod(pod) => pod.labels().get(key).cloned(),
+            Workload::Vmi(vmi) => vmi.labels().get(key).cloned(),
+        }
+    }
+
     /// Deleted already and waiting out its grace period.
     pub(crate) fn terminating(&self) -> bool {
         match self {

@@ -56,7 +56,7 @@ use crate::capacity::{cluster_reading, is_foreign, trim_foreign_pod, trim_node};
 use crate::cluster::ClusterClient;
 use crate::kubevirt::VirtualMachineInstance;
 use crate::link::LinkChange;
-use crate::manifest::{self, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::manifest::{self, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_TENANT, MANAGED_BY};
 use crate::metrics::{CpuReading, cpu_samples};
 use crate::observation::{
     SshHost, Workload, node_address, pending_reason, ssh_node_port, trim_pod, trim_vmi,
@@ -90,6 +90,9 @@ pub struct PassReport {
     pub updated: usize,
     /// Objects deleted because no live instance owns them.
     pub orphans_deleted: usize,
+    /// Passes' orphan clean-ups that risk control held (a full deletion window): none of the rest
+    /// of the pass's orphans was deleted.
+    pub orphans_held: usize,
     /// Objects of released (`stopping`) instances deleted.
     pub stopped: usize,
     /// Released instances whose objects are gone, now `terminated` with their capacity given back.
@@ -569,9 +572,28 @@ impl IdcReconciler {
         }
         let live = self.store.live_in_idc(&self.idc).await?;
         let mut running = Vec::new();
+        // Orphans are deleted only as far as risk control lets them: a control plane that reads an
+        // empty or stale database sees its whole fleet as orphans, and must trip the IDC's breaker
+        // rather than delete it. Once refused, the pass deletes no more orphans.
+        let mut orphans_held = false;
         for (id, workload) in &seen {
             self.books().seen(id);
             let Some(&Live { state, create_deadline }) = live.get(id) else {
+                if orphans_held || workload.terminating() {
+                    continue;
+                }
+                let tenant = eci_core::TenantId(workload.label(LABEL_TENANT).unwrap_or_default());
+                match self.store.admit_orphan_deletion(&self.idc, &tenant, &id.0, self.now()).await {
+                    Ok(()) => {}
+                    Err(held @ eci_store::Error::DeletionRateLimited(_)) => {
+                        orphans_held = true;
+                        report.orphans_held += 1;
+                        tracing::error!(idc.id = %self.idc, instance.id = %id, reason = %held,
+                            "orphan clean-up held by risk control");
+                        continue;
+                    }
+                    Err(other) => return Err(other.into()),
+                }
                 match self.cluster.delete_instance_with_retries(id, workload).await {
                     Ok(()) => report.orphans_deleted += 1,
                     Err(error) => {

@@ -97,6 +97,7 @@ mod tests {
             area: eci_core::Area::new("south", "guangdong", "shenzhen"),
             carrier: eci_core::Carrier::Telecom,
             reservation_id: None,
+            labels: Default::default(),
             ip: None,
             ssh: None,
             failure_reason: None,

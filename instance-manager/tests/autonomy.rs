@@ -84,7 +84,10 @@ async fn an_unreachable_idc_keeps_its_instances_and_reconciles_when_the_link_ret
             // the cluster can be told; further passes while unreachable keep it so...
             let page = store.list_instances(&tenant, &Default::default(), None, 10).await.unwrap();
             let released = page.items.iter().find(|i| i.idc.0 == IDC).unwrap().id.clone();
-            let stopping = store.release_instance(&tenant, &released, testing::t0()).await.unwrap();
+            let stopping = store
+                .release_instance(&tenant, &released, &testing::operator(), testing::t0())
+                .await
+                .unwrap();
             assert_eq!(stopping.state, InstanceState::Stopping, "{fault:?}");
             assert!(reconciler.pass().await.unwrap().unreachable);
             assert_eq!(store.get_instance(&tenant, &released).await.unwrap().state, InstanceState::Stopping);

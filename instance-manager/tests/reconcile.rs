@@ -134,8 +134,10 @@ async fn instances_become_pods_and_their_state_comes_back() {
         // Releasing a batch stops its instances: they keep their capacity while their Pods shut down
         // within the grace period, then end and give it back.
         let allocated = testing::ledger(&store).await[&IdcId(IDC.into())].allocated;
-        let released =
-            store.release_batch(&tenant, &batch.id, BatchState::Released, testing::t0()).await.unwrap();
+        let released = store
+            .release_batch(&tenant, &batch.id, BatchState::Released, &testing::operator(), testing::t0())
+            .await
+            .unwrap();
         assert_eq!(released.counts, BTreeMap::from([(InstanceState::Stopping, 3)]));
         let pods2 = pods.clone();
         settle(&reconciler, || {
@@ -281,7 +283,10 @@ async fn a_vm_instance_runs_as_a_kubevirt_vmi_with_ssh_and_is_removed_on_release
             assert_eq!((ssh.host.as_str(), Some(i32::from(ssh.port))), ("203.0.113.10", node_port));
         }
 
-        store.release_batch(&tenant, &batch.id, BatchState::Released, testing::t0()).await.unwrap();
+        store
+            .release_batch(&tenant, &batch.id, BatchState::Released, &testing::operator(), testing::t0())
+            .await
+            .unwrap();
         let (s, t, b) = (store.clone(), tenant.clone(), batch.id.clone());
         settle(&reconciler, || {
             let (store, tenant, batch) = (s.clone(), t.clone(), b.clone());

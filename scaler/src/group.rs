@@ -272,6 +272,9 @@ pub struct Group {
     pub tenant_id: TenantId,
     /// The tenant's name for it, unique among the tenant's active groups.
     pub name: String,
+    /// Its own labels (never its instances', which the template gives); the protection label among
+    /// them protects it from deletion.
+    pub labels: BTreeMap<String, String>,
     /// Active, or deleted.
     pub state: GroupState,
     /// What every instance is.

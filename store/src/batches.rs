@@ -11,13 +11,15 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::instances::{Scope, release_instances};
+use crate::instances::{Released, Scope, release_instances};
 use crate::ledger::{self, LostRace, Tx};
 use crate::paging::{Keyset, Page};
+use crate::risk::{Deletion, Target};
 use crate::sql::{
     bulk_placeholders, int, json, millis, new_id, opt_time, placeholders, time, to_json, uint, word,
 };
 use crate::{Backend, Error, Result, Store};
+use eci_core::risk::{ActorKind, TargetKind};
 
 /// Rows per multi-row INSERT; well under both backends' parameter limits.
 const INSERT_CHUNK: usize = 400;
@@ -59,7 +61,7 @@ pub(crate) fn request_hash(request: &BatchRequest) -> String {
 }
 
 const BATCH_COLUMNS: &str =
-    "id, tenant_id, state, count, request, placement, created_at, expires_at, ended_at, request_hash";
+    "id, tenant_id, state, count, request, placement, created_at, expires_at, ended_at, request_hash, labels";
 
 /// A batch's instances counted by state, and its failed ones by reason.
 #[derive(Debug, Default)]
@@ -69,11 +71,14 @@ struct Counts {
 }
 
 fn batch_from_row(row: &AnyRow, counts: Counts) -> Result<Batch> {
+    let mut request: BatchRequest = json("batch request", &row.try_get::<String, _>("request")?)?;
+    // The labels as they are now: its tenant may have changed them since the request.
+    request.labels = json("batch labels", &row.try_get::<String, _>("labels")?)?;
     Ok(Batch {
         id: BatchId(row.try_get("id")?),
         tenant_id: TenantId(row.try_get("tenant_id")?),
         state: word("batch state", &row.try_get::<String, _>("state")?)?,
-        request: json("batch request", &row.try_get::<String, _>("request")?)?,
+        request,
         count: uint("batch count", row.try_get("count")?)?,
         placement: json("batch placement", &row.try_get::<String, _>("placement")?)?,
         counts: counts.by_state,
@@ -252,8 +257,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO batches (id, tenant_id, state, count, cpu, memory, gpu, runtime, image, request, placement, \
                  labels, reservation_id, idempotency_key, request_hash, created_at, expires_at, create_timeout_ms, \
-                 group_id) \
-             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                 group_id, delete_protected) \
+             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         )
         .bind(&id.0)
         .bind(&tenant.0)
@@ -273,16 +278,10 @@ impl Store {
         .bind(expires_at.map(millis))
         .bind(i64::from(request.create_timeout_seconds()) * 1000)
         .bind(into.group.map(|(g, _)| g.0.clone()))
+        .bind(i64::from(eci_core::risk::is_protected(&request.labels)))
         .execute(&mut *tx)
         .await?;
-        for (key, value) in &request.labels {
-            sqlx::query("INSERT INTO batch_labels (batch_id, key, value) VALUES ($1, $2, $3)")
-                .bind(&id.0)
-                .bind(key)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
-        }
+        insert_labels(&mut tx, &id, &request.labels).await?;
         // As stored: to the millisecond.
         let created_at = time(now_ms)?;
         let instances = allocation
@@ -400,10 +399,15 @@ impl Store {
         tenant: &TenantId,
         id: &BatchId,
         to: BatchState,
+        deletion: &Deletion,
         now: DateTime<Utc>,
     ) -> Result<Batch> {
         BatchState::Active.transition(to)?;
+        self.get_batch(tenant, id).await?;
         let now_ms = millis(now);
+        let target = Target { kind: TargetKind::Batch, id: &id.0, tenant };
+        self.check_protection(deletion, target, Scope::Batch(id), now_ms).await?;
+        let rules = self.rules_for(tenant).await?;
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE batches SET state = $1, ended_at = $2 WHERE id = $3 AND tenant_id = $4 AND state = 'active'",
@@ -414,16 +418,44 @@ impl Store {
         .bind(&tenant.0)
         .execute(&mut *tx)
         .await?;
-        let mut stopping = BTreeSet::new();
+        let mut released = Released::default();
         if done.rows_affected() == 1 {
-            stopping = release_instances(&mut tx, Scope::Batch(id), now_ms).await?;
+            released = release_instances(&mut tx, Scope::Batch(id), now_ms).await?;
         }
-        tx.commit().await?;
-        self.report_stopping(&stopping);
+        self.commit_release(tx, deletion, target, &released, &rules, now_ms).await?;
         self.get_batch(tenant, id).await
     }
 
-    /// Expires every active batch whose TTL has run out; returns the ids it expired.
+    /// Sets a batch's labels as its record keeps them (its Pods keep those they were made with);
+    /// the protection label among them protects the batch and its instances from deletion.
+    pub async fn set_batch_labels(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Batch> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE batches SET labels = $1, delete_protected = $2 WHERE id = $3 AND tenant_id = $4",
+        )
+        .bind(to_json(labels))
+        .bind(i64::from(eci_core::risk::is_protected(labels)))
+        .bind(&id.0)
+        .bind(&tenant.0)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(Error::NotFound { what: "batch", id: id.0.clone() });
+        }
+        sqlx::query("DELETE FROM batch_labels WHERE batch_id = $1").bind(&id.0).execute(&mut *tx).await?;
+        insert_labels(&mut tx, id, labels).await?;
+        tx.commit().await?;
+        self.get_batch(tenant, id).await
+    }
+
+    /// Expires every active batch whose TTL has run out; returns the ids it expired. A batch that
+    /// risk control holds (its protection, a full window) stays active and is tried again at the
+    /// next pass: deferred, never dropped.
     pub async fn expire_batches(&self, now: DateTime<Utc>) -> Result<Vec<BatchId>> {
         let rows = sqlx::query(
             "SELECT id, tenant_id FROM batches WHERE state = 'active' AND expires_at IS NOT NULL AND expires_at <= $1 \
@@ -432,18 +464,38 @@ impl Store {
         .bind(millis(now))
         .fetch_all(&self.pool)
         .await?;
+        let deletion = Deletion::by(ActorKind::Expiry);
         let mut expired = Vec::with_capacity(rows.len());
         for row in rows {
             let id = BatchId(row.try_get("id")?);
             let tenant = TenantId(row.try_get("tenant_id")?);
-            let batch = self.release_batch(&tenant, &id, BatchState::Expired, now).await?;
-            if batch.state == BatchState::Expired {
-                tracing::info!(batch.id = %id, tenant.id = %tenant, "batch expired");
-                expired.push(id);
+            match self.release_batch(&tenant, &id, BatchState::Expired, &deletion, now).await {
+                Ok(batch) if batch.state == BatchState::Expired => {
+                    tracing::info!(batch.id = %id, tenant.id = %tenant, "batch expired");
+                    expired.push(id);
+                }
+                Ok(_) => {}
+                Err(held @ (Error::DeleteProtected { .. } | Error::DeletionRateLimited(_))) => {
+                    tracing::warn!(batch.id = %id, tenant.id = %tenant, reason = %held, "expiry held by risk control");
+                }
+                Err(other) => return Err(other),
             }
         }
         Ok(expired)
     }
+}
+
+/// Writes a batch's labels where listings filter on them.
+async fn insert_labels(tx: &mut Tx<'_>, batch: &BatchId, labels: &BTreeMap<String, String>) -> Result<()> {
+    for (key, value) in labels {
+        sqlx::query("INSERT INTO batch_labels (batch_id, key, value) VALUES ($1, $2, $3)")
+            .bind(&batch.0)
+            .bind(key)
+            .bind(value)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Marks the planned part of a reservation as used, slot by slot in IDC order. The capacity itself

@@ -1,11 +1,14 @@
 //! The coordination store: state that several control-plane replicas must share but that does not
 //! belong in the database: fixed request-rate windows per tenant, and leases on work that must run
-//! in one replica at a time (the scaler). Both are in-process for the embedded default, and in
-//! Redis in production so that every replica counts against the same windows and leases.
+//! in one replica at a time (the scaler), and risk control's deletion windows and breakers. All are
+//! in-process for the embedded default, and in Redis in production so that every replica counts
+//! against the same windows and leases.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use eci_core::risk::{Budget, SlidingLog, Take, Window};
 
 use crate::{Error, Result};
 
@@ -238,4 +241,264 @@ impl Leases {
             }
         }
     }
+}
+
+/// The deletion windows and their breakers (see [`eci_core::risk`]): a sliding log of deletions per
+/// window, and the windows whose breaker is open. In process for the embedded default, in Redis in
+/// production so that every replica counts in the same windows and sees the same breakers.
+#[derive(Clone)]
+pub enum Breakers {
+    /// Kept in this process.
+    InProcess(std::sync::Arc<Mutex<InProcessBreakers>>),
+    /// Kept in Redis.
+    Redis(redis::aio::ConnectionManager),
+}
+
+/// The windows kept in this process: each window's log, and when each open breaker tripped.
+#[derive(Debug, Default)]
+pub struct InProcessBreakers {
+    logs: HashMap<String, SlidingLog>,
+    open: HashMap<String, u64>,
+}
+
+impl std::fmt::Debug for Breakers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Breakers::InProcess(_) => "Breakers::InProcess",
+            Breakers::Redis(_) => "Breakers::Redis",
+        })
+    }
+}
+
+/// What the windows said to a deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// It fits in every window and was counted in each.
+    Admitted,
+    /// A window is full or its breaker open: nothing was counted anywhere.
+    Refused(Refusal),
+}
+
+/// Why the windows refused a deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The window that refused it.
+    pub window: Window,
+    /// Its budget.
+    pub budget: Budget,
+    /// How many deletions it held in its last window.
+    pub used: u64,
+    /// This deletion filled it: its breaker opened just now (a breaker that was open already says
+    /// `false`).
+    pub tripped: bool,
+    /// When the window would have room for this deletion again, once its breaker is reset.
+    pub retry_after: Duration,
+}
+
+/// Counts a deletion in every window of `KEYS` (`KEYS[1]`: the hash of open breakers; then each
+/// window's log, a sorted set of `<id>:<count>` members scored by their moment) unless a breaker of
+/// one of them is open or the deletion does not fit in it, in which case that breaker opens and the
+/// answer names the window (its index from 1, whether it tripped just now, its log as score/count
+/// pairs). `ARGV`: now (ms), bypass (1 counts without refusing), the member's id, then window (ms),
+/// limit, count and the window's name for each log.
+const TAKE_DELETIONS: &str = r"
+local now = tonumber(ARGV[1])
+local bypass = ARGV[2] == '1'
+local n = #KEYS - 1
+for i = 1, n do
+  local log = KEYS[i + 1]
+  local window, limit, count = tonumber(ARGV[4 * i]), tonumber(ARGV[4 * i + 1]), tonumber(ARGV[4 * i + 2])
+  local name = ARGV[4 * i + 3]
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
+  if not bypass then
+    local open = redis.call('HEXISTS', KEYS[1], name) == 1
+    local entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
+    local used = 0
+    local pairs_out = {}
+    for j = 1, #entries, 2 do
+      local c = tonumber(string.match(entries[j], ':(%d+)$'))
+      used = used + c
+      table.insert(pairs_out, entries[j + 1])
+      table.insert(pairs_out, tostring(c))
+    end
+    if open or used + count > limit then
+      if not open then redis.call('HSET', KEYS[1], name, now) end
+      return {i, open and 0 or 1, used, pairs_out}
+    end
+  end
+end
+for i = 1, n do
+  local log = KEYS[i + 1]
+  redis.call('ZADD', log, now, ARGV[3] .. ':' .. ARGV[4 * i + 2])
+  redis.call('PEXPIRE', log, tonumber(ARGV[4 * i]))
+end
+return {0, 0, 0, {}}
+";
+
+impl Breakers {
+    /// Windows kept in this process.
+    pub fn in_process() -> Self {
+        Breakers::InProcess(Default::default())
+    }
+
+    /// Windows kept in Redis at `url`.
+    pub async fn redis(url: &str) -> Result<Self> {
+        match RateWindows::redis(url).await? {
+            RateWindows::Redis(manager) => Ok(Breakers::Redis(manager)),
+            RateWindows::InProcess(_) => unreachable!("RateWindows::redis connects to Redis"),
+        }
+    }
+
+    /// Counts a deletion in each window of `takes` at `now_ms`, all or nothing: refused when a
+    /// window's breaker is open or the deletion would overfill it, which trips its breaker. With
+    /// `bypass` (an admin approved it) it is counted and never refused.
+    pub async fn take(&self, takes: &[Take], now_ms: u64, bypass: bool) -> Result<Admission> {
+        match self {
+            Breakers::InProcess(breakers) => {
+                let mut breakers = breakers.lock().expect("breakers lock poisoned");
+                let breakers = &mut *breakers;
+                for take in takes {
+                    let key = take.window.key();
+                    let log = breakers.logs.entry(key.clone()).or_default();
+                    log.prune(now_ms, take.budget.window());
+                    if bypass {
+                        continue;
+                    }
+                    let open = breakers.open.contains_key(&key);
+                    if open || log.used() + take.count > take.budget.deletions {
+                        let refusal = Refusal {
+                            window: take.window.clone(),
+                            budget: take.budget,
+                            used: log.used(),
+                            tripped: !open,
+                            retry_after: log.room_after(
+                                now_ms,
+                                take.budget.window(),
+                                take.budget.deletions,
+                                take.count,
+                            ),
+                        };
+                        breakers.open.entry(key).or_insert(now_ms);
+                        return Ok(Admission::Refused(refusal));
+                    }
+                }
+                for take in takes {
+                    breakers.logs.entry(take.window.key()).or_default().record(now_ms, take.count);
+                }
+                if breakers.logs.len() > 100_000 {
+                    breakers.logs.retain(|_, log| log.used() > 0);
+                }
+                Ok(Admission::Admitted)
+            }
+            Breakers::Redis(conn) => {
+                let mut script = redis::cmd("EVAL");
+                script.arg(TAKE_DELETIONS).arg(takes.len() + 1).arg(OPEN_BREAKERS);
+                for take in takes {
+                    script.arg(format!("eci:deletions:{}", take.window.key()));
+                }
+                script
+                    .arg(now_ms)
+                    .arg(if bypass { 1 } else { 0 })
+                    .arg(uuid::Uuid::now_v7().simple().to_string());
+                for take in takes {
+                    script
+                        .arg(window_ms(take.budget.window()))
+                        .arg(take.budget.deletions)
+                        .arg(take.count)
+                        .arg(take.window.key());
+                }
+                let mut conn = conn.clone();
+                let (index, tripped, used, entries): (usize, u8, u64, Vec<u64>) =
+                    script.query_async(&mut conn).await.map_err(Error::Coordination)?;
+                let Some(take) = index.checked_sub(1).and_then(|i| takes.get(i)) else {
+                    return Ok(Admission::Admitted);
+                };
+                let mut log = SlidingLog::default();
+                for pair in entries.chunks_exact(2) {
+                    log.record(pair[0], pair[1]);
+                }
+                Ok(Admission::Refused(Refusal {
+                    window: take.window.clone(),
+                    budget: take.budget,
+                    used,
+                    tripped: tripped == 1,
+                    retry_after: log.room_after(
+                        now_ms,
+                        take.budget.window(),
+                        take.budget.deletions,
+                        take.count,
+                    ),
+                }))
+            }
+        }
+    }
+
+    /// Closes `window`'s breaker and empties its log, so that it lets a whole budget through again;
+    /// says whether it was open.
+    pub async fn reset(&self, window: &Window) -> Result<bool> {
+        let key = window.key();
+        match self {
+            Breakers::InProcess(breakers) => {
+                let mut breakers = breakers.lock().expect("breakers lock poisoned");
+                breakers.logs.remove(&key);
+                Ok(breakers.open.remove(&key).is_some())
+            }
+            Breakers::Redis(conn) => {
+                let mut conn = conn.clone();
+                let (closed, _): (u64, u64) = redis::pipe()
+                    .atomic()
+                    .hdel(OPEN_BREAKERS, &key)
+                    .del(format!("eci:deletions:{key}"))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(Error::Coordination)?;
+                Ok(closed == 1)
+            }
+        }
+    }
+
+    /// The open breakers, each with the moment (UTC ms) it tripped.
+    pub async fn open(&self) -> Result<Vec<(Window, u64)>> {
+        let open: Vec<(String, u64)> = match self {
+            Breakers::InProcess(breakers) => {
+                let breakers = breakers.lock().expect("breakers lock poisoned");
+                breakers.open.iter().map(|(k, at)| (k.clone(), *at)).collect()
+            }
+            Breakers::Redis(conn) => {
+                let mut conn = conn.clone();
+                redis::cmd("HGETALL")
+                    .arg(OPEN_BREAKERS)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(Error::Coordination)?
+            }
+        };
+        let mut open: Vec<(Window, u64)> =
+            open.into_iter().filter_map(|(k, at)| Some((Window::parse(&k)?, at))).collect();
+        open.sort();
+        Ok(open)
+    }
+
+    /// Opens the breakers of `open` again (each with when it tripped), as the audit log remembers
+    /// them: an in-process breaker must not close because the control plane restarted.
+    pub async fn restore(&self, open: &[(Window, u64)]) -> Result<()> {
+        match self {
+            Breakers::InProcess(breakers) => {
+                let mut breakers = breakers.lock().expect("breakers lock poisoned");
+                for (window, at) in open {
+                    breakers.open.entry(window.key()).or_insert(*at);
+                }
+                Ok(())
+            }
+            // Redis outlives the control plane; what it holds is the truth.
+            Breakers::Redis(_) => Ok(()),
+        }
+    }
+}
+
+/// The Redis hash of open breakers: window key -> when it tripped (UTC ms).
+const OPEN_BREAKERS: &str = "eci:breakers:open";
+
+fn window_ms(window: Duration) -> u64 {
+    u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
 }

@@ -67,6 +67,42 @@ pub enum Error {
     /// An invoice month was not a valid period.
     #[error("invalid period: {0}")]
     Period(#[from] eci_billing::PeriodError),
+    /// Risk control's rules were refused: they could not hold.
+    #[error("invalid risk rules: {0}")]
+    InvalidRules(#[source] eci_core::risk::RulesError),
+    /// The instance, batch or group (or something in it) is labelled
+    /// `eci.io/delete-protection=always`.
+    #[error(
+        "{what} `{id}` is protected from deletion (label eci.io/delete-protection=always); remove the label first"
+    )]
+    DeleteProtected {
+        /// What is protected (`instance`, `batch`, `group`).
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The request would end more than the bulk guard allows without confirming the number.
+    #[error("this would end {count} of the tenant's {live} live instances; confirm with ?confirm={count}")]
+    ConfirmationRequired {
+        /// How many instances it would end: the number to confirm.
+        count: u64,
+        /// How many live instances the tenant has.
+        live: u64,
+    },
+    /// A deletion window is full, or its breaker open.
+    #[error(
+        "deletions are held by the `{}` breaker ({} deletions per {} s, {} used); it closes when an admin resets it",
+        .0.window, .0.budget.deletions, .0.budget.window_seconds, .0.used
+    )]
+    DeletionRateLimited(Box<crate::coordination::Refusal>),
+    /// A held operation cannot be approved.
+    #[error("hold `{id}` cannot be approved: {why}")]
+    HoldNotApprovable {
+        /// The hold.
+        id: String,
+        /// Why not.
+        why: &'static str,
+    },
     /// Redis, which shares rate windows between replicas, could not be reached.
     #[error("cannot reach the coordination store")]
     Coordination(#[source] redis::RedisError),

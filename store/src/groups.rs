@@ -13,17 +13,21 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::batches::Stored;
-use crate::instances::{Scope, release_instances};
+use crate::instances::{Released, Scope, release_instances};
 use crate::ledger::Tx;
 use crate::paging::{Keyset, Page};
+use crate::risk::{Deletion, Target};
 use crate::sql::{int, json, millis, new_id, opt_time, placeholders, time, to_json, uint, word};
 use crate::{Error, Result, Store};
+use eci_core::risk::{ActorKind, TargetKind};
 
 /// A group as its tenant asks for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupSpec {
     /// The tenant's name for it.
     pub name: String,
+    /// Its own labels.
+    pub labels: BTreeMap<String, String>,
     /// What every instance is.
     pub template: Template,
     /// Where instances may go.
@@ -93,13 +97,14 @@ impl Grown {
     }
 }
 
-const GROUP_COLUMNS: &str = "id, tenant_id, name, state, template, placement, policy, generation, revision, status, created_at, deleted_at";
+const GROUP_COLUMNS: &str = "id, tenant_id, name, labels, state, template, placement, policy, generation, revision, status, created_at, deleted_at";
 
 fn group_from_row(row: &AnyRow) -> Result<Group> {
     Ok(Group {
         id: GroupId(row.try_get("id")?),
         tenant_id: TenantId(row.try_get("tenant_id")?),
         name: row.try_get("name")?,
+        labels: json("group labels", &row.try_get::<String, _>("labels")?)?,
         state: word("group state", &row.try_get::<String, _>("state")?)?,
         template: json("group template", &row.try_get::<String, _>("template")?)?,
         placement: json("group placement", &row.try_get::<String, _>("placement")?)?,
@@ -255,8 +260,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO groups (id, tenant_id, name, state, template, placement, policy, generation, revision, status, \
-                 load_history, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'active', $4, $5, $6, 1, 1, $7, $8, $9, $9)",
+                 load_history, created_at, updated_at, labels, delete_protected) \
+             VALUES ($1, $2, $3, 'active', $4, $5, $6, 1, 1, $7, $8, $9, $9, $10, $11)",
         )
         .bind(&id.0)
         .bind(&tenant.0)
@@ -267,6 +272,8 @@ impl Store {
         .bind(to_json(&Status::default()))
         .bind(to_json(&LoadHistory::default()))
         .bind(now_ms)
+        .bind(to_json(&spec.labels))
+        .bind(i64::from(eci_core::risk::is_protected(&spec.labels)))
         .execute(&mut *tx)
         .await
         .map_err(|e| named_conflict(e, "group"))?;
@@ -333,7 +340,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE groups SET name = $1, template = $2, placement = $3, policy = $4, \
-                 generation = generation + 1, revision = revision + 1, updated_at = $5 \
+                 generation = generation + 1, revision = revision + 1, updated_at = $5, labels = $9, \
+                 delete_protected = $10 \
              WHERE id = $6 AND tenant_id = $7 AND generation = $8 AND state = 'active'",
         )
         .bind(&spec.name)
@@ -344,6 +352,8 @@ impl Store {
         .bind(&id.0)
         .bind(&tenant.0)
         .bind(int(generation))
+        .bind(to_json(&spec.labels))
+        .bind(i64::from(eci_core::risk::is_protected(&spec.labels)))
         .execute(&mut *tx)
         .await
         .map_err(|e| named_conflict(e, "group"))?;
@@ -378,10 +388,25 @@ impl Store {
     }
 
     /// Deletes a group and releases every live instance of it through the same release path as
-    /// `DELETE` of a batch. Deleting a deleted group returns it unchanged.
+    /// `DELETE` of a batch, held to risk control like it. Deleting a deleted group returns it
+    /// unchanged.
     #[tracing::instrument(skip_all, fields(tenant.id = %tenant, group.id = %id))]
-    pub async fn delete_group(&self, tenant: &TenantId, id: &GroupId, now: DateTime<Utc>) -> Result<Group> {
+    pub async fn delete_group(
+        &self,
+        tenant: &TenantId,
+        id: &GroupId,
+        deletion: &Deletion,
+        now: DateTime<Utc>,
+    ) -> Result<Group> {
+        let group = self.get_group(tenant, id).await?;
         let now_ms = millis(now);
+        let target = Target { kind: TargetKind::Group, id: &id.0, tenant };
+        if group.state == GroupState::Active && eci_core::risk::is_protected(&group.labels) {
+            let protected = Error::DeleteProtected { what: "group", id: id.0.clone() };
+            return Err(self.refused(deletion, target, None, 0, protected, now_ms).await);
+        }
+        self.check_protection(deletion, target, Scope::Group(id), now_ms).await?;
+        let rules = self.rules_for(tenant).await?;
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE groups SET state = 'deleted', deleted_at = $1, updated_at = $1, generation = generation + 1, \
@@ -394,9 +419,9 @@ impl Store {
         .bind(to_json(&Status { decided_at: Some(now), reason: "deleted".into(), ..Status::default() }))
         .execute(&mut *tx)
         .await?;
-        let mut stopping = BTreeSet::new();
+        let mut released = Released::default();
         if done.rows_affected() == 1 {
-            stopping = release_instances(&mut tx, Scope::Group(id), now_ms).await?;
+            released = release_instances(&mut tx, Scope::Group(id), now_ms).await?;
             sqlx::query(
                 "UPDATE batches SET state = 'released', ended_at = $1 WHERE group_id = $2 AND state = 'active'",
             )
@@ -413,8 +438,7 @@ impl Store {
             };
             insert_events(&mut tx, id, &[deleted], now_ms).await?;
         }
-        tx.commit().await?;
-        self.report_stopping(&stopping);
+        self.commit_release(tx, deletion, target, &released, &rules, now_ms).await?;
         self.get_group(tenant, id).await
     }
 
@@ -619,8 +643,9 @@ impl Store {
     }
 
     /// Releases `instances` of `group` (as read, at its revision) through the same release path
-    /// as `DELETE`; refused with [`Error::StaleGeneration`] when the group changed since. Returns
-    /// how many were released, by IDC.
+    /// as `DELETE`, held to risk control as the scaler's scale-in (none of them released when it
+    /// refuses: the scaler decides again at its next tick); refused with [`Error::StaleGeneration`]
+    /// when the group changed since. Returns how many were released, by IDC.
     #[tracing::instrument(skip_all, fields(group.id = %group.id, count = instances.len()))]
     pub async fn shrink_group(
         &self,
@@ -629,30 +654,35 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<IdcId, u64>> {
         let now_ms = millis(now);
+        let deletion = Deletion::by(ActorKind::Scaler);
+        let target = Target { kind: TargetKind::ScaleIn, id: &group.id.0, tenant: &group.tenant_id };
+        for id in instances {
+            self.check_protection(&deletion, target, Scope::Instance(id), now_ms).await?;
+        }
+        let rules = self.rules_for(&group.tenant_id).await?;
         let mut tx = self.pool.begin().await?;
         advance_revision(&mut tx, &group.id, group.revision, now_ms).await?;
-        let mut released: BTreeMap<IdcId, u64> = BTreeMap::new();
-        let mut stopping = BTreeSet::new();
+        let mut released = Released::default();
         for id in instances {
-            let row = sqlx::query(
-                "SELECT i.idc_id, i.state FROM instances i JOIN batches b ON b.id = i.batch_id \
-                 WHERE i.id = $1 AND b.group_id = $2",
+            let member = sqlx::query(
+                "SELECT 1 FROM instances i JOIN batches b ON b.id = i.batch_id WHERE i.id = $1 AND b.group_id = $2",
             )
             .bind(&id.0)
             .bind(&group.id.0)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(row) = row else { continue };
-            let state: eci_core::InstanceState = word("instance state", &row.try_get::<String, _>("state")?)?;
-            if state.is_ended() || state == eci_core::InstanceState::Stopping {
+            if member.is_none() {
                 continue;
             }
-            stopping.extend(release_instances(&mut tx, Scope::Instance(id), now_ms).await?);
-            *released.entry(IdcId(row.try_get("idc_id")?)).or_default() += 1;
+            let one = release_instances(&mut tx, Scope::Instance(id), now_ms).await?;
+            released.stopping.extend(one.stopping);
+            for (idc, n) in one.per_idc {
+                *released.per_idc.entry(idc).or_default() += n;
+            }
         }
-        tx.commit().await?;
-        self.report_stopping(&stopping);
-        Ok(released)
+        let per_idc = released.per_idc.clone();
+        self.commit_release(tx, &deletion, target, &released, &rules, now_ms).await?;
+        Ok(per_idc)
     }
 
     /// Records what a tick saw and decided (its status, the load history and its events), if the

@@ -13,8 +13,10 @@ use sqlx::any::AnyRow;
 
 use crate::ledger::{self, Ended, Tx};
 use crate::paging::{Keyset, Page};
+use crate::risk::{Deletion, Target};
 use crate::sql::{millis, opt_time, state_in, time, uint, word};
 use crate::{Error, Result, Store};
+use eci_core::risk::TargetKind;
 
 /// What listing instances may filter on.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +33,7 @@ pub struct InstanceFilter {
 
 const INSTANCE_COLUMNS: &str = "id, batch_id, tenant_id, state, cpu, memory, gpu, runtime, idc_id, region, province, \
     city, carrier, reservation_id, ip, ssh_host, ssh_port, ssh_user, failure_reason, created_at, updated_at, \
-    started_at, ended_at";
+    started_at, ended_at, labels";
 
 fn instance_from_row(row: &AnyRow) -> Result<Instance> {
     let ssh =
@@ -63,6 +65,7 @@ fn instance_from_row(row: &AnyRow) -> Result<Instance> {
         },
         carrier: word("carrier", &row.try_get::<String, _>("carrier")?)?,
         reservation_id: row.try_get::<Option<String>, _>("reservation_id")?.map(eci_core::ReservationId),
+        labels: crate::sql::json("instance labels", &row.try_get::<String, _>("labels")?)?,
         ip: row.try_get("ip")?,
         ssh,
         failure_reason: row.try_get("failure_reason")?,
@@ -132,13 +135,42 @@ impl Store {
         &self,
         tenant: &TenantId,
         id: &InstanceId,
+        deletion: &Deletion,
         now: DateTime<Utc>,
     ) -> Result<Instance> {
         self.get_instance(tenant, id).await?;
+        let now_ms = millis(now);
+        let target = Target { kind: TargetKind::Instance, id: &id.0, tenant };
+        self.check_protection(deletion, target, Scope::Instance(id), now_ms).await?;
+        let rules = self.rules_for(tenant).await?;
         let mut tx = self.pool.begin().await?;
-        let stopping = release_instances(&mut tx, Scope::Instance(id), millis(now)).await?;
-        tx.commit().await?;
-        self.report_stopping(&stopping);
+        let released = release_instances(&mut tx, Scope::Instance(id), now_ms).await?;
+        self.commit_release(tx, deletion, target, &released, &rules, now_ms).await?;
+        self.get_instance(tenant, id).await
+    }
+
+    /// Sets an instance's own labels (its batch's still apply beside them); the protection label
+    /// among them protects it from deletion. Changes nothing in the cluster.
+    pub async fn set_instance_labels(
+        &self,
+        tenant: &TenantId,
+        id: &InstanceId,
+        labels: &std::collections::BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Result<Instance> {
+        let done = sqlx::query(
+            "UPDATE instances SET labels = $1, delete_protected = $2, updated_at = $3 WHERE id = $4 AND tenant_id = $5",
+        )
+        .bind(crate::sql::to_json(labels))
+        .bind(i64::from(eci_core::risk::is_protected(labels)))
+        .bind(millis(now))
+        .bind(&id.0)
+        .bind(&tenant.0)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(Error::NotFound { what: "instance", id: id.0.clone() });
+        }
         self.get_instance(tenant, id).await
     }
 }
@@ -361,15 +393,26 @@ impl Scope<'_> {
     }
 }
 
+/// What a release ended or began to stop.
+#[derive(Debug, Default)]
+pub(crate) struct Released {
+    /// The IDCs with instances to stop.
+    pub stopping: BTreeSet<IdcId>,
+    /// How many instances it released in each IDC, stopping or ended at once.
+    pub per_idc: std::collections::BTreeMap<IdcId, u64>,
+}
+
+impl Released {
+    /// How many instances it released.
+    pub fn count(&self) -> u64 {
+        self.per_idc.values().sum()
+    }
+}
+
 /// Releases the live instances in `scope` as [`InstanceState::on_release`] decides: those with
 /// nothing in the cluster yet end at once and give their capacity back; those with a Pod or VMI
 /// turn `stopping` and keep their capacity until the instance manager has seen the object gone.
-/// Returns the IDCs with instances to stop.
-pub(crate) async fn release_instances(
-    tx: &mut Tx<'_>,
-    scope: Scope<'_>,
-    now_ms: i64,
-) -> Result<BTreeSet<IdcId>> {
+pub(crate) async fn release_instances(tx: &mut Tx<'_>, scope: Scope<'_>, now_ms: i64) -> Result<Released> {
     let (condition, value) = scope.condition();
     let stopping = sqlx::query(&format!(
         "UPDATE instances SET state = $1, updated_at = $2 WHERE {condition} AND {} RETURNING idc_id",
@@ -380,9 +423,21 @@ pub(crate) async fn release_instances(
     .bind(value)
     .fetch_all(&mut **tx)
     .await?;
-    end_instances(tx, scope, &InstanceState::released_as(Release::EndNow), Ending::Terminated, now_ms)
-        .await?;
-    stopping.iter().map(|row| Ok(IdcId(row.try_get("idc_id")?))).collect()
+    let mut released = Released::default();
+    for row in &stopping {
+        let idc = IdcId(row.try_get("idc_id")?);
+        *released.per_idc.entry(idc.clone()).or_default() += 1;
+        released.stopping.insert(idc);
+    }
+    let (_, ended) =
+        mark_ended(tx, scope, &InstanceState::released_as(Release::EndNow), Ending::Terminated, now_ms)
+            .await?;
+    ledger::release_ended(tx, &ended, now_ms).await?;
+    end_emptied_batches(tx, &ended, now_ms).await?;
+    for e in &ended {
+        *released.per_idc.entry(e.idc.clone()).or_default() += 1;
+    }
+    Ok(released)
 }
 
 /// How live instances end: released (`terminated`) or lost (`failed`, with the reason).

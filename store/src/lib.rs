@@ -4,8 +4,9 @@
 //! - [`Store`]: the connection pool, migrations, and the repository functions grouped by resource:
 //!   [`fleet`] (IDCs and their ledger lines), [`tenants`] (tenants, API keys, quotas), [`batches`],
 //!   [`instances`], [`reservations`], [`billing`] (prices, metered instances, invoices); [`paging`]
-//!   (keyset pages by id, for every listing).
-//! - [`coordination`]: request-rate windows, in-process by default and in Redis in production.
+//!   (keyset pages by id, for every listing); [`risk`] (risk control: deletion rules, the gate every
+//!   release passes, the audit log, breaker events and held operations).
+//! - [`coordination`]: request-rate windows, leases and deletion breakers, in-process by default and in Redis in production.
 //! - [`work`]: the port through which writes report the work they give IDC clusters.
 //! - `testing` (feature `testing`): fresh SQLite / PostgreSQL stores, seed data and ledger checks
 //!   for this crate's tests and for those of the crates built on it.
@@ -30,6 +31,7 @@ pub mod instances;
 mod ledger;
 pub mod paging;
 pub mod reservations;
+pub mod risk;
 mod sql;
 pub mod tenants;
 #[cfg(feature = "testing")]
@@ -87,6 +89,10 @@ pub struct Store {
     /// when this store changes an IDC and at least every [`fleet::AREA_CODES_TTL`] for changes made
     /// by other replicas.
     area_codes: moka::sync::Cache<(), std::sync::Arc<std::collections::BTreeSet<String>>>,
+    /// Risk control's deletion windows and breakers: in process, or shared in Redis.
+    breakers: coordination::Breakers,
+    /// Each tenant's risk rules, for [`risk::RULES_TTL`].
+    risk_rules: moka::sync::Cache<String, eci_core::risk::Rules>,
 }
 
 impl Store {
@@ -125,7 +131,17 @@ impl Store {
         sqlx::migrate!("./migrations").run(&pool).await.map_err(Error::Migrate)?;
         let area_codes =
             moka::sync::Cache::builder().max_capacity(1).time_to_live(fleet::AREA_CODES_TTL).build();
-        let store = Store { pool, backend, work: None, area_codes };
+        let risk_rules =
+            moka::sync::Cache::builder().max_capacity(100_000).time_to_live(risk::RULES_TTL).build();
+        let store = Store {
+            pool,
+            backend,
+            work: None,
+            area_codes,
+            breakers: coordination::Breakers::in_process(),
+            risk_rules,
+        };
+        store.restore_breakers().await?;
         store.upgrade_request_hashes().await?;
         Ok(store)
     }

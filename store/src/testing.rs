@@ -699,6 +699,24 @@ pub async fn vacuum_analyze(store: &Store) {
     }
 }
 
+/// An admin's deletion: held to the deletion windows, never to a tenant's bulk guard.
+pub fn operator() -> crate::risk::Deletion {
+    use eci_core::risk::{Actor, ActorKind};
+    crate::risk::Deletion {
+        actor: Actor::key(ActorKind::Admin, &eci_core::KeyId("k-operator".into())),
+        confirm: None,
+    }
+}
+
+/// Raises every deletion budget to a billion per window, for seeding that ends instances by the
+/// hundred thousand (a month of usage); the tests of risk control keep the defaults.
+pub async fn lift_deletion_budgets(store: &Store) {
+    use eci_core::risk::{Budget, Rules};
+    let lifted = Budget { deletions: 1_000_000_000, window_seconds: 1 };
+    let rules = Rules { per_idc: lifted, per_tenant: lifted, platform: lifted, ..Rules::default() };
+    store.set_platform_rules(&rules, t0()).await.expect("lifting the deletion budgets");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

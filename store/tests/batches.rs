@@ -12,8 +12,8 @@ use eci_core::{
 use eci_store::batches::BatchFilter;
 use eci_store::instances::{InstanceFilter, Observed};
 use eci_store::testing::{
-    FLEET_ROOM, all_instances, assert_ledger_consistent, batch_request, each_backend, label, resources, seed,
-    seed_tenant, small, t0, total_allocated,
+    FLEET_ROOM, all_instances, assert_ledger_consistent, batch_request, each_backend, label, operator,
+    resources, seed, seed_tenant, small, t0, total_allocated,
 };
 use eci_store::work::WorkSink;
 use eci_store::{Error, Store, testing};
@@ -97,10 +97,15 @@ async fn another_tenant_cannot_see_or_touch_a_batch() {
         );
         assert!(all_instances(&store, &other, &InstanceFilter::default()).await.is_empty(), "[{b}]");
         assert!(
-            is_not_found(&store.release_batch(&other, &batch.id, BatchState::Released, t0()).await),
+            is_not_found(
+                &store.release_batch(&other, &batch.id, BatchState::Released, &operator(), t0()).await
+            ),
             "[{b}]"
         );
-        assert!(is_not_found(&store.release_instance(&other, &instance.id, t0()).await), "[{b}]");
+        assert!(
+            is_not_found(&store.release_instance(&other, &instance.id, &operator(), t0()).await),
+            "[{b}]"
+        );
 
         assert_eq!(store.get_batch(owner, &batch.id).await.unwrap().state, BatchState::Active, "[{b}]");
         assert_eq!(live_count(&store, owner).await, 3, "[{b}] nothing was released");
@@ -125,7 +130,7 @@ async fn batches_are_listed_in_pages_and_filtered_by_state_and_label() {
                 BTreeMap::from([("env".to_string(), env.to_string()), ("n".to_string(), n.to_string())]);
             ids.push(store.create_batch(tenant, &request, None, t0()).await.unwrap().batch.id);
         }
-        store.release_batch(tenant, &ids[2], BatchState::Released, t0()).await.unwrap();
+        store.release_batch(tenant, &ids[2], BatchState::Released, &operator(), t0()).await.unwrap();
 
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
@@ -229,7 +234,7 @@ async fn instances_are_filtered_by_batch_state_area_at_any_level_and_carrier() {
         assert_eq!(mobile.len(), 4, "[{b}] carrier");
         assert!(find(InstanceFilter { carrier: Some(Carrier::Bgp), ..Default::default() }).await.is_empty());
 
-        store.release_instance(tenant, &by_batch[0].id, t0()).await.unwrap();
+        store.release_instance(tenant, &by_batch[0].id, &operator(), t0()).await.unwrap();
         let terminated =
             find(InstanceFilter { state: Some(InstanceState::Terminated), ..Default::default() }).await;
         assert_eq!(
@@ -301,7 +306,7 @@ async fn repeating_a_request_with_its_idempotency_key_replays_the_first_batch() 
         assert_ne!(theirs.batch.id, first.batch.id, "[{b}]");
 
         // A released batch still answers its key.
-        store.release_batch(tenant, &first.batch.id, BatchState::Released, t0()).await.unwrap();
+        store.release_batch(tenant, &first.batch.id, BatchState::Released, &operator(), t0()).await.unwrap();
         let replay = store.create_batch(tenant, &batch_request(3), Some("key-1"), t0()).await.unwrap();
         assert!(replay.replayed, "[{b}]");
         assert_eq!(replay.batch.state, BatchState::Released, "[{b}]");
@@ -391,12 +396,12 @@ async fn the_instance_quota_is_enforced_and_usage_goes_down_on_release() {
         );
 
         let one = all_instances(&store, &tenant, &InstanceFilter::default()).await.remove(0);
-        store.release_instance(&tenant, &one.id, t0()).await.unwrap();
+        store.release_instance(&tenant, &one.id, &operator(), t0()).await.unwrap();
         let t = store.get_tenant(&tenant).await.unwrap();
         assert_eq!((t.used_instances, t.used_cpu), (4, MilliCpu(4000)), "[{b}]");
         store.create_batch(&tenant, &batch_request(1), None, t0()).await.unwrap();
 
-        store.release_batch(&tenant, &batch.id, BatchState::Released, t0()).await.unwrap();
+        store.release_batch(&tenant, &batch.id, BatchState::Released, &operator(), t0()).await.unwrap();
         let t = store.get_tenant(&tenant).await.unwrap();
         assert_eq!((t.used_instances, t.used_cpu), (1, MilliCpu(1000)), "[{b}]");
         store.create_batch(&tenant, &batch_request(4), None, t0()).await.unwrap();
@@ -437,7 +442,7 @@ async fn the_cpu_quota_is_enforced_and_a_partial_batch_stops_at_it() {
         ));
         store.create_batch(&tenant, &batch_request(1), None, t0()).await.expect("1 vCPU still fits");
 
-        store.release_batch(&tenant, &partial.id, BatchState::Released, t0()).await.unwrap();
+        store.release_batch(&tenant, &partial.id, BatchState::Released, &operator(), t0()).await.unwrap();
         let t = store.get_tenant(&tenant).await.unwrap();
         assert_eq!((t.used_instances, t.used_cpu), (1, MilliCpu(1000)), "[{b}]");
         assert_ledger_consistent(&store).await;
@@ -504,10 +509,11 @@ async fn releasing_a_batch_ends_its_instances_and_frees_its_capacity_once() {
         let later = t0() + Duration::seconds(30);
 
         assert!(matches!(
-            store.release_batch(tenant, &batch.id, BatchState::Active, later).await,
+            store.release_batch(tenant, &batch.id, BatchState::Active, &operator(), later).await,
             Err(Error::IllegalTransition(_))
         ));
-        let released = store.release_batch(tenant, &batch.id, BatchState::Released, later).await.unwrap();
+        let released =
+            store.release_batch(tenant, &batch.id, BatchState::Released, &operator(), later).await.unwrap();
         assert_eq!(released.state, BatchState::Released, "[{b}]");
         assert_eq!(released.ended_at, Some(later), "[{b}]");
         assert_eq!(released.counts, BTreeMap::from([(InstanceState::Terminated, 7)]), "[{b}]");
@@ -519,11 +525,13 @@ async fn releasing_a_batch_ends_its_instances_and_frees_its_capacity_once() {
         let t = store.get_tenant(tenant).await.unwrap();
         assert_eq!((t.used_instances, t.used_cpu), (0, MilliCpu(0)), "[{b}]");
 
-        let again =
-            store.release_batch(tenant, &batch.id, BatchState::Released, later + Duration::hours(1)).await;
+        let again = store
+            .release_batch(tenant, &batch.id, BatchState::Released, &operator(), later + Duration::hours(1))
+            .await;
         assert_eq!(again.unwrap(), released, "[{b}] releasing again changes nothing");
         assert_eq!(total_allocated(&store).await, Resources::ZERO, "[{b}]");
-        let expired = store.release_batch(tenant, &batch.id, BatchState::Expired, later).await.unwrap();
+        let expired =
+            store.release_batch(tenant, &batch.id, BatchState::Expired, &operator(), later).await.unwrap();
         assert_eq!(expired.state, BatchState::Released, "[{b}] an ended batch keeps its end");
         assert_ledger_consistent(&store).await;
     })
@@ -540,7 +548,7 @@ async fn releasing_one_instance_frees_its_capacity_and_the_batch_release_does_no
         let instances = all_instances(&store, tenant, &InstanceFilter::default()).await;
         let later = t0() + Duration::seconds(5);
 
-        let ended = store.release_instance(tenant, &instances[1].id, later).await.unwrap();
+        let ended = store.release_instance(tenant, &instances[1].id, &operator(), later).await.unwrap();
         assert_eq!(ended.state, InstanceState::Terminated, "[{b}]");
         assert_eq!(ended.ended_at, Some(later), "[{b}]");
         assert_eq!(total_allocated(&store).await, small() * 3, "[{b}]");
@@ -549,13 +557,16 @@ async fn releasing_one_instance_frees_its_capacity_and_the_batch_release_does_no
             instances[2..].iter().chain(&instances[..1]).filter(|i| i.idc == instances[1].idc).count();
         assert_eq!(line.allocated, small() * left_there as u64, "[{b}] freed in the instance's own IDC");
 
-        let again =
-            store.release_instance(tenant, &instances[1].id, later + Duration::hours(1)).await.unwrap();
+        let again = store
+            .release_instance(tenant, &instances[1].id, &operator(), later + Duration::hours(1))
+            .await
+            .unwrap();
         assert_eq!(again, ended, "[{b}] ending an ended instance changes nothing");
         assert_eq!(total_allocated(&store).await, small() * 3, "[{b}]");
         assert_ledger_consistent(&store).await;
 
-        let released = store.release_batch(tenant, &batch.id, BatchState::Released, later).await.unwrap();
+        let released =
+            store.release_batch(tenant, &batch.id, BatchState::Released, &operator(), later).await.unwrap();
         assert_eq!(released.counts, BTreeMap::from([(InstanceState::Terminated, 4)]), "[{b}]");
         assert_eq!(total_allocated(&store).await, Resources::ZERO, "[{b}]");
         let t = store.get_tenant(tenant).await.unwrap();
@@ -617,11 +628,11 @@ async fn a_started_instance_stops_holding_its_capacity_until_its_object_is_gone(
         }
 
         // A started instance stops: capacity and quota stay taken while its Pod shuts down.
-        let stopping = store.release_instance(tenant, &instances[0].id, at(10)).await.unwrap();
+        let stopping = store.release_instance(tenant, &instances[0].id, &operator(), at(10)).await.unwrap();
         assert_eq!((stopping.state, stopping.ended_at), (InstanceState::Stopping, None), "[{b}]");
         assert_eq!(raised(), BTreeSet::from([instances[0].idc.clone()]), "[{b}]");
         assert_eq!(total_allocated(&store).await, small() * 3, "[{b}]");
-        let again = store.release_instance(tenant, &instances[0].id, at(11)).await.unwrap();
+        let again = store.release_instance(tenant, &instances[0].id, &operator(), at(11)).await.unwrap();
         assert_eq!(again.state, InstanceState::Stopping, "[{b}] releasing twice changes nothing");
         assert_eq!(again.updated_at, stopping.updated_at, "[{b}]");
         // Whatever the cluster says of it meanwhile changes nothing; only its object's removal does.
@@ -637,7 +648,8 @@ async fn a_started_instance_stops_holding_its_capacity_until_its_object_is_gone(
         assert_eq!(total_allocated(&store).await, small() * 2, "[{b}]");
 
         // Releasing the batch ends the never-started instance at once and stops the running one.
-        let released = store.release_batch(tenant, &batch.id, BatchState::Released, at(20)).await.unwrap();
+        let released =
+            store.release_batch(tenant, &batch.id, BatchState::Released, &operator(), at(20)).await.unwrap();
         assert_eq!(
             released.counts,
             BTreeMap::from([(InstanceState::Stopping, 1), (InstanceState::Terminated, 2)]),

@@ -8,8 +8,8 @@ use eci_core::{
 use eci_store::batches::Created;
 use eci_store::instances::InstanceFilter;
 use eci_store::testing::{
-    all_instances, assert_ledger_consistent, batch_request, each_backend_with, idc, label, resources,
-    seed_fleet, seed_tenant, small, t0, total_allocated,
+    all_instances, assert_ledger_consistent, batch_request, each_backend_with, idc, label,
+    lift_deletion_budgets, operator, resources, seed_fleet, seed_tenant, small, t0, total_allocated,
 };
 use eci_store::{Error, Store};
 use tokio::task::JoinSet;
@@ -137,12 +137,17 @@ async fn concurrent_releases_and_creates_never_over_commit_or_free_twice() {
             if n < 3 {
                 let (store, tenant, batch) = (store.clone(), tenant.clone(), batch.clone());
                 releases.spawn(async move {
-                    store.release_batch(&tenant, &batch, BatchState::Released, t0()).await.map(|_| ())
+                    store
+                        .release_batch(&tenant, &batch, BatchState::Released, &operator(), t0())
+                        .await
+                        .map(|_| ())
                 });
             }
             for id in instances.iter().take(if n < 3 { 1 } else { 2 }) {
                 let (store, tenant, id) = (store.clone(), tenant.clone(), id.clone());
-                releases.spawn(async move { store.release_instance(&tenant, &id, t0()).await.map(|_| ()) });
+                releases.spawn(async move {
+                    store.release_instance(&tenant, &id, &operator(), t0()).await.map(|_| ())
+                });
             }
         }
         for k in 0..20 {
@@ -165,7 +170,7 @@ async fn concurrent_releases_and_creates_never_over_commit_or_free_twice() {
         assert_eq!(total_allocated(&store).await, small() * live, "[{b}]");
         assert_ledger_consistent(&store).await;
         for (tenant, batch, _) in &batches {
-            store.release_batch(tenant, batch, BatchState::Released, t0()).await.unwrap();
+            store.release_batch(tenant, batch, BatchState::Released, &operator(), t0()).await.unwrap();
         }
         assert_ledger_consistent(&store).await;
     })
@@ -259,7 +264,9 @@ async fn concurrent_draws_on_reservations_and_the_pool_never_over_commit() {
         let mut ends = JoinSet::new();
         for (tenant, batch) in made.into_iter().step_by(2) {
             let store = store.clone();
-            ends.spawn(async move { store.release_batch(&tenant, &batch, BatchState::Released, t0()).await });
+            ends.spawn(async move {
+                store.release_batch(&tenant, &batch, BatchState::Released, &operator(), t0()).await
+            });
         }
         for k in 0..8 {
             let request = varied_request(k);
@@ -307,6 +314,8 @@ async fn batches_that_draw_on_a_reservation_and_the_pool_do_not_deadlock_with_pl
             ],
         };
         seed_fleet(&store, &fleet).await;
+        // Rounds of releases far beyond an IDC's deletion budget: this is about locks, not risk.
+        lift_deletion_budgets(&store).await;
         let tenants = tenants(&store, 2, Quota::default()).await;
         for round in 0..ROUNDS {
             // The reservation sits in b-1 only, so its owner's batches lock b-1 before spilling into
@@ -345,7 +354,9 @@ async fn batches_that_draw_on_a_reservation_and_the_pool_do_not_deadlock_with_pl
             for batch in made {
                 let store = store.clone();
                 ends.spawn(async move {
-                    store.release_batch(&batch.tenant_id, &batch.id, BatchState::Released, t0()).await
+                    store
+                        .release_batch(&batch.tenant_id, &batch.id, BatchState::Released, &operator(), t0())
+                        .await
                 });
             }
             let giving_up = {

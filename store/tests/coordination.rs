@@ -1,10 +1,11 @@
 //! Request-rate windows, in-process and on Redis: `limit` hits per window, then Limited until the
 //! next window opens; and leases, one holder at a time. Times are explicit, so nothing here
-//! depends on the wall clock.
+//! depends on the wall clock. Risk control's deletion breakers too: sliding windows, all or nothing,
+//! open until reset.
 
 use std::time::Duration;
 
-use eci_store::coordination::{Leases, RateVerdict, RateWindows};
+use eci_store::coordination::{Admission, Breakers, Leases, RateVerdict, RateWindows};
 use eci_store::testing::redis_url;
 
 const WINDOW: Duration = Duration::from_secs(1);
@@ -113,4 +114,73 @@ async fn a_redis_lease_is_shared_by_every_replica() {
     assert_eq!(one.hold(&name, "b", ttl, 0).await.unwrap(), None, "only the holder gives it up");
     one.give_up(&name, "a").await.unwrap();
     assert_eq!(two.hold(&name, "b", ttl, 0).await.unwrap(), Some(epoch + 1), "given up: taken at once");
+}
+
+/// The windows of one deletion: a unique IDC (3 per minute) and a unique tenant (5 per minute).
+fn takes(idc: &str, tenant: &str, count: u64) -> Vec<eci_core::risk::Take> {
+    use eci_core::risk::{Budget, Take, Window};
+    vec![
+        Take {
+            window: Window::Idc(eci_core::IdcId(idc.into())),
+            budget: Budget { deletions: 3, window_seconds: 60 },
+            count,
+        },
+        Take {
+            window: Window::Tenant(eci_core::TenantId(tenant.into())),
+            budget: Budget { deletions: 5, window_seconds: 60 },
+            count,
+        },
+    ]
+}
+
+/// Two handles on one set of breakers (two replicas, or one): the windows slide, a full one trips
+/// its breaker and counts nothing anywhere, the breaker stays open after the window empties, an
+/// approved deletion passes, and a reset closes it.
+async fn breakers_trip_stay_open_and_reset(a: &Breakers, b: &Breakers) {
+    use eci_core::risk::Window;
+    let (idc, tenant) = (unique_key("idc"), unique_key("tenant"));
+    let t0 = 1_000_000;
+    assert_eq!(a.take(&takes(&idc, &tenant, 2), t0, false).await.unwrap(), Admission::Admitted);
+    assert_eq!(b.take(&takes(&idc, &tenant, 1), t0 + 10_000, false).await.unwrap(), Admission::Admitted);
+    let Admission::Refused(refusal) = a.take(&takes(&idc, &tenant, 1), t0 + 20_000, false).await.unwrap()
+    else {
+        panic!("the IDC's window holds 3")
+    };
+    assert_eq!(refusal.window, Window::Idc(eci_core::IdcId(idc.clone())));
+    assert!(refusal.tripped);
+    assert_eq!(refusal.used, 3);
+    assert_eq!(
+        refusal.retry_after,
+        std::time::Duration::from_secs(40),
+        "the first two leave the window at 60 s"
+    );
+    let open = b.open().await.unwrap();
+    assert!(open.iter().any(|(w, at)| *w == refusal.window && *at == t0 + 20_000), "{open:?}");
+
+    // The tenant's window counted nothing of the refused deletion: another IDC still fits in it.
+    let other = unique_key("idc");
+    assert_eq!(b.take(&takes(&other, &tenant, 2), t0 + 30_000, false).await.unwrap(), Admission::Admitted);
+    // Long after the window emptied, the breaker is still open.
+    let Admission::Refused(again) = b.take(&takes(&idc, &tenant, 1), t0 + 600_000, false).await.unwrap()
+    else {
+        panic!("open until reset")
+    };
+    assert!(!again.tripped, "tripped once");
+    assert_eq!(a.take(&takes(&idc, &tenant, 1), t0 + 600_000, true).await.unwrap(), Admission::Admitted);
+    assert!(a.reset(&refusal.window).await.unwrap());
+    assert!(!b.reset(&refusal.window).await.unwrap(), "closed already");
+    assert_eq!(b.take(&takes(&idc, &tenant, 3), t0 + 600_001, false).await.unwrap(), Admission::Admitted);
+}
+
+#[tokio::test]
+async fn in_process_breakers_trip_stay_open_and_reset() {
+    let breakers = Breakers::in_process();
+    breakers_trip_stay_open_and_reset(&breakers, &breakers).await;
+}
+
+#[tokio::test]
+async fn redis_breakers_are_shared_by_every_replica() {
+    let Some(url) = redis_url().await else { return };
+    let (a, b) = (Breakers::redis(&url).await.unwrap(), Breakers::redis(&url).await.unwrap());
+    breakers_trip_stay_open_and_reset(&a, &b).await;
 }

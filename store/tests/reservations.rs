@@ -7,8 +7,8 @@ use eci_core::{
 };
 use eci_store::instances::InstanceFilter;
 use eci_store::testing::{
-    FLEET_ROOM, all_instances, assert_ledger_consistent, batch_request, each_backend, label, resources, seed,
-    seed_tenant, small, t0, total_allocated,
+    FLEET_ROOM, all_instances, assert_ledger_consistent, batch_request, each_backend, label, operator,
+    resources, seed, seed_tenant, small, t0, total_allocated,
 };
 use eci_store::{Error, Store};
 
@@ -194,7 +194,7 @@ async fn a_batch_drawing_on_a_reservation_respects_all_or_nothing_and_the_quota(
 
         let mut again = batch_request(3);
         again.reservation_id = Some(reservation.clone());
-        store.release_batch(&owner, &batch.id, BatchState::Released, t0()).await.unwrap();
+        store.release_batch(&owner, &batch.id, BatchState::Released, &operator(), t0()).await.unwrap();
         assert_eq!(
             total_reserved(&store).await,
             small() * 10,
@@ -223,7 +223,7 @@ async fn ending_a_drawn_instance_gives_its_capacity_back_to_the_active_reservati
         store.create_batch(owner, &request, None, t0()).await.unwrap();
         let drawn = all_instances(&store, owner, &InstanceFilter::default()).await;
 
-        store.release_instance(owner, &drawn[0].id, t0()).await.unwrap();
+        store.release_instance(owner, &drawn[0].id, &operator(), t0()).await.unwrap();
         let held = store.get_reservation(owner, &reservation).await.unwrap();
         assert_eq!(held.used(), 4, "[{b}]");
         assert_eq!(total_reserved(&store).await, small(), "[{b}] back to the reservation, not the pool");
@@ -277,14 +277,14 @@ async fn releasing_a_reservation_frees_what_is_unused_and_the_rest_when_its_inst
         assert_eq!(total_reserved(&store).await, Resources::ZERO, "[{b}]");
 
         let one = all_instances(&store, owner, &InstanceFilter::default()).await.remove(0);
-        store.release_instance(owner, &one.id, later).await.unwrap();
+        store.release_instance(owner, &one.id, &operator(), later).await.unwrap();
         assert_eq!(
             total_reserved(&store).await,
             Resources::ZERO,
             "[{b}] an ended reservation takes nothing back"
         );
         assert_eq!(total_allocated(&store).await, small() * 5, "[{b}]");
-        store.release_batch(owner, &batch.id, BatchState::Released, later).await.unwrap();
+        store.release_batch(owner, &batch.id, BatchState::Released, &operator(), later).await.unwrap();
         assert_eq!(total_allocated(&store).await, Resources::ZERO, "[{b}]");
         assert_ledger_consistent(&store).await;
 

@@ -225,6 +225,11 @@ pub struct CreateGroupBody {
     /// The group's name, unique among the tenant's active groups.
     #[schema(value_type = rules::GroupName)]
     pub name: String,
+    /// The group's own labels (its instances' come from the template), at most 32;
+    /// `eci.io/delete-protection: always` protects it from deletion until removed.
+    #[serde(default)]
+    #[schema(schema_with = labels_schema)]
+    pub labels: BTreeMap<String, String>,
     /// What every instance is.
     pub template: TemplateBody,
     /// Where instances may go; anywhere when left out. `all_or_nothing` does not apply: a group
@@ -263,6 +268,10 @@ pub struct PatchGroupBody {
     /// A new name.
     #[schema(value_type = Option<rules::GroupName>)]
     pub name: Option<String>,
+    /// New labels of the group's own, replacing them; removing `eci.io/delete-protection` lets it
+    /// be deleted.
+    #[schema(schema_with = labels_schema)]
+    pub labels: Option<BTreeMap<String, String>>,
     /// A new template, for instances created from now on.
     pub template: Option<TemplateBody>,
     /// New placement rules, for instances placed from now on.
@@ -470,7 +479,8 @@ impl CreateGroupBody {
             load: self.load.map(LoadBody::validate).transpose()?,
             mode: mode_from(self.mode.as_deref())?.unwrap_or_default(),
         };
-        checked(GroupSpec { name: self.name, template, placement, policy })
+        crate::wire::check_labels(&self.labels)?;
+        checked(GroupSpec { name: self.name, labels: self.labels, template, placement, policy })
     }
 }
 
@@ -479,6 +489,7 @@ impl PatchGroupBody {
     pub fn apply(self, group: &Group, known_area: impl Fn(&str) -> bool) -> Result<GroupSpec> {
         let mut spec = GroupSpec {
             name: group.name.clone(),
+            labels: group.labels.clone(),
             template: group.template.clone(),
             placement: group.placement.clone(),
             policy: group.policy.clone(),
@@ -486,6 +497,10 @@ impl PatchGroupBody {
         if let Some(name) = self.name {
             rules::GroupName::require("name", &name)?;
             spec.name = name;
+        }
+        if let Some(labels) = self.labels {
+            crate::wire::check_labels(&labels)?;
+            spec.labels = labels;
         }
         if let Some(template) = self.template {
             spec.template = template.validate()?;
@@ -555,6 +570,8 @@ pub struct GroupView {
     pub id: String,
     /// Its name.
     pub name: String,
+    /// Its own labels.
+    pub labels: BTreeMap<String, String>,
     /// `active`, or `deleted`.
     #[schema(schema_with = word_schema::<GroupState>)]
     pub state: GroupState,
@@ -608,6 +625,7 @@ impl GroupView {
         GroupView {
             id: g.id.0.clone(),
             name: g.name.clone(),
+            labels: g.labels.clone(),
             state: g.state,
             generation: g.generation,
             mode: g.policy.mode,

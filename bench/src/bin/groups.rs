@@ -238,7 +238,13 @@ impl Platform {
             labels: Default::default(),
             create_timeout_seconds: None,
         };
-        let spec = GroupSpec { name: name.into(), template, placement: PlacementSpec::default(), policy };
+        let spec = GroupSpec {
+            name: name.into(),
+            labels: Default::default(),
+            template,
+            placement: PlacementSpec::default(),
+            policy,
+        };
         let group = self.store.create_group(&self.tenant, &spec, Utc::now()).await?;
         self.state.scaler_wake.notify_one();
         Ok(group.id)

@@ -270,7 +270,15 @@ async fn live(
         store.record_observation(id, &failed, at((died_ms + 30 * SECOND_MS).min(stop_ms))?).await?;
     }
     if let Some(released_ms) = planned.released_ms {
-        store.release_batch(tenant, &created.batch, BatchState::Released, at(released_ms)?).await?;
+        store
+            .release_batch(
+                tenant,
+                &created.batch,
+                BatchState::Released,
+                &testing::operator(),
+                at(released_ms)?,
+            )
+            .await?;
         pods_gone(store, rng, ids, released_ms).await?;
     }
     Ok(())
@@ -281,6 +289,7 @@ async fn live(
 /// goes first), then leaves the table as autovacuum would within minutes of such a load (vacuumed
 /// and analysed), so that it does not do so in the middle of a measurement.
 async fn seed(store: &Store, tenants: &[TenantId], planned: Vec<Planned>, now_ms: i64) -> anyhow::Result<()> {
+    testing::lift_deletion_budgets(store).await;
     let created: Arc<[Created]> = create_batches(store, tenants, &planned).await?.into();
     let planned: Arc<[Planned]> = planned.into();
     let mut seeders = JoinSet::new();

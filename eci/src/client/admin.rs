@@ -17,6 +17,27 @@ pub enum AdminCommand {
     /// The fleet's IDCs: what each may sell, what its cluster offers, what it sells and holds.
     #[command(subcommand)]
     Idc(IdcCommand),
+    /// Risk control: the deletions it holds, approving one, resetting a breaker.
+    #[command(subcommand)]
+    Risk(RiskCommand),
+}
+
+/// The `admin risk` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum RiskCommand {
+    /// The deletions risk control holds, and the breakers open.
+    Holds,
+    /// Let one held deletion through once, without closing its breaker: the caller's next try (or
+    /// the platform's next pass) goes through.
+    Approve {
+        /// Hold ID (rh-…).
+        id: String,
+    },
+    /// Close a breaker and empty its window (`idc:<id>`, `tenant:<id>` or `platform`).
+    Reset {
+        /// The breaker.
+        breaker: String,
+    },
 }
 
 /// The `admin idc` subcommands.
@@ -34,7 +55,10 @@ pub enum IdcCommand {
 
 /// Runs one `admin` subcommand and returns the text to print.
 pub async fn run(api: &Api, cmd: AdminCommand, output: OutputFormat) -> Result<String> {
-    let AdminCommand::Idc(cmd) = cmd;
+    let cmd = match cmd {
+        AdminCommand::Idc(cmd) => cmd,
+        AdminCommand::Risk(cmd) => return risk(api, cmd, output).await,
+    };
     match cmd {
         IdcCommand::List => {
             let answer = api.get(&["v1", "admin", "idcs"], &Vec::new()).await?;
@@ -48,6 +72,64 @@ pub async fn run(api: &Api, cmd: AdminCommand, output: OutputFormat) -> Result<S
             render::one(output, answer, "IDC", idc_view)
         }
     }
+}
+
+async fn risk(api: &Api, cmd: RiskCommand, output: OutputFormat) -> Result<String> {
+    let answer = match cmd {
+        RiskCommand::Holds => {
+            let holds = api.list(&["v1", "risk", "holds"], &Vec::new(), true).await?;
+            let breakers = api.get(&["v1", "risk", "breakers"], &Vec::new()).await?;
+            if output != OutputFormat::Json {
+                return Ok(holds_text(&holds, &breakers));
+            }
+            serde_json::json!({ "holds": holds["items"], "breakers": breakers["open"] })
+        }
+        RiskCommand::Approve { id } => {
+            api.post(&["v1", "admin", "risk", "holds", &id, "approve"], &serde_json::json!({}), None).await?
+        }
+        RiskCommand::Reset { breaker } => {
+            api.post(&["v1", "admin", "risk", "breakers", &breaker, "reset"], &serde_json::json!({}), None)
+                .await?
+        }
+    };
+    Ok(match output {
+        OutputFormat::Json => render::json(&answer),
+        _ => format!(
+            "{} {}",
+            answer["id"].as_str().or(answer["breaker"].as_str()).unwrap_or("-"),
+            answer["state"].as_str().map_or_else(|| "reset".to_string(), str::to_string)
+        ),
+    })
+}
+
+/// One line per held deletion (id, what, how many, the rule and breaker), then the open breakers.
+fn holds_text(holds: &Value, breakers: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let mut lines: Vec<String> = holds["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            format!(
+                "{}  {} {} ({} instances) by {}: {} {}, {}",
+                text(&h["id"]),
+                text(&h["target_kind"]),
+                text(&h["target_id"]),
+                h["count"],
+                text(&h["actor"]),
+                text(&h["rule"]),
+                text(&h["breaker"]),
+                text(&h["state"])
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        lines.push("no deletion is held".into());
+    }
+    for b in breakers["open"].as_array().into_iter().flatten() {
+        lines.push(format!("breaker {} open since {}", text(&b["breaker"]), text(&b["tripped_at"])));
+    }
+    lines.join("\n")
 }
 
 /// The client's view of an IDC; lenient like its other views.

@@ -31,6 +31,10 @@ pub enum BatchCommand {
     Delete {
         /// Batch ID (b-…).
         id: String,
+        /// The number of instances it ends, when the platform asks for it to be confirmed (a
+        /// deletion ending most of your instances, or very many).
+        #[arg(long, value_name = "COUNT")]
+        confirm: Option<u64>,
     },
 }
 
@@ -147,8 +151,8 @@ pub async fn run(api: &Api, cmd: BatchCommand, output: OutputFormat) -> Result<A
             let (answer, verdict) = wait::if_asked(api, answer, &wait, output).await;
             Ok(Answer { text: render::one(output, answer, "batch", batch_view)?, verdict })
         }
-        BatchCommand::Delete { id } => {
-            let answer = api.delete(&["v1", "batches", &id]).await?;
+        BatchCommand::Delete { id, confirm } => {
+            let answer = api.delete(&["v1", "batches", &id], confirm).await?;
             render::one(output, answer, "batch", |b: &Batch| {
                 format!("batch {} is {}", b.id, dash(b.state.as_deref()))
             })

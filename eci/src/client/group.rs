@@ -53,6 +53,10 @@ pub enum GroupCommand {
     Delete {
         /// Group ID (g-…).
         id: String,
+        /// The number of instances it ends, when the platform asks for it to be confirmed (a
+        /// deletion ending most of your instances, or very many).
+        #[arg(long, value_name = "COUNT")]
+        confirm: Option<u64>,
     },
 }
 
@@ -123,8 +127,8 @@ pub async fn run(api: &Api, cmd: GroupCommand, output: OutputFormat) -> Result<S
             let answer = api.patch(&["v1", "groups", &id], &body).await?;
             render::one(output, answer, "group", group_view)
         }
-        GroupCommand::Delete { id } => {
-            let answer = api.delete(&["v1", "groups", &id]).await?;
+        GroupCommand::Delete { id, confirm } => {
+            let answer = api.delete(&["v1", "groups", &id], confirm).await?;
             render::one(output, answer, "group", |g: &Group| {
                 format!("group {} is {}", g.id, dash(g.state.as_deref()))
             })

@@ -70,9 +70,12 @@ impl Api {
         self.send(self.request(Method::PATCH, path, &Vec::new()).json(body)).await
     }
 
-    /// DELETEs one resource and returns what the API answers with (the released resource).
-    pub async fn delete(&self, path: &[&str]) -> Result<Value> {
-        self.send(self.request(Method::DELETE, path, &Vec::new())).await
+    /// DELETEs one resource and returns what the API answers with (the released resource);
+    /// `confirm` is the number of instances the caller confirms it ends (`?confirm=`), which risk
+    /// control asks for when a deletion ends most of the tenant's instances.
+    pub async fn delete(&self, path: &[&str], confirm: Option<u64>) -> Result<Value> {
+        let query: Query = confirm.map(|n| ("confirm", n.to_string())).into_iter().collect();
+        self.send(self.request(Method::DELETE, path, &query)).await
     }
 
     /// GETs a `{"items": [...], "next_cursor": ...}` list. With `all`, follows `next_cursor` until

@@ -23,6 +23,10 @@ pub enum InstanceCommand {
     Delete {
         /// Instance ID (i-…).
         id: String,
+        /// The number of instances it ends, when the platform asks for it to be confirmed (a
+        /// deletion ending most of your instances, or very many).
+        #[arg(long, value_name = "COUNT")]
+        confirm: Option<u64>,
     },
 }
 
@@ -60,8 +64,8 @@ pub async fn run(api: &Api, cmd: InstanceCommand, output: OutputFormat) -> Resul
             let answer = api.get(&["v1", "instances", &id], &Vec::new()).await?;
             render::one(output, answer, "instance", instance_view)
         }
-        InstanceCommand::Delete { id } => {
-            let answer = api.delete(&["v1", "instances", &id]).await?;
+        InstanceCommand::Delete { id, confirm } => {
+            let answer = api.delete(&["v1", "instances", &id], confirm).await?;
             render::one(output, answer, "instance", |i: &Instance| {
                 format!("instance {} is {}", i.id, dash(i.state.as_deref()))
             })
