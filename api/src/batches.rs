@@ -153,7 +153,7 @@ pub async fn release_batch(
     Query(q): Query<ConfirmQuery>,
 ) -> Result<Json<BatchView>> {
     let id = rules::known_id::<rules::BatchIdText>("batch", id)?;
-    let deletion = Deletion::by_tenant(&caller.key_id, q.confirm);
+    let deletion = Deletion::by_tenant(&caller.key_id, q.count()?);
     let batch = state
         .store
         .release_batch(&caller.tenant.id, &BatchId(id), BatchState::Released, &deletion, state.clock.now())

@@ -181,7 +181,7 @@ pub async fn delete_group(
     Query(q): Query<ConfirmQuery>,
 ) -> Result<Json<GroupView>> {
     let now = state.clock.now();
-    let deletion = Deletion::by_tenant(&caller.key_id, q.confirm);
+    let deletion = Deletion::by_tenant(&caller.key_id, q.count()?);
     let group = state.store.delete_group(&caller.tenant.id, &group_id(id)?, &deletion, now).await?;
     tracing::info!(group.id = %group.id, "group deleted");
     Ok(Json(GroupView::of(&group, now)))

@@ -152,7 +152,7 @@ pub async fn release_instance(
     Query(q): Query<ConfirmQuery>,
 ) -> Result<Json<InstanceView>> {
     let id = rules::known_id::<rules::InstanceIdText>("instance", id)?;
-    let deletion = Deletion::by_tenant(&caller.key_id, q.confirm);
+    let deletion = Deletion::by_tenant(&caller.key_id, q.count()?);
     let instance = state
         .store
         .release_instance(&caller.tenant.id, &InstanceId(id), &deletion, state.clock.now())

@@ -16,7 +16,8 @@ use crate::error::{ApiError, Result};
 use crate::extract::{Body, Path, Query};
 use crate::openapi::{AdminCall, BadRequest, Conflict, JsonBody, NotFound, TenantCall};
 use crate::wire::risk::{
-    AuditView, BreakerEventView, BreakersView, HoldView, ResetView, RulesBody, RulesView, TenantRulesBody,
+    AuditView, BreakerEventView, BreakersView, HoldView, ResetView, RiskRulesBody, RiskRulesView,
+    TenantRiskRulesBody,
 };
 use crate::wire::rules::{self, TextRule};
 use crate::wire::{PageView, parse_word, word_schema};
@@ -36,60 +37,64 @@ routes! { router, ROUTES;
 
 /// The rules deletions are held to: a tenant's key sees its own (the platform's with its
 /// overrides), an admin's the platform's.
-#[utoipa::path(get, path = "/v1/risk/rules", responses((status = 200, body = RulesView), TenantCall))]
-pub async fn get_rules(State(state): State<AppState>, who: Anyone) -> Result<Json<RulesView>> {
+#[utoipa::path(get, path = "/v1/risk/rules", responses((status = 200, body = RiskRulesView), TenantCall))]
+pub async fn get_rules(State(state): State<AppState>, who: Anyone) -> Result<Json<RiskRulesView>> {
     Ok(Json(match who.tenant() {
         Some(tenant) => rules_view(&state, tenant).await?,
-        None => RulesView {
+        None => RiskRulesView {
             tenant_id: None,
             rules: state.store.platform_rules().await?.into(),
-            overrides: TenantRulesBody::default(),
+            overrides: TenantRiskRulesBody::default(),
         },
     }))
 }
 
-async fn rules_view(state: &AppState, tenant: &TenantId) -> Result<RulesView> {
+async fn rules_view(state: &AppState, tenant: &TenantId) -> Result<RiskRulesView> {
     let overrides = state.store.tenant_rules(tenant).await?;
     let rules = state.store.platform_rules().await?.with(&overrides);
-    Ok(RulesView { tenant_id: Some(tenant.0.clone()), rules: rules.into(), overrides: overrides.into() })
+    Ok(RiskRulesView { tenant_id: Some(tenant.0.clone()), rules: rules.into(), overrides: overrides.into() })
 }
 
 /// Replace the platform's rules: the defaults of every tenant, and the IDC and platform windows.
-#[utoipa::path(put, path = "/v1/admin/risk/rules", request_body = RulesBody,
-    responses((status = 200, body = RulesView), AdminCall, JsonBody))]
+#[utoipa::path(put, path = "/v1/admin/risk/rules", request_body = RiskRulesBody,
+    responses((status = 200, body = RiskRulesView), AdminCall, JsonBody))]
 pub async fn set_platform_rules(
     State(state): State<AppState>,
     admin: Admin,
-    Body(body): Body<RulesBody>,
-) -> Result<Json<RulesView>> {
+    Body(body): Body<RiskRulesBody>,
+) -> Result<Json<RiskRulesView>> {
     let rules = state.store.set_platform_rules(&body.into(), state.clock.now()).await?;
     tracing::warn!(admin.key = %admin.key_id, ?rules, "risk rules of the platform changed");
-    Ok(Json(RulesView { tenant_id: None, rules: rules.into(), overrides: TenantRulesBody::default() }))
+    Ok(Json(RiskRulesView {
+        tenant_id: None,
+        rules: rules.into(),
+        overrides: TenantRiskRulesBody::default(),
+    }))
 }
 
 /// A tenant's overrides of the platform's rules, and the rules they make.
 #[utoipa::path(get, path = "/v1/admin/tenants/{id}/risk-rules",
     params(("id" = rules::TenantIdText, Path, description = "The tenant's id (`t-...`).")),
-    responses((status = 200, body = RulesView), AdminCall, (status = 404, response = NotFound)))]
+    responses((status = 200, body = RiskRulesView), AdminCall, (status = 404, response = NotFound)))]
 pub async fn get_tenant_rules(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
-) -> Result<Json<RulesView>> {
+) -> Result<Json<RiskRulesView>> {
     let id = TenantId(rules::known_id::<rules::TenantIdText>("tenant", id)?);
     Ok(Json(rules_view(&state, &id).await?))
 }
 
 /// Replace a tenant's overrides of the platform's rules (the bulk guard and its own window).
-#[utoipa::path(put, path = "/v1/admin/tenants/{id}/risk-rules", request_body = TenantRulesBody,
+#[utoipa::path(put, path = "/v1/admin/tenants/{id}/risk-rules", request_body = TenantRiskRulesBody,
     params(("id" = rules::TenantIdText, Path, description = "The tenant's id (`t-...`).")),
-    responses((status = 200, body = RulesView), AdminCall, JsonBody, (status = 404, response = NotFound)))]
+    responses((status = 200, body = RiskRulesView), AdminCall, JsonBody, (status = 404, response = NotFound)))]
 pub async fn set_tenant_rules(
     State(state): State<AppState>,
     admin: Admin,
     Path(id): Path<String>,
-    Body(body): Body<TenantRulesBody>,
-) -> Result<Json<RulesView>> {
+    Body(body): Body<TenantRiskRulesBody>,
+) -> Result<Json<RiskRulesView>> {
     let id = TenantId(rules::known_id::<rules::TenantIdText>("tenant", id)?);
     state.store.set_tenant_rules(&id, &body.into(), state.clock.now()).await?;
     tracing::warn!(admin.key = %admin.key_id, tenant.id = %id, "risk rules of a tenant changed");
@@ -138,13 +143,12 @@ pub async fn audit_log(
     who: Anyone,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<PageView<AuditView>>> {
+    if let Some(id) = &q.tenant_id {
+        rules::TenantIdText::require("tenant_id", id)?;
+    }
     let tenant = match (who.tenant(), q.tenant_id) {
         (Some(own), _) => Some(own.clone()),
-        (None, Some(id)) => {
-            rules::TenantIdText::require("tenant_id", &id)?;
-            Some(TenantId(id))
-        }
-        (None, None) => None,
+        (None, named) => named.map(TenantId),
     };
     if let Some(id) = &q.target_id
         && id.chars().count() > 300

@@ -229,8 +229,25 @@ pub struct LabelsBody {
 #[serde(deny_unknown_fields)]
 pub struct ConfirmQuery {
     /// The number of instances the deletion will end, as a 409 `confirmation_required` named it.
-    #[param(minimum = 0)]
-    pub confirm: Option<u64>,
+    #[param(minimum = 0, maximum = 2147483647)]
+    pub confirm: Option<u32>,
+}
+
+impl ConfirmQuery {
+    /// The confirmed count, within the document's range.
+    pub fn count(&self) -> Result<Option<u64>, ApiError> {
+        match self.confirm {
+            Some(n) if n > i32::MAX as u32 => Err(ApiError::invalid("confirm", "at most 2147483647")),
+            other => Ok(other.map(u64::from)),
+        }
+    }
+}
+
+/// [`labels_schema`] that may be null: a `PATCH` leaving the labels as they are.
+pub(crate) fn optional_labels_schema() -> Object {
+    let mut schema = labels_schema();
+    schema.schema_type = SchemaType::from_iter([Type::Object, Type::Null]);
+    schema
 }
 
 /// `labels`: at most [`MAX_LABELS`] Kubernetes labels.

@@ -239,11 +239,19 @@ impl Rules {
         if self.bulk_share_percent > 100 {
             return Err(RulesError { field: "bulk_share_percent", message: "is a percentage: 0 to 100" });
         }
+        for (field, n) in [("bulk_share_min", self.bulk_share_min), ("bulk_count", self.bulk_count)] {
+            if n > MAX_COUNT {
+                return Err(RulesError { field, message: "at most 1000000000" });
+            }
+        }
         for (field, budget) in
             [("per_idc", self.per_idc), ("per_tenant", self.per_tenant), ("platform", self.platform)]
         {
             if budget.window_seconds == 0 || budget.window_seconds > MAX_WINDOW_SECONDS {
                 return Err(RulesError { field, message: "window_seconds must be 1 to 86400" });
+            }
+            if budget.deletions > MAX_COUNT {
+                return Err(RulesError { field, message: "deletions must be at most 1000000000" });
             }
         }
         Ok(())
@@ -278,6 +286,9 @@ impl Rules {
         takes
     }
 }
+
+/// The most a budget or a bulk rule may count.
+pub const MAX_COUNT: u64 = 1_000_000_000;
 
 /// The longest window a budget may have: a day.
 pub const MAX_WINDOW_SECONDS: u64 = 86_400;

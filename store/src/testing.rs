@@ -712,7 +712,7 @@ pub fn operator() -> crate::risk::Deletion {
 /// hundred thousand (a month of usage); the tests of risk control keep the defaults.
 pub async fn lift_deletion_budgets(store: &Store) {
     use eci_core::risk::{Budget, Rules};
-    let lifted = Budget { deletions: 1_000_000_000, window_seconds: 1 };
+    let lifted = Budget { deletions: eci_core::risk::MAX_COUNT, window_seconds: 1 };
     let rules = Rules { per_idc: lifted, per_tenant: lifted, platform: lifted, ..Rules::default() };
     store.set_platform_rules(&rules, t0()).await.expect("lifting the deletion budgets");
 }

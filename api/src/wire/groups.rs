@@ -270,7 +270,7 @@ pub struct PatchGroupBody {
     pub name: Option<String>,
     /// New labels of the group's own, replacing them; removing `eci.io/delete-protection` lets it
     /// be deleted.
-    #[schema(schema_with = labels_schema)]
+    #[schema(schema_with = crate::wire::optional_labels_schema)]
     pub labels: Option<BTreeMap<String, String>>,
     /// A new template, for instances created from now on.
     pub template: Option<TemplateBody>,

@@ -9,28 +9,30 @@ use eci_store::risk::{AuditRecord, BreakerEvent, Hold, OpenBreaker};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::wire::word_schema;
+use crate::wire::{whole, word_schema};
 
 /// At most `deletions` in any `window_seconds`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BudgetBody {
-    /// How many deletions the window holds.
-    #[schema(minimum = 0)]
+pub struct DeletionBudgetBody {
+    /// How many deletions the window holds, at most 1000000000.
+    #[serde(deserialize_with = "whole::required")]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub deletions: u64,
     /// The window's length, 1 to 86400 seconds.
+    #[serde(deserialize_with = "whole::required")]
     #[schema(minimum = 1, maximum = 86400)]
     pub window_seconds: u64,
 }
 
-impl From<Budget> for BudgetBody {
+impl From<Budget> for DeletionBudgetBody {
     fn from(b: Budget) -> Self {
-        BudgetBody { deletions: b.deletions, window_seconds: b.window_seconds }
+        DeletionBudgetBody { deletions: b.deletions, window_seconds: b.window_seconds }
     }
 }
 
-impl From<BudgetBody> for Budget {
-    fn from(b: BudgetBody) -> Self {
+impl From<DeletionBudgetBody> for Budget {
+    fn from(b: DeletionBudgetBody) -> Self {
         Budget { deletions: b.deletions, window_seconds: b.window_seconds }
     }
 }
@@ -39,28 +41,32 @@ impl From<BudgetBody> for Budget {
 /// shows).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RulesBody {
+pub struct RiskRulesBody {
     /// A request ending more than this share (percent) of the tenant's live instances needs
     /// `?confirm=`...
+    #[serde(deserialize_with = "whole::required")]
     #[schema(minimum = 0, maximum = 100)]
     pub bulk_share_percent: u64,
-    /// ...once it ends at least this many.
-    #[schema(minimum = 0)]
+    /// ...once it ends at least this many (at most 1000000000).
+    #[serde(deserialize_with = "whole::required")]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub bulk_share_min: u64,
-    /// A request ending more than this many instances needs `?confirm=`, whatever the share.
-    #[schema(minimum = 0)]
+    /// A request ending more than this many instances needs `?confirm=`, whatever the share (at
+    /// most 1000000000).
+    #[serde(deserialize_with = "whole::required")]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub bulk_count: u64,
     /// The deletions of one IDC, whoever asks.
-    pub per_idc: BudgetBody,
+    pub per_idc: DeletionBudgetBody,
     /// The deletions of one tenant.
-    pub per_tenant: BudgetBody,
+    pub per_tenant: DeletionBudgetBody,
     /// Every deletion of the platform.
-    pub platform: BudgetBody,
+    pub platform: DeletionBudgetBody,
 }
 
-impl From<Rules> for RulesBody {
+impl From<Rules> for RiskRulesBody {
     fn from(r: Rules) -> Self {
-        RulesBody {
+        RiskRulesBody {
             bulk_share_percent: r.bulk_share_percent,
             bulk_share_min: r.bulk_share_min,
             bulk_count: r.bulk_count,
@@ -71,8 +77,8 @@ impl From<Rules> for RulesBody {
     }
 }
 
-impl From<RulesBody> for Rules {
-    fn from(r: RulesBody) -> Self {
+impl From<RiskRulesBody> for Rules {
+    fn from(r: RiskRulesBody) -> Self {
         Rules {
             bulk_share_percent: r.bulk_share_percent,
             bulk_share_min: r.bulk_share_min,
@@ -88,27 +94,27 @@ impl From<RulesBody> for Rules {
 /// left out keeps the platform's. The IDC and platform windows are shared and cannot be overridden.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TenantRulesBody {
+pub struct TenantRiskRulesBody {
     /// Overrides `bulk_share_percent`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::optional")]
     #[schema(minimum = 0, maximum = 100)]
     pub bulk_share_percent: Option<u64>,
     /// Overrides `bulk_share_min`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 0)]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::optional")]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub bulk_share_min: Option<u64>,
     /// Overrides `bulk_count`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 0)]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::optional")]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub bulk_count: Option<u64>,
     /// Overrides `per_tenant`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_tenant: Option<BudgetBody>,
+    pub per_tenant: Option<DeletionBudgetBody>,
 }
 
-impl From<TenantRules> for TenantRulesBody {
+impl From<TenantRules> for TenantRiskRulesBody {
     fn from(r: TenantRules) -> Self {
-        TenantRulesBody {
+        TenantRiskRulesBody {
             bulk_share_percent: r.bulk_share_percent,
             bulk_share_min: r.bulk_share_min,
             bulk_count: r.bulk_count,
@@ -117,8 +123,8 @@ impl From<TenantRules> for TenantRulesBody {
     }
 }
 
-impl From<TenantRulesBody> for TenantRules {
-    fn from(r: TenantRulesBody) -> Self {
+impl From<TenantRiskRulesBody> for TenantRules {
+    fn from(r: TenantRiskRulesBody) -> Self {
         TenantRules {
             bulk_share_percent: r.bulk_share_percent,
             bulk_share_min: r.bulk_share_min,
@@ -131,13 +137,13 @@ impl From<TenantRulesBody> for TenantRules {
 /// The rules that apply to the caller: a tenant's own (the platform's with its overrides), or,
 /// for an admin, the platform's.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct RulesView {
+pub struct RiskRulesView {
     /// The tenant they apply to; null for the platform's own.
     pub tenant_id: Option<String>,
     /// The rules in force.
-    pub rules: RulesBody,
+    pub rules: RiskRulesBody,
     /// What the tenant's overrides change of the platform's.
-    pub overrides: TenantRulesBody,
+    pub overrides: TenantRiskRulesBody,
 }
 
 /// One destructive operation and what became of it.
