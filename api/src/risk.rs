@@ -118,8 +118,8 @@ pub struct AuditQuery {
     /// Only those aimed at this kind of target.
     #[param(schema_with = word_schema::<TargetKind>)]
     pub target_kind: Option<String>,
-    /// Only those aimed at this id (an instance's, a batch's, a group's, `<idc>/<instance>` for an
-    /// orphan or `<namespace>/<name>` for a cluster object).
+    /// Only those aimed at this id (an instance's, a batch's, a group's, or an IDC's for its orphan
+    /// clean-up).
     #[param(max_length = 300)]
     pub target_id: Option<String>,
     /// Only those decided at or after this moment, RFC 3339.

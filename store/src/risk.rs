@@ -815,8 +815,10 @@ impl Store {
     ) -> Result<()> {
         let now_ms = millis(now);
         let deletion = Deletion::by(ActorKind::Reconciler);
-        let target_id = format!("{idc}/{instance}");
-        let target = Target { kind: TargetKind::Orphan, id: &target_id, tenant };
+        // The held operation is the IDC's orphan clean-up, whichever orphan it was at: one hold, and
+        // one audit line, however many passes and orphans meet the open breaker.
+        tracing::debug!(idc.id = %idc, instance.id = instance, "orphan deletion asked");
+        let target = Target { kind: TargetKind::Orphan, id: &idc.0, tenant };
         let per_idc = BTreeMap::from([(idc.clone(), 1)]);
         let rules = self.rules_for(tenant).await?;
         let mut tx = self.pool.begin().await?;
