@@ -160,6 +160,11 @@ impl Budget {
     pub fn window(&self) -> Duration {
         Duration::from_secs(self.window_seconds)
     }
+
+    /// The window's length in milliseconds, as the coordination store's logs count time.
+    pub fn window_ms(&self) -> u64 {
+        window_ms(self.window())
+    }
 }
 
 /// The rules a tenant's deletions are held to: the platform's defaults with the tenant's own
@@ -264,6 +269,12 @@ impl Rules {
         let too_large_a_share = ending >= self.bulk_share_min.max(1)
             && u128::from(ending) * 100 > u128::from(live) * u128::from(self.bulk_share_percent);
         (too_many || too_large_a_share).then_some(ending)
+    }
+
+    /// Whether a request ending `ending` instances could need a confirmation at all, whatever the
+    /// tenant's live instances: when not, nobody needs to count them.
+    pub fn may_need_confirmation(&self, ending: u64) -> bool {
+        self.bulk_confirmation(ending, 0).is_some()
     }
 
     /// The windows a deletion of `per_idc` instances (counted by IDC) of `tenant` is counted in, each

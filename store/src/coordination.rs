@@ -402,7 +402,7 @@ impl Breakers {
                     .arg(uuid::Uuid::now_v7().simple().to_string());
                 for take in takes {
                     script
-                        .arg(window_ms(take.budget.window()))
+                        .arg(take.budget.window_ms())
                         .arg(take.budget.deletions)
                         .arg(take.count)
                         .arg(take.window.key());
@@ -498,7 +498,3 @@ impl Breakers {
 
 /// The Redis hash of open breakers: window key -> when it tripped (UTC ms).
 const OPEN_BREAKERS: &str = "eci:breakers:open";
-
-fn window_ms(window: Duration) -> u64 {
-    u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
-}

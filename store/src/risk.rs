@@ -289,30 +289,57 @@ async fn insert_audit<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     Ok(())
 }
 
+/// A breaker event about to be written.
+struct Event<'a> {
+    kind: BreakerEventKind,
+    breaker: Option<&'a Window>,
+    hold: Option<&'a str>,
+    admin: Option<&'a KeyId>,
+}
+
+async fn insert_event<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    executor: E,
+    event: &Event<'_>,
+    message: &str,
+    now_ms: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO risk_events (id, at, kind, breaker, hold_id, key_id, message) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(new_id("re-"))
+    .bind(now_ms)
+    .bind(event.kind.as_str())
+    .bind(event.breaker.map(Window::key))
+    .bind(event.hold.map(str::to_string))
+    .bind(event.admin.map(|k| k.0.clone()))
+    .bind(message)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 impl Store {
-    /// The platform's rules: the defaults until an admin sets them.
-    pub async fn platform_rules(&self) -> Result<Rules> {
+    /// The rules stored under `scope` (the platform's, or a tenant's overrides), or their default.
+    async fn stored_rules<T: serde::de::DeserializeOwned + Default>(&self, scope: &str) -> Result<T> {
         let row = sqlx::query("SELECT rules FROM risk_rules WHERE scope = $1")
-            .bind(PLATFORM)
+            .bind(scope)
             .fetch_optional(&self.pool)
             .await?;
         match row {
             Some(row) => json("risk rules", &row.try_get::<String, _>("rules")?),
-            None => Ok(Rules::default()),
+            None => Ok(T::default()),
         }
+    }
+
+    /// The platform's rules: the defaults until an admin sets them.
+    pub async fn platform_rules(&self) -> Result<Rules> {
+        self.stored_rules(PLATFORM).await
     }
 
     /// A tenant's overrides of the platform's rules (none until an admin sets them).
     pub async fn tenant_rules(&self, tenant: &TenantId) -> Result<TenantRules> {
         self.get_tenant(tenant).await?;
-        let row = sqlx::query("SELECT rules FROM risk_rules WHERE scope = $1")
-            .bind(&tenant.0)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => json("tenant risk rules", &row.try_get::<String, _>("rules")?),
-            None => Ok(TenantRules::default()),
-        }
+        self.stored_rules(&tenant.0).await
     }
 
     /// The rules `tenant`'s deletions are held to: the platform's with its overrides; cached for
@@ -321,16 +348,8 @@ impl Store {
         if let Some(rules) = self.risk_rules.get(&tenant.0) {
             return Ok(rules);
         }
-        let platform = self.platform_rules().await?;
-        let row = sqlx::query("SELECT rules FROM risk_rules WHERE scope = $1")
-            .bind(&tenant.0)
-            .fetch_optional(&self.pool)
-            .await?;
-        let overrides: TenantRules = match row {
-            Some(row) => json("tenant risk rules", &row.try_get::<String, _>("rules")?)?,
-            None => TenantRules::default(),
-        };
-        let rules = platform.with(&overrides);
+        let overrides: TenantRules = self.stored_rules(&tenant.0).await?;
+        let rules = self.platform_rules().await?.with(&overrides);
         self.risk_rules.insert(tenant.0.clone(), rules);
         Ok(rules)
     }
@@ -419,23 +438,20 @@ impl Store {
         now_ms: i64,
     ) -> Result<()> {
         let count: u64 = per_idc.values().sum();
-        if deletion.bulk_guarded() && count > 0 {
-            let might = count > rules.bulk_count || count >= rules.bulk_share_min.max(1);
-            if might {
-                // The released instances are no longer live; the tenant had them before this request.
-                let live_after: i64 = sqlx::query_scalar(&format!(
-                    "SELECT COUNT(*) FROM instances WHERE tenant_id = $1 AND {}",
-                    crate::sql::state_in(&releasable())
-                ))
-                .bind(&target.tenant.0)
-                .fetch_one(&mut **tx)
-                .await?;
-                let live = uint("count", live_after)? + count;
-                if let Some(needed) = rules.bulk_confirmation(count, live)
-                    && deletion.confirm != Some(needed)
-                {
-                    return Err(Error::ConfirmationRequired { count: needed, live });
-                }
+        if deletion.bulk_guarded() && rules.may_need_confirmation(count) {
+            // The released instances are no longer live; the tenant had them before this request.
+            let live_after: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM instances WHERE tenant_id = $1 AND {}",
+                crate::sql::state_in(&releasable())
+            ))
+            .bind(&target.tenant.0)
+            .fetch_one(&mut **tx)
+            .await?;
+            let live = uint("count", live_after)? + count;
+            if let Some(needed) = rules.bulk_confirmation(count, live)
+                && deletion.confirm != Some(needed)
+            {
+                return Err(Error::ConfirmationRequired { count: needed, live });
             }
         }
         let approved = sqlx::query_scalar::<_, String>(
@@ -521,17 +537,9 @@ impl Store {
         let message = error.to_string();
         let mut tx = self.pool.begin().await?;
         if tripped && let Some(window) = breaker {
-            sqlx::query(
-                "INSERT INTO risk_events (id, at, kind, breaker, hold_id, key_id, message) \
-                 VALUES ($1, $2, $3, $4, NULL, NULL, $5)",
-            )
-            .bind(new_id("re-"))
-            .bind(now_ms)
-            .bind(BreakerEventKind::Tripped.as_str())
-            .bind(window.key())
-            .bind(&message)
-            .execute(&mut *tx)
-            .await?;
+            let tripped =
+                Event { kind: BreakerEventKind::Tripped, breaker: Some(window), hold: None, admin: None };
+            insert_event(&mut *tx, &tripped, &message, now_ms).await?;
             tracing::error!(alert = "breaker_tripped", breaker = %window, "deletion breaker tripped");
         }
         let held = deletion.holds_on(rule);
@@ -574,35 +582,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Audits a decision made outside the store's own releases (the admission webhook's).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn audit_decision(
-        &self,
-        actor: &Actor,
-        target_kind: TargetKind,
-        target_id: &str,
-        tenant: Option<&TenantId>,
-        idc: Option<&IdcId>,
-        verdict: Verdict,
-        rule: Rule,
-        message: &str,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let line = Line {
-            actor,
-            target_kind,
-            target_id,
-            tenant,
-            idc,
-            count: 1,
-            verdict,
-            rule,
-            breaker: None,
-            message,
-        };
-        insert_audit(&self.pool, &line, millis(now)).await
     }
 
     /// A page of the audit log, oldest first, after `cursor` (an audit line's id).
@@ -700,12 +679,7 @@ impl Store {
     /// protection is not the breaker's to let through: its label must go.
     pub async fn approve_hold(&self, id: &str, admin: &KeyId, now: DateTime<Utc>) -> Result<Hold> {
         let now_ms = millis(now);
-        let row = sqlx::query(&format!("SELECT {HOLD_COLUMNS} FROM risk_holds WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| Error::NotFound { what: "hold", id: id.to_string() })?;
-        let hold = hold_from_row(&row)?;
+        let hold = self.hold(id).await?;
         let refusal = match (hold.state, hold.rule, hold.target_kind) {
             (HoldState::Done, ..) => Some("it is done already"),
             (_, Rule::DeleteProtection, _) => Some("it is held by its deletion protection: remove the label"),
@@ -726,39 +700,35 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO risk_events (id, at, kind, breaker, hold_id, key_id, message) VALUES ($1, $2, $3, NULL, $4, $5, $6)",
-        )
-        .bind(new_id("re-"))
-        .bind(now_ms)
-        .bind(BreakerEventKind::Approved.as_str())
-        .bind(id)
-        .bind(&admin.0)
-        .bind(format!("{} {} of {} approved once", hold.target_kind, hold.target_id, hold.tenant_id))
-        .execute(&mut *tx)
-        .await?;
+        let approved =
+            Event { kind: BreakerEventKind::Approved, breaker: None, hold: Some(id), admin: Some(admin) };
+        let message = format!("{} {} of {} approved once", hold.target_kind, hold.target_id, hold.tenant_id);
+        insert_event(&mut *tx, &approved, &message, now_ms).await?;
         tx.commit().await?;
+        self.hold(id).await
+    }
+
+    /// One held operation, by its id.
+    async fn hold(&self, id: &str) -> Result<Hold> {
         let row = sqlx::query(&format!("SELECT {HOLD_COLUMNS} FROM risk_holds WHERE id = $1"))
             .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "hold", id: id.to_string() })?;
         hold_from_row(&row)
     }
 
     /// Closes a breaker and empties its window (audited); says whether it was open.
     pub async fn reset_breaker(&self, window: &Window, admin: &KeyId, now: DateTime<Utc>) -> Result<bool> {
         let was_open = self.breakers.reset(window).await?;
-        sqlx::query(
-            "INSERT INTO risk_events (id, at, kind, breaker, hold_id, key_id, message) VALUES ($1, $2, $3, $4, NULL, $5, $6)",
-        )
-        .bind(new_id("re-"))
-        .bind(millis(now))
-        .bind(BreakerEventKind::Reset.as_str())
-        .bind(window.key())
-        .bind(&admin.0)
-        .bind(if was_open { "breaker closed and its window emptied" } else { "window emptied; the breaker was closed" })
-        .execute(&self.pool)
-        .await?;
+        let reset =
+            Event { kind: BreakerEventKind::Reset, breaker: Some(window), hold: None, admin: Some(admin) };
+        let message = if was_open {
+            "breaker closed and its window emptied"
+        } else {
+            "window emptied; the breaker was closed"
+        };
+        insert_event(&self.pool, &reset, message, millis(now)).await?;
         tracing::warn!(breaker = %window, admin.key = %admin, was_open, "deletion breaker reset");
         Ok(was_open)
     }
