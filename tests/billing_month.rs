@@ -372,7 +372,7 @@ impl Customer {
     /// The instance's node stops it at `at`, whatever the link is doing.
     fn evict(&self, sim: &SimCluster, resource: Resource, instance: &str, at: DateTime<Utc>) {
         let name = manifest::object_name(&InstanceId(instance.to_string()));
-        sim.evict(resource, &manifest::namespace(&self.tenant), &name, at).expect("evict");
+        sim.evict(resource, &self.tenant.namespace(), &name, at).expect("evict");
     }
 }
 

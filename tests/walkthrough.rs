@@ -292,16 +292,7 @@ fn timestamp(value: &Value) -> DateTime<Utc> {
 /// What the real `kubectl` prints for `args`, or `None` (after a loud SKIPPED line) where it is not
 /// installed outside CI; under `CI=true` a missing kubectl fails the test.
 fn kubectl(args: &[&str]) -> Option<String> {
-    let out = match Command::new("kubectl").args(args).stdin(Stdio::null()).output() {
-        Ok(out) => out,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
-            panic!("kubectl is needed under CI: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: kubectl cannot run ({e}); the kubeconfig of eci up is not tried");
-            return None;
-        }
-    };
+    let out = kubectl_output(args)?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -309,6 +300,27 @@ fn kubectl(args: &[&str]) -> Option<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Some(stdout)
+}
+
+/// What kubectl wrote to standard error for `args`, which must fail.
+fn kubectl_refused(args: &[&str]) -> Option<String> {
+    let out = kubectl_output(args)?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "kubectl {args:?} succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
+    Some(stderr)
+}
+
+fn kubectl_output(args: &[&str]) -> Option<std::process::Output> {
+    match Command::new("kubectl").args(args).stdin(Stdio::null()).output() {
+        Ok(out) => Some(out),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("kubectl is needed under CI: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: kubectl cannot run ({e}); the kubeconfig of eci up is not tried");
+            None
+        }
+    }
 }
 
 /// The README's walk-through, step by step, then its error cases, a graceful stop and a restart.
@@ -472,6 +484,27 @@ async fn the_readme_walk_through_works_on_the_embedded_default() {
         let line =
             pods.lines().find(|l| l.contains(first)).unwrap_or_else(|| panic!("no Pod {first}:\n{pods}"));
         assert!(line.contains("Running"), "{line}");
+        // Someone's kubectl in the IDC cannot end a live instance behind the platform's back: the
+        // deletion guard every simulated IDC calls refuses both its Pod and its namespace.
+        let namespace = line.split_whitespace().next().expect("the Pod's namespace");
+        let context = ["--kubeconfig", kubeconfig.to_str().unwrap(), "--context", idc];
+        let refused = kubectl_refused(&[&context[..], &["delete", "pod", first, "-n", namespace]].concat());
+        let refused = refused.expect("kubectl ran before");
+        assert!(
+            refused.contains("denied the request")
+                && refused.contains(&format!("eci instance delete {first}")),
+            "{refused}"
+        );
+        let refused = kubectl_refused(&[&context[..], &["delete", "namespace", namespace]].concat());
+        let refused = refused.expect("kubectl ran before");
+        assert!(refused.contains("denied the request") && refused.contains("live instance"), "{refused}");
+        let pods = kubectl(&[&context[..], &["get", "pods", "-n", namespace]].concat()).expect("kubectl ran");
+        assert!(pods.lines().any(|l| l.contains(first) && l.contains("Running")), "{pods}");
+        let audit = eci.json(&["audit", "--actor", "out_of_band", "--target", first]);
+        let lines = audit["items"].as_array().expect("audit lines");
+        assert_eq!(lines.len(), 1, "the refused Pod deletion is audited: {audit}");
+        assert_eq!((&lines[0]["verdict"], &lines[0]["rule"]), (&json!("denied"), &json!("live_instance")));
+        assert!(eci.ok(&["audit", "--actor", "out_of_band"]).contains(namespace), "the namespace's too");
     }
 
     // eci batch delete <id>: all of the tenant's instances, so it must be confirmed with their number;
@@ -903,6 +936,8 @@ async fn eci_serve_runs_on_postgresql_with_a_fleet_file() {
     );
     std::fs::write(&kubeconfig, contexts).expect("write the kubeconfig");
     let admin_key = "e2e-admin-key-0f3c9a1d7b";
+    let (cert, key, ca) = guard_certificate(tmp.path());
+    let guard_listen = format!("127.0.0.1:{}", free_port());
     let args = [
         "serve",
         "--database-url",
@@ -913,6 +948,12 @@ async fn eci_serve_runs_on_postgresql_with_a_fleet_file() {
         fleet.to_str().expect("a UTF-8 temp path"),
         "--admin-key",
         admin_key,
+        "--webhook-listen",
+        &guard_listen,
+        "--webhook-tls-cert",
+        cert.to_str().expect("a UTF-8 temp path"),
+        "--webhook-tls-key",
+        key.to_str().expect("a UTF-8 temp path"),
     ];
     let env = [("KUBECONFIG", kubeconfig.to_str().expect("a UTF-8 temp path"))];
     let cwd = std::env::current_dir().expect("current dir");
@@ -1011,10 +1052,55 @@ async fn eci_serve_runs_on_postgresql_with_a_fleet_file() {
         "{stderr:?}"
     );
 
+    // The member cluster gets the deletion guard as an operator installs it: the manifest
+    // `eci webhook-manifest` prints, applied with kubectl; then a live instance's Pod is kept.
+    let manifest = eci.ok(&[
+        "webhook-manifest",
+        "--url",
+        &format!("https://{guard_listen}"),
+        "--idc",
+        "e2e-shenzhen-1",
+        "--ca-file",
+        ca.to_str().expect("a UTF-8 temp path"),
+    ]);
+    let manifest_file = tmp.path().join("guard.yaml");
+    std::fs::write(&manifest_file, &manifest).expect("write the manifest");
+    let context = ["--kubeconfig", kubeconfig.to_str().unwrap(), "--context", "e2e-shenzhen-1"];
+    if kubectl(&[&context[..], &["apply", "-f", manifest_file.to_str().unwrap()]].concat()).is_some() {
+        eci.ok(&["batch", "get", &id, "--wait"]);
+        let pods = kubectl(&[&context[..], &["get", "pods", "-A"]].concat()).expect("kubectl ran");
+        let line =
+            pods.lines().find(|l| l.contains("Running")).unwrap_or_else(|| panic!("no Pod runs:\n{pods}"));
+        let [namespace, pod] = [0, 1].map(|i| line.split_whitespace().nth(i).expect("a column"));
+        let refused = kubectl_refused(&[&context[..], &["delete", "pod", pod, "-n", namespace]].concat());
+        let refused = refused.expect("kubectl ran");
+        assert!(refused.contains(&format!("eci instance delete {pod}")), "{refused}");
+    }
+
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "eci serve did not exit cleanly on SIGTERM{}", server.output());
     drop(server);
     db.cleanup().await;
+}
+
+/// A certificate authority and the certificate it signed for the deletion guard on 127.0.0.1, as
+/// an operator would make them: the chain (certificate, then authority), the key, the authority.
+fn guard_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "e2e guard authority");
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("ca key")).expect("ca");
+    let key = KeyPair::generate().expect("server key");
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("server params")
+        .signed_by(&key, &ca)
+        .expect("server certificate");
+    let [cert_file, key_file, ca_file] = ["guard.crt", "guard.key", "ca.crt"].map(|f| dir.join(f));
+    std::fs::write(&cert_file, format!("{}{}", server.pem(), ca.pem())).expect("write the chain");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write the key");
+    std::fs::write(&ca_file, ca.pem()).expect("write the authority");
+    (cert_file, key_file, ca_file)
 }
 
 /// Starts a simulated cluster on a thread and runtime of its own, for tests that block theirs on
@@ -1292,6 +1378,21 @@ async fn eci_up_killed_and_started_again_keeps_every_instance_running() {
     for (name, identity) in &pods_before {
         assert_eq!(pods_after.get(name), Some(identity), "{name} is the same Pod, with the same IP");
     }
+    // The deletion guard came back too, trusted through the new start's certificate authority.
+    let (id, one) = before.iter().next().expect("an instance");
+    let kubeconfig = data.join("kubeconfig");
+    let context = ["--kubeconfig", kubeconfig.to_str().unwrap(), "--context", one["idc"].as_str().unwrap()];
+    tokio::task::block_in_place(|| {
+        let Some(pods) = kubectl(&[&context[..], &["get", "pods", "-A"]].concat()) else { return };
+        let line =
+            pods.lines().find(|l| l.contains(id.as_str())).unwrap_or_else(|| panic!("no Pod {id}:\n{pods}"));
+        let namespace = line.split_whitespace().next().expect("a namespace");
+        let refused = kubectl_refused(&[&context[..], &["delete", "pod", id, "-n", namespace]].concat());
+        assert!(
+            refused.is_some_and(|r| r.contains(&format!("eci instance delete {id}"))),
+            "refused after a restart"
+        );
+    });
     // What the batch costs goes on from where it was: each instance is metered from the moment it
     // first ran to now, rounded up to the second once (at least the minute's minimum charge), so the
     // bill neither restarts at the restart, nor leaves a gap, nor counts a second twice.

@@ -5,6 +5,8 @@
 //!   ([`metrics`], Prometheus).
 //! - [`auth`]: API keys to tenants or admins, and per-tenant request rates.
 //! - [`wire`]: the JSON shapes and their validation; [`error`]: the one mapping of failures to HTTP.
+//! - [`admission`]: the validating admission webhook the IDCs' API servers call before deleting a
+//!   live instance's objects, served on its own TLS listener (not part of the public document).
 //! - [`risk`]: risk control's rules, audit log, breakers and held operations (every deletion passes
 //!   the store's risk gate; a refusal maps to 423, 409 or 429 in [`error`]).
 //! - [`groups`]: autoscaled groups; [`scaling`]: the scaler's loop that keeps them at their count.
@@ -33,6 +35,7 @@ macro_rules! routes {
 }
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod batches;
 pub mod billing;

@@ -127,6 +127,8 @@ pub struct Metrics {
     pub instances_created: Counter,
     /// Batches created (idempotent replays not counted).
     pub batches_created: Counter,
+    /// Deletions of live instances' objects that a cluster asked about and the webhook refused.
+    out_of_band_denials: Family<IdcLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -152,6 +154,12 @@ impl Default for Metrics {
             instances_created.clone(),
         );
         registry.register("batches_created", "Batches created", batches_created.clone());
+        let out_of_band_denials = Family::<IdcLabels, Counter>::default();
+        registry.register(
+            "out_of_band_deletions_denied",
+            "Deletions of live instances' objects asked of an IDC's cluster behind the platform's back, and refused",
+            out_of_band_denials.clone(),
+        );
         let idcs = IdcGauges::default();
         idcs.register(&mut registry);
         Metrics {
@@ -162,11 +170,17 @@ impl Default for Metrics {
             scrape: Mutex::new(()),
             instances_created,
             batches_created,
+            out_of_band_denials,
         }
     }
 }
 
 impl Metrics {
+    /// Counts a deletion the admission webhook refused in `idc`.
+    pub fn out_of_band_denied(&self, idc: &eci_core::IdcId) {
+        self.out_of_band_denials.get_or_create(&IdcLabels { idc: idc.0.clone() }).inc();
+    }
+
     /// The text of a scrape, with the IDC gauges of `reports` (none when they could not be read).
     fn encode(&self, reports: Option<&[IdcReport]>) -> String {
         let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);

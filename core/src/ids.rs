@@ -27,9 +27,26 @@ macro_rules! id_type {
 id_type!(
     /// A customer account; every read and write is scoped to one.
     TenantId, "t-");
+impl TenantId {
+    /// The namespace the tenant's objects live in, in every IDC's cluster.
+    pub fn namespace(&self) -> String {
+        format!("eci-{}", self.0)
+    }
+
+    /// The tenant whose namespace `namespace` is, if it is one.
+    pub fn from_namespace(namespace: &str) -> Option<TenantId> {
+        namespace.strip_prefix("eci-").filter(|t| !t.is_empty()).map(|t| TenantId(t.to_string()))
+    }
+}
+
 id_type!(
     /// A request for many instances made at once.
     BatchId, "b-");
+/// The label of a cluster object (Pod, VMI, Service) that names the instance it belongs to: how a
+/// reconciler's pass matches objects to instances, and how the admission webhook knows an object
+/// is one of the platform's.
+pub const LABEL_INSTANCE: &str = "eci.io/instance";
+
 id_type!(
     /// One container, rich container or VM.
     InstanceId, "i-");

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{IdcId, KeyId, TenantId};
+use crate::lifecycle::Release;
+use crate::{IdcId, InstanceState, KeyId, TenantId};
 
 /// The label that protects an instance, batch or group from deletion while its value is
 /// [`PROTECTION_ALWAYS`].
@@ -423,6 +424,82 @@ fn window_ms(window: Duration) -> u64 {
     u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// What an IDC's API server asks the platform's admission webhook about: the deletion of one of its
+/// objects, with what the platform knows of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterObject<'a> {
+    /// A Pod or VirtualMachineInstance labelled as `instance`'s, and the state the platform keeps
+    /// that instance of this IDC in (`None`: it keeps no such instance).
+    Workload {
+        /// The instance id its `eci.io/instance` label names.
+        instance: &'a str,
+        /// The state the platform keeps it in, if it keeps it in this IDC at all.
+        state: Option<InstanceState>,
+    },
+    /// A namespace, and how many of the platform's live instances it holds (`first` one of them).
+    Namespace {
+        /// The namespace's name.
+        name: &'a str,
+        /// How many live instances of this IDC it holds.
+        live: u64,
+        /// One of them, to name in the answer.
+        first: Option<&'a str>,
+    },
+}
+
+/// What the admission webhook answers, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterVerdict {
+    /// Allowed or denied.
+    pub verdict: Verdict,
+    /// The rule that denied it (`Rule::None` when allowed).
+    pub rule: Rule,
+    /// For the person behind the request: what was refused and how to do it through the platform.
+    pub message: String,
+}
+
+/// Whether an instance in `state` is still the platform's to end: pending, creating, running or
+/// presumed running. Once it is released (`stopping`) or ended, its objects may go, which is how
+/// the platform's own reconcilers remove them.
+pub fn is_live_for_clusters(state: InstanceState) -> bool {
+    state.on_release() != Release::Nothing
+}
+
+/// Decides a cluster's deletion the platform did not ask for: the objects of live instances are
+/// the platform's, and only a release through its API ends them (with its guard, breakers and
+/// billing); everything else goes.
+pub fn review_cluster_deletion(object: &ClusterObject<'_>) -> ClusterVerdict {
+    let allowed = |message: String| ClusterVerdict { verdict: Verdict::Allowed, rule: Rule::None, message };
+    let denied =
+        |message: String| ClusterVerdict { verdict: Verdict::Denied, rule: Rule::LiveInstance, message };
+    match *object {
+        ClusterObject::Workload { instance, state: Some(state) } if is_live_for_clusters(state) => {
+            denied(format!(
+                "instance {instance} is {state} and belongs to the edge container platform: deleting its object \
+             would end it behind the platform's back; release it through the platform instead \
+             (`eci instance delete {instance}`, or DELETE /v1/instances/{instance})"
+            ))
+        }
+        ClusterObject::Workload { instance, state: Some(state) } => {
+            allowed(format!("instance {instance} is {state}: its objects may go"))
+        }
+        ClusterObject::Workload { instance, state: None } => {
+            allowed(format!("the platform keeps no instance {instance} in this IDC"))
+        }
+        ClusterObject::Namespace { name, live: 1, first: Some(first) } => denied(format!(
+            "namespace {name} holds live instance {first} of the edge container platform: deleting it would \
+             end the instance behind the platform's back; release it through the platform first \
+             (`eci instance delete {first}`, or DELETE /v1/instances/{first})"
+        )),
+        ClusterObject::Namespace { name, live, first: Some(first) } if live > 1 => denied(format!(
+            "namespace {name} holds {live} live instances of the edge container platform (among them \
+             {first}): deleting it would end them behind the platform's back; release them through the \
+             platform first (`eci batch delete <batch>`, or DELETE /v1/batches/<batch>)"
+        )),
+        ClusterObject::Namespace { name, .. } => allowed(format!("namespace {name} holds no live instance")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,6 +592,31 @@ mod tests {
         assert_eq!(log.room_after(301_000, window, 100, 60), Duration::ZERO);
     }
 
+    #[test]
+    fn a_namespace_with_live_instances_is_kept_and_an_empty_one_goes() {
+        let kept = review_cluster_deletion(&ClusterObject::Namespace {
+            name: "eci-t-1",
+            live: 3,
+            first: Some("i-7"),
+        });
+        assert_eq!((kept.verdict, kept.rule), (Verdict::Denied, Rule::LiveInstance));
+        assert!(
+            kept.message.contains("3 live instances") && kept.message.contains("i-7"),
+            "{}",
+            kept.message
+        );
+        let one = review_cluster_deletion(&ClusterObject::Namespace {
+            name: "eci-t-1",
+            live: 1,
+            first: Some("i-7"),
+        });
+        assert_eq!(one.verdict, Verdict::Denied);
+        assert!(one.message.contains("eci instance delete i-7"), "{}", one.message);
+        let gone =
+            review_cluster_deletion(&ClusterObject::Namespace { name: "eci-t-1", live: 0, first: None });
+        assert_eq!((gone.verdict, gone.rule), (Verdict::Allowed, Rule::None));
+    }
+
     proptest! {
         /// However deletions arrive, the log counts exactly those of the last window: a true sliding
         /// window, never a fixed bucket.
@@ -563,6 +665,34 @@ mod tests {
                 sooner.prune(now + wait - 1, window);
                 prop_assert!(sooner.used() + count > limit);
             }
+        }
+
+        /// A cluster deletion behind the platform's back is refused exactly while the instance is
+        /// the platform's to end, and the refusal names it and the way through the platform.
+        #[test]
+        fn a_cluster_may_delete_an_instances_object_only_once_it_is_released(
+            state in proptest::option::of(proptest::sample::select(&InstanceState::ALL[..])),
+            n in 0u32..10_000,
+        ) {
+            let instance = format!("i-{n:04}");
+            let verdict = review_cluster_deletion(&ClusterObject::Workload { instance: &instance, state });
+            let live = state.is_some_and(is_live_for_clusters);
+            prop_assert_eq!(verdict.verdict == Verdict::Denied, live);
+            prop_assert_eq!(verdict.rule, if live { Rule::LiveInstance } else { Rule::None });
+            prop_assert!(verdict.message.contains(&instance), "{}", verdict.message);
+            if live {
+                let way = format!("DELETE /v1/instances/{instance}");
+                prop_assert!(verdict.message.contains(&way), "{}", verdict.message);
+            }
+        }
+
+        /// A tenant's namespace is found again from its name, and nothing else passes for one.
+        #[test]
+        fn a_tenants_namespace_names_the_tenant(tenant in "t-[a-z0-9]{1,20}", other in "[a-z]{1,4}-[a-z0-9]{0,8}") {
+            let tenant = TenantId(tenant);
+            prop_assert_eq!(TenantId::from_namespace(&tenant.namespace()), Some(tenant));
+            prop_assume!(!other.starts_with("eci-"));
+            prop_assert_eq!(TenantId::from_namespace(&other), None);
         }
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use eci_core::{Fleet, Idc, IdcId};
-use eci_edge_sim::{ControlServer, EngineConfig, NodeSpec, ObjectFile, SimCluster, SimConfig};
+use eci_edge_sim::store::Part;
+use eci_edge_sim::{ControlServer, EngineConfig, NodeSpec, ObjectFile, Resource, SimCluster, SimConfig};
 use eci_instance_manager::cluster::ClientError;
 use eci_instance_manager::{ClusterClient, IdcReconciler, ManagerConfig, WorkQueue};
 use eci_store::Store;
@@ -33,6 +34,8 @@ pub struct Simulated<'a> {
     pub boot_delay: Duration,
     /// The SQLite file every cluster keeps its objects in.
     pub objects: &'a Path,
+    /// The deletion guard's base URL and certificate authority, installed into every cluster.
+    pub guard: Option<(&'a str, &'a str)>,
 }
 
 /// A simulated cluster shaped like the IDC: as many 32-vCPU nodes as its capacity holds, its GPUs
@@ -87,6 +90,25 @@ async fn wait_for_first_readings(store: &Store, idcs: &[IdcId]) -> anyhow::Resul
     }
 }
 
+/// Stores the deletion guard's `ValidatingWebhookConfiguration` in `sim`, as `kubectl apply` would
+/// into a real cluster: the cluster keeps its objects across restarts, and the authority is new at
+/// every start, so the one already there is replaced.
+fn install_guard(sim: &SimCluster, url: &str, ca_pem: &str) -> anyhow::Result<()> {
+    let configuration = eci_instance_manager::manifest::webhook_configuration(url, ca_pem);
+    let name = eci_instance_manager::manifest::WEBHOOK_CONFIGURATION;
+    let body = serde_json::to_value(&configuration)?;
+    let store = sim.store();
+    match store.create(Resource::ValidatingWebhookConfigurations, None, body.clone()) {
+        Err(eci_edge_sim::Error::AlreadyExists { .. }) => {
+            store.update(Resource::ValidatingWebhookConfigurations, None, name, body, Part::Main)?;
+        }
+        other => {
+            other?;
+        }
+    }
+    Ok(())
+}
+
 impl FleetClusters {
     /// Starts one simulated cluster per IDC, each finding what it kept in `simulated.objects`, one
     /// control port for all of them, and a reconciler for each.
@@ -111,6 +133,11 @@ impl FleetClusters {
             let sim = SimCluster::start(config)
                 .await
                 .with_context(|| format!("cannot start the simulated cluster of {}", idc.id))?;
+            if let Some((url, ca_pem)) = simulated.guard {
+                install_guard(&sim, &crate::webhook::idc_url(url, &idc.id), ca_pem).with_context(|| {
+                    format!("cannot install the deletion guard into the cluster of {}", idc.id)
+                })?;
+            }
             let client = ClusterClient::for_url(&sim.url())?;
             clusters.spawn(idc, client, store, queue, manager, shutdown);
             clusters.simulated.push(sim);

@@ -7,6 +7,7 @@
 mod client;
 mod fleet_clusters;
 mod server;
+mod webhook;
 
 use clap::{Parser, Subcommand};
 use tracing::Level;
@@ -38,6 +39,9 @@ enum Command {
     Up(server::UpArgs),
     /// Run the production control plane (PostgreSQL, Redis).
     Serve(server::ServeArgs),
+    /// Print the ValidatingWebhookConfiguration a member cluster needs so that it asks the platform
+    /// before deleting a live instance's objects (`| kubectl apply -f -`).
+    WebhookManifest(webhook::ManifestArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -74,6 +78,7 @@ pub async fn main() {
             init_logs(cli.log_json, Level::INFO, cli.verbose);
             server::serve(args).await
         }
+        Command::WebhookManifest(args) => webhook::print_manifest(&args),
         Command::Client(cmd) => client::run(cli.client, cmd).await,
     };
     if let Err(e) = result {

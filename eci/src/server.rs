@@ -17,6 +17,7 @@ use eci_store::{Store, StoreConfig};
 use tokio::sync::watch;
 
 use crate::fleet_clusters::{FleetClusters, Simulated};
+use crate::webhook::{GuardListener, GuardTls};
 
 /// `eci up`: everything in one process, no services needed.
 #[derive(Debug, clap::Args)]
@@ -33,6 +34,10 @@ pub struct UpArgs {
     /// How long a simulated Pod takes from scheduled to running, in milliseconds.
     #[arg(long, env = "ECI_SIM_BOOT_DELAY_MS", default_value_t = 500)]
     pub sim_boot_delay_ms: u64,
+    /// Address the deletion guard (the simulated clusters' admission webhook) listens on, over TLS
+    /// with a certificate authority made at each start.
+    #[arg(long, env = "ECI_WEBHOOK_LISTEN", default_value = "127.0.0.1:0")]
+    pub webhook_listen: SocketAddr,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -60,6 +65,16 @@ pub struct ServeArgs {
     /// exactly one replica may run it.
     #[arg(long, env = "ECI_NO_INSTANCE_MANAGER")]
     pub no_instance_manager: bool,
+    /// Address the deletion guard (the member clusters' admission webhook, see
+    /// `eci webhook-manifest`) listens on, over TLS; not served when absent.
+    #[arg(long, env = "ECI_WEBHOOK_LISTEN", requires_all = ["webhook_tls_cert", "webhook_tls_key"])]
+    pub webhook_listen: Option<SocketAddr>,
+    /// The deletion guard's certificate chain (PEM), the authority that signed it last.
+    #[arg(long, env = "ECI_WEBHOOK_TLS_CERT", requires = "webhook_listen")]
+    pub webhook_tls_cert: Option<PathBuf>,
+    /// The deletion guard's private key (PEM).
+    #[arg(long, env = "ECI_WEBHOOK_TLS_KEY", requires = "webhook_listen")]
+    pub webhook_tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -177,7 +192,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let boot_delay = Duration::from_millis(args.sim_boot_delay_ms);
     let objects = args.data_dir.join("clusters.db");
     let clusters = Clusters::Simulated { fleet, boot_delay, kubeconfig, objects };
-    serve_until_shutdown(state, Leases::in_process(), args.listen, &args.tuning, clusters).await
+    let guard = Some((
+        args.webhook_listen,
+        GuardTls::ephemeral().context("cannot make the deletion guard's certificate")?,
+    ));
+    serve_until_shutdown(state, Leases::in_process(), args.listen, &args.tuning, clusters, guard).await
 }
 
 /// The URL of `eci.db` in the (existing) data directory `dir`. The path is made absolute and
@@ -240,8 +259,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Clusters::Kubeconfig { fleet: store.snapshot().await?.fleet }
     };
+    let guard = match (args.webhook_listen, &args.webhook_tls_cert, &args.webhook_tls_key) {
+        (Some(listen), Some(cert), Some(key)) => Some((listen, GuardTls::from_files(cert, key)?)),
+        _ => None,
+    };
     let state = AppState::new(store, rate, clock, api_config(&args.tuning));
-    serve_until_shutdown(state, leases, args.listen, &args.tuning, clusters).await
+    serve_until_shutdown(state, leases, args.listen, &args.tuning, clusters, guard).await
 }
 
 /// Which clusters the instance manager drives.
@@ -267,14 +290,15 @@ fn api_config(tuning: &Tuning) -> ApiConfig {
     }
 }
 
-/// Serves the API and runs the expiry pass and the scaler until Ctrl-C or SIGTERM, then drains
-/// them.
+/// Serves the API (and the deletion guard on its own listener, when given one) and runs the expiry
+/// pass and the scaler until Ctrl-C or SIGTERM, then drains them.
 async fn serve_until_shutdown(
     mut state: AppState,
     leases: Leases,
     listen: SocketAddr,
     tuning: &Tuning,
     clusters: Clusters,
+    guard: Option<(SocketAddr, GuardTls)>,
 ) -> anyhow::Result<()> {
     // The writes of every request reach this process's reconcilers at once through the queue.
     let queue = WorkQueue::default();
@@ -296,6 +320,22 @@ async fn serve_until_shutdown(
     // The API's port first: the simulated clusters take free ports, and one must not take this one.
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    // The guard answers before any cluster is started: with `failurePolicy: Fail`, a cluster that
+    // cannot reach it cannot delete even what the reconcilers release.
+    let guard = match guard {
+        Some((guard_listen, tls)) => {
+            let guard_listener = GuardListener::bind(guard_listen, &tls).await?;
+            let base_url = guard_listener.base_url();
+            tracing::info!(url = %base_url, "deletion guard listening");
+            let mut guard_stopped = stopped.clone();
+            let server = axum::serve(guard_listener, eci_api::admission::router(state.clone()))
+                .with_graceful_shutdown(async move {
+                    let _ = guard_stopped.changed().await;
+                });
+            Some((tokio::spawn(async move { server.await }), base_url, tls.ca_pem))
+        }
+        None => None,
+    };
     let manager = ManagerConfig {
         clock: state.clock.clone(),
         metrics_interval: Duration::from_secs(tuning.metrics_interval_secs.max(1)),
@@ -303,7 +343,8 @@ async fn serve_until_shutdown(
     };
     let reconcilers = match &clusters {
         Clusters::Simulated { fleet, boot_delay, kubeconfig, objects } => {
-            let simulated = Simulated { boot_delay: *boot_delay, objects };
+            let guard = guard.as_ref().map(|(_, url, ca_pem)| (url.as_str(), ca_pem.as_str()));
+            let simulated = Simulated { boot_delay: *boot_delay, objects, guard };
             let clusters =
                 FleetClusters::simulated(fleet, simulated, &state.store, &queue, &manager, &stopped).await?;
             clusters.write_kubeconfig(kubeconfig)?;
@@ -325,6 +366,9 @@ async fn serve_until_shutdown(
     tracing::info!("shutting down: draining requests");
     let _ = stop.send(true);
     server.await??;
+    if let Some((guard, _, _)) = guard {
+        guard.await??;
+    }
     expiry.await?;
     scaler.await?;
     if let Some(reconcilers) = reconcilers {

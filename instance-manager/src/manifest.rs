@@ -3,14 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use eci_core::{BatchRequest, Instance, InstanceId, Resources, Runtime, TenantId};
+use eci_core::{BatchRequest, Instance, InstanceId, Resources, Runtime};
 use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, ResourceRequirements,
     Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::kubevirt::{
@@ -21,8 +24,7 @@ use crate::kubevirt::{
 // Every object the platform makes carries these labels, so the reconciler can find its own and
 // nothing else.
 
-/// The instance an object belongs to: how a pass matches objects to instances.
-pub const LABEL_INSTANCE: &str = "eci.io/instance";
+pub use eci_core::ids::LABEL_INSTANCE;
 /// The batch of the object's instance, so operators can select a batch's objects.
 pub const LABEL_BATCH: &str = "eci.io/batch";
 /// The tenant of the object's instance, so operators can select a tenant's objects.
@@ -64,11 +66,6 @@ impl Default for ManifestConfig {
     }
 }
 
-/// Each tenant's objects live in a namespace of their own in every IDC.
-pub fn namespace(tenant: &TenantId) -> String {
-    format!("eci-{}", tenant.0)
-}
-
 /// Instance ids are valid DNS labels, so they name their objects directly; a retried create then
 /// meets `AlreadyExists` instead of making a second Pod.
 pub fn object_name(instance: &InstanceId) -> String {
@@ -93,7 +90,7 @@ pub fn labels(instance: &Instance, request: &BatchRequest) -> BTreeMap<String, S
 fn meta(name: String, instance: &Instance, request: &BatchRequest) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
-        namespace: Some(namespace(&instance.tenant_id)),
+        namespace: Some(instance.tenant_id.namespace()),
         labels: Some(labels(instance, request)),
         ..ObjectMeta::default()
     }
@@ -291,11 +288,102 @@ pub fn vmi(instance: &Instance, request: &BatchRequest, config: &ManifestConfig)
     )
 }
 
+/// The name of the platform's `ValidatingWebhookConfiguration` in every member cluster.
+pub const WEBHOOK_CONFIGURATION: &str = "eci-deletion-guard";
+
+/// How long an API server waits for the webhook before its `failurePolicy` decides: long enough
+/// for a control plane a continent away, short enough that a `kubectl delete` fails fast.
+pub const WEBHOOK_TIMEOUT_SECONDS: i32 = 5;
+
+/// The namespaces no webhook of the platform is ever asked about, so that a control plane that is
+/// down never stands in the way of the cluster's own components.
+const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+/// The `ValidatingWebhookConfiguration` that makes a member cluster ask the platform before it
+/// deletes a live instance's Pod or VMI, or a namespace of the platform's: `url` is the webhook's
+/// address for this cluster's IDC (`https://…/admission/idcs/<idc>`), `ca_pem` the certificate
+/// authority its serving certificate is verified with.
+///
+/// `failurePolicy: Fail`: with the platform unreachable, the guarded objects cannot be deleted;
+/// nothing else is affected, since the object selectors match only the platform's objects and
+/// only DELETE is reviewed.
+pub fn webhook_configuration(url: &str, ca_pem: &str) -> ValidatingWebhookConfiguration {
+    let not_system = LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "kubernetes.io/metadata.name".into(),
+            operator: "NotIn".into(),
+            values: Some(SYSTEM_NAMESPACES.iter().map(|n| n.to_string()).collect()),
+        }]),
+        match_labels: None,
+    };
+    let deleting = |groups: &str, versions: &str, resources: &str, scope: &str| RuleWithOperations {
+        api_groups: Some(vec![groups.into()]),
+        api_versions: Some(vec![versions.into()]),
+        operations: Some(vec!["DELETE".into()]),
+        resources: Some(vec![resources.into()]),
+        scope: Some(scope.into()),
+    };
+    let webhook =
+        |name: &str, object_selector: LabelSelector, rules: Vec<RuleWithOperations>| ValidatingWebhook {
+            name: name.into(),
+            admission_review_versions: vec!["v1".into()],
+            client_config: WebhookClientConfig {
+                url: Some(url.into()),
+                ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+                service: None,
+            },
+            failure_policy: Some("Fail".into()),
+            match_policy: Some("Equivalent".into()),
+            namespace_selector: Some(not_system.clone()),
+            object_selector: Some(object_selector),
+            rules: Some(rules),
+            side_effects: "None".into(),
+            timeout_seconds: Some(WEBHOOK_TIMEOUT_SECONDS),
+            match_conditions: None,
+        };
+    let instances = LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: LABEL_INSTANCE.into(),
+            operator: "Exists".into(),
+            values: None,
+        }]),
+        match_labels: None,
+    };
+    let managed = LabelSelector {
+        match_labels: Some(BTreeMap::from([(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())])),
+        match_expressions: None,
+    };
+    ValidatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(WEBHOOK_CONFIGURATION.into()),
+            labels: Some(BTreeMap::from([(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())])),
+            ..ObjectMeta::default()
+        },
+        webhooks: Some(vec![
+            webhook(
+                "instances.deletion-guard.eci.io",
+                instances,
+                vec![
+                    deleting("", "v1", "pods", "Namespaced"),
+                    deleting("kubevirt.io", "*", "virtualmachineinstances", "Namespaced"),
+                ],
+            ),
+            webhook(
+                "namespaces.deletion-guard.eci.io",
+                managed,
+                vec![deleting("", "v1", "namespaces", "Cluster")],
+            ),
+        ]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
-    use eci_core::{Area, BatchId, Carrier, IdcId, InstanceState, MiB, MilliCpu, PlacementSpec, Workload};
+    use eci_core::{
+        Area, BatchId, Carrier, IdcId, InstanceState, MiB, MilliCpu, PlacementSpec, TenantId, Workload,
+    };
 
     fn request(runtime: Runtime) -> BatchRequest {
         BatchRequest {

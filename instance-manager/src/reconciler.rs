@@ -537,7 +537,7 @@ impl IdcReconciler {
     /// instance's own objects.
     #[tracing::instrument(skip_all, fields(instance.id = %desired.instance.id))]
     async fn create_objects(&self, desired: &Desired) -> Result<(), CallError> {
-        let ns = manifest::namespace(&desired.instance.tenant_id);
+        let ns = desired.instance.tenant_id.namespace();
         if !self.books().knows_namespace(&ns) {
             self.cluster.create_namespace_with_retries(&ns).await?;
             self.books().namespace_exists(ns.clone());

@@ -81,7 +81,7 @@ async fn instances_become_pods_and_their_state_comes_back() {
         assert_eq!(report.created, 4, "{report:?}");
         assert!(states(&store, &tenant).await.iter().all(|(_, s)| *s == InstanceState::Creating));
 
-        let ns = eci_instance_manager::manifest::namespace(&tenant);
+        let ns = tenant.namespace();
         let pods: Api<Pod> = Api::namespaced(kube.clone(), &ns);
         let listed = pods.list(&ListParams::default()).await.expect("list pods");
         assert_eq!(listed.items.len(), 4);
@@ -200,7 +200,7 @@ async fn an_image_that_cannot_be_pulled_fails_the_instance_with_the_kubernetes_r
         let reconciler = start_reconciler(IDC, &sim, &store, config());
         reconciler.ready().await;
         reconciler.pass().await.expect("pass");
-        let ns = eci_instance_manager::manifest::namespace(&tenant);
+        let ns = tenant.namespace();
         let pods: Api<Pod> = Api::namespaced(kube.clone(), &ns);
         let name = pods.list(&ListParams::default()).await.unwrap().items[0].metadata.name.clone().unwrap();
         let status = json!({ "status": { "phase": "Pending", "containerStatuses": [{
@@ -267,7 +267,7 @@ async fn a_vm_instance_runs_as_a_kubevirt_vmi_with_ssh_and_is_removed_on_release
         })
         .await;
 
-        let ns = eci_instance_manager::manifest::namespace(&tenant);
+        let ns = tenant.namespace();
         let vmis: Api<VirtualMachineInstance> = Api::namespaced(kube.clone(), &ns);
         let services: Api<Service> = Api::namespaced(kube.clone(), &ns);
         let listed = vmis.list(&ListParams::default()).await.expect("list VMIs").items;

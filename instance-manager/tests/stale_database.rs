@@ -40,7 +40,7 @@ async fn a_control_plane_on_an_empty_database_trips_the_breaker_instead_of_delet
         live.ready().await;
         assert_eq!(live.pass().await.expect("first pass").created, 12);
         drop(live);
-        let ns = eci_instance_manager::manifest::namespace(&tenant);
+        let ns = tenant.namespace();
         assert_eq!(pods(&sim, &ns).await, 12);
 
         // The same fleet, but none of its instances: every Pod looks like an orphan.

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use eci_core::risk::{
-    Actor, ActorKind, BreakerEventKind, HoldState, Rule, Rules, TargetKind, TenantRules, Verdict, Window,
+    Actor, ActorKind, BreakerEventKind, ClusterObject, ClusterVerdict, HoldState, Rule, Rules, TargetKind,
+    TenantRules, Verdict, Window,
 };
 use eci_core::{IdcId, KeyId, TenantId};
 use sqlx::Row;
@@ -802,6 +803,115 @@ impl Store {
                 Err(self.refused(&deletion, target, Some(idc), 1, error, now_ms).await)
             }
         }
+    }
+}
+
+/// A cluster object whose DELETE an IDC's API server asks the admission webhook about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewedObject<'a> {
+    /// A Pod labelled as `instance`'s.
+    Pod {
+        /// The instance its `eci.io/instance` label names.
+        instance: &'a str,
+    },
+    /// A KubeVirt VirtualMachineInstance labelled as `instance`'s.
+    VirtualMachineInstance {
+        /// The instance its `eci.io/instance` label names.
+        instance: &'a str,
+    },
+    /// A namespace the platform manages.
+    Namespace {
+        /// The namespace's name (`eci-<tenant>` for a tenant's).
+        name: &'a str,
+    },
+}
+
+impl Store {
+    /// Decides the deletion of `object` in `idc` that `subject` (the API server's user name) asked
+    /// the cluster for behind the platform's back, and audits the decision, whichever it is.
+    #[tracing::instrument(skip_all, fields(idc.id = %idc, object = ?object, subject))]
+    pub async fn review_cluster_deletion(
+        &self,
+        idc: &IdcId,
+        object: ReviewedObject<'_>,
+        subject: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClusterVerdict> {
+        // A configuration that names the wrong IDC would have every deletion judged against an
+        // empty fleet and allowed: it is refused instead, so the mistake shows at once.
+        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM idcs WHERE id = $1")
+            .bind(&idc.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        if known.is_none() {
+            return Err(Error::NotFound { what: "IDC", id: idc.0.clone() });
+        }
+        let (target_kind, target_id, tenant, count, verdict) = match object {
+            ReviewedObject::Pod { instance } | ReviewedObject::VirtualMachineInstance { instance } => {
+                let row = sqlx::query("SELECT state, tenant_id FROM instances WHERE id = $1 AND idc_id = $2")
+                    .bind(instance)
+                    .bind(&idc.0)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let (state, tenant) = match row {
+                    Some(row) => (
+                        Some(word("instance state", &row.try_get::<String, _>("state")?)?),
+                        Some(TenantId(row.try_get("tenant_id")?)),
+                    ),
+                    None => (None, None),
+                };
+                let kind = match object {
+                    ReviewedObject::Pod { .. } => TargetKind::Pod,
+                    _ => TargetKind::VirtualMachineInstance,
+                };
+                let verdict =
+                    eci_core::risk::review_cluster_deletion(&ClusterObject::Workload { instance, state });
+                (kind, instance, tenant, 1, verdict)
+            }
+            ReviewedObject::Namespace { name } => {
+                let tenant = TenantId::from_namespace(name);
+                let (live, first) = match &tenant {
+                    Some(tenant) => {
+                        let row = sqlx::query(&format!(
+                            "SELECT COUNT(*) AS live, MIN(id) AS first FROM instances \
+                             WHERE tenant_id = $1 AND idc_id = $2 AND {}",
+                            crate::sql::state_in(&releasable())
+                        ))
+                        .bind(&tenant.0)
+                        .bind(&idc.0)
+                        .fetch_one(&self.pool)
+                        .await?;
+                        (uint("count", row.try_get("live")?)?, row.try_get::<Option<String>, _>("first")?)
+                    }
+                    None => (0, None),
+                };
+                let verdict = eci_core::risk::review_cluster_deletion(&ClusterObject::Namespace {
+                    name,
+                    live,
+                    first: first.as_deref(),
+                });
+                (TargetKind::Namespace, name, tenant, live, verdict)
+            }
+        };
+        let actor = Actor { kind: ActorKind::OutOfBand, key: None, subject: Some(subject.to_string()) };
+        let line = Line {
+            actor: &actor,
+            target_kind,
+            target_id,
+            tenant: tenant.as_ref(),
+            idc: Some(idc),
+            count,
+            verdict: verdict.verdict,
+            rule: verdict.rule,
+            breaker: None,
+            message: &verdict.message,
+        };
+        insert_audit(&self.pool, &line, millis(now)).await?;
+        match verdict.verdict {
+            Verdict::Denied => tracing::warn!(reason = %verdict.message, "out-of-band deletion denied"),
+            _ => tracing::info!(reason = %verdict.message, "out-of-band deletion allowed"),
+        }
+        Ok(verdict)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `eci admin idc list|get`: the fleet as operators watch it. For each IDC, what the fleet file lets
 //! it sell (its bound), what its cluster was read to offer, what it sells of that, what is
 //! allocated, reserved and free, and what is wrong with it (an IDC that sells less than it has
-//! promised). Needs an admin key.
+//! promised). Needs an admin key. Also `eci audit`, risk control's audit log, for tenants and admins.
 
 use anyhow::Result;
 use serde::Deserialize;
@@ -38,6 +38,63 @@ pub enum RiskCommand {
         /// The breaker.
         breaker: String,
     },
+}
+
+/// `eci audit`: which of the audit log's lines to show, newest last.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Only those of this kind of actor: tenant, admin, expiry, scaler, reconciler, out_of_band.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only those with this verdict: allowed, denied, held.
+    #[arg(long)]
+    pub verdict: Option<String>,
+    /// Only those aimed at this id (an instance, a batch, a group, a namespace, an IDC).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Only those decided at or after this moment, RFC 3339.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Every page, not only the first.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Runs `eci audit`.
+pub async fn audit(api: &Api, args: AuditArgs, output: OutputFormat) -> Result<String> {
+    let query: Vec<(&'static str, String)> =
+        [("actor", args.actor), ("verdict", args.verdict), ("target_id", args.target), ("since", args.since)]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?)))
+            .collect();
+    let page = api.list(&["v1", "risk", "audit"], &query, args.all).await?;
+    if output == OutputFormat::Json {
+        return Ok(render::json(&page));
+    }
+    let lines = page["items"].as_array().cloned().unwrap_or_default();
+    if lines.is_empty() {
+        return Ok("No audit lines found.".to_string());
+    }
+    let mut t = table(&["AT", "ACTOR", "WHO", "TARGET", "COUNT", "VERDICT", "RULE", "MESSAGE"], &[]);
+    let field = |v: &Value| v.as_str().map_or_else(|| "-".to_string(), str::to_string);
+    for l in &lines {
+        let who = l["subject"].as_str().or(l["key_id"].as_str()).unwrap_or("-");
+        t.add_row([
+            field(&l["at"]),
+            field(&l["actor"]),
+            who.to_string(),
+            format!("{} {}", field(&l["target_kind"]), field(&l["target_id"])),
+            l["count"].to_string(),
+            field(&l["verdict"]),
+            field(&l["rule"]),
+            field(&l["message"]),
+        ]);
+    }
+    let mut text = finish(&t);
+    if page["next_cursor"].as_str().is_some_and(|c| !c.is_empty()) {
+        text.push_str("\n(more lines: --all)");
+    }
+    Ok(text)
 }
 
 /// The `admin idc` subcommands.

@@ -87,6 +87,9 @@ pub enum ClientCommand {
     /// Watch the fleet, with an admin key: what each IDC's cluster offers and what it sells.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Risk control's audit log: every deletion asked for, by whom, how many, allowed or not, and
+    /// why (a tenant sees its own; an admin sees all).
+    Audit(admin::AuditArgs),
 }
 
 /// Runs one client subcommand against the API and prints its result to stdout.
@@ -108,6 +111,7 @@ pub async fn run(args: ClientArgs, cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Usage(cmd) => billing::usage(&api, cmd, output).await?.into(),
         ClientCommand::Invoice(cmd) => billing::invoice(&api, cmd, output).await?.into(),
         ClientCommand::Admin(cmd) => admin::run(&api, cmd, output).await?.into(),
+        ClientCommand::Audit(args) => admin::audit(&api, args, output).await?.into(),
     };
     print_stdout(&answer.text)?;
     answer.verdict
