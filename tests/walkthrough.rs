@@ -911,6 +911,25 @@ idcs:
     memory: 64Gi
 ";
 
+/// [`FLEET`] written to `dir`, and a kubeconfig naming Shenzhen's cluster, simulated in a runtime
+/// of its own (the client calls of the tests block theirs). The other IDCs name no reachable
+/// cluster, so they sell nothing.
+fn fleet_with_shenzhen(dir: &Path) -> (PathBuf, PathBuf) {
+    let fleet = dir.join("fleet.yaml");
+    std::fs::write(&fleet, FLEET).expect("write the fleet file");
+    let shenzhen =
+        eci_edge_sim::NodeSpec::new("e2e-shenzhen-1-node").cpu_millis(64_000).memory_mib(256 * 1024);
+    let url = sim_on_its_own_thread(eci_edge_sim::SimConfig::default().name("e2e-shenzhen-1").node(shenzhen));
+    let kubeconfig = dir.join("kubeconfig");
+    let contexts = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sz\n  cluster:\n    server: {url}\n\
+         contexts:\n- name: e2e-shenzhen-1\n  context:\n    cluster: sz\n    user: sz\n\
+         users:\n- name: sz\n  user: {{}}\n"
+    );
+    std::fs::write(&kubeconfig, contexts).expect("write the kubeconfig");
+    (fleet, kubeconfig)
+}
+
 /// `eci serve` on a fresh PostgreSQL database and Redis, with the fleet from a file and an admin
 /// key given on the command line: tenants and keys through the admin API, then the client.
 #[tokio::test]
@@ -921,23 +940,11 @@ async fn eci_serve_runs_on_postgresql_with_a_fleet_file() {
         return;
     };
     let tmp = TempDirGuard::new("eci-serve").expect("temp dir");
-    let fleet = tmp.path().join("fleet.yaml");
-    std::fs::write(&fleet, FLEET).expect("write the fleet file");
-    // Shenzhen's cluster, in a runtime of its own: the client calls below block this thread. The
-    // other IDCs name no reachable cluster, so they sell nothing.
-    let shenzhen =
-        eci_edge_sim::NodeSpec::new("e2e-shenzhen-1-node").cpu_millis(64_000).memory_mib(256 * 1024);
-    let url = sim_on_its_own_thread(eci_edge_sim::SimConfig::default().name("e2e-shenzhen-1").node(shenzhen));
-    let kubeconfig = tmp.path().join("kubeconfig");
-    let contexts = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: sz\n  cluster:\n    server: {url}\n\
-         contexts:\n- name: e2e-shenzhen-1\n  context:\n    cluster: sz\n    user: sz\n\
-         users:\n- name: sz\n  user: {{}}\n"
-    );
-    std::fs::write(&kubeconfig, contexts).expect("write the kubeconfig");
+    let (fleet, kubeconfig) = fleet_with_shenzhen(tmp.path());
     let admin_key = "e2e-admin-key-0f3c9a1d7b";
     let (cert, key, ca) = guard_certificate(tmp.path());
     let guard_listen = format!("127.0.0.1:{}", free_port());
+    let (receiver, alerts) = alert_receiver_on_its_own_thread();
     let args = [
         "serve",
         "--database-url",
@@ -954,6 +961,8 @@ async fn eci_serve_runs_on_postgresql_with_a_fleet_file() {
         cert.to_str().expect("a UTF-8 temp path"),
         "--webhook-tls-key",
         key.to_str().expect("a UTF-8 temp path"),
+        "--alert-webhook",
+        &receiver,
     ];
     let env = [("KUBECONFIG", kubeconfig.to_str().expect("a UTF-8 temp path"))];
     let cwd = std::env::current_dir().expect("current dir");
@@ -1075,11 +1084,114 @@ async fn eci_serve_runs_on_postgresql_with_a_fleet_file() {
         let refused = kubectl_refused(&[&context[..], &["delete", "pod", pod, "-n", namespace]].concat());
         let refused = refused.expect("kubectl ran");
         assert!(refused.contains(&format!("eci instance delete {pod}")), "{refused}");
+        // The refusal is an alert, and it reaches the receiver.
+        let denied = |m: &Value| m["alerts"][0]["labels"]["alertname"] == "EciOutOfBandDeletionDenied";
+        for _ in 0..1200 {
+            if alerts.lock().expect("messages").iter().any(denied) {
+                break;
+            }
+            std::thread::sleep(POLL);
+        }
+        let messages = alerts.lock().expect("messages").clone();
+        let message =
+            messages.iter().find(|m| denied(m)).unwrap_or_else(|| panic!("no alert in {messages:?}"));
+        assert_eq!(message["alerts"][0]["labels"]["target"], pod, "{message}");
     }
 
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "eci serve did not exit cleanly on SIGTERM{}", server.output());
     drop(server);
+    db.cleanup().await;
+}
+
+/// Two `eci serve` processes on one database and one Redis count deletions in one window: a
+/// tenant's budget of 3 is spent across both, the breaker it trips refuses on both, and an admin's
+/// reset through one closes it for both.
+#[tokio::test]
+async fn two_control_planes_sharing_redis_share_one_deletion_window() {
+    let Some(db) = testing::postgres_database(2).await else { return };
+    let Some(redis) = testing::redis_url().await else {
+        db.cleanup().await;
+        return;
+    };
+    let tmp = TempDirGuard::new("eci-serve-two").expect("temp dir");
+    let (fleet, kubeconfig) = fleet_with_shenzhen(tmp.path());
+    let admin_key = "e2e-admin-key-7c1d0e9a2b";
+    let base = ["serve", "--database-url", &db.url, "--redis-url", &redis, "--admin-key", admin_key];
+    let fleet_arg = ["--fleet", fleet.to_str().expect("a UTF-8 temp path")];
+    let env = [("KUBECONFIG", kubeconfig.to_str().expect("a UTF-8 temp path"))];
+    let cwd = std::env::current_dir().expect("current dir");
+    let mut first = Server::launch(&cwd, &[&base[..], &fleet_arg[..]].concat(), &env, tmp.path());
+    let mut second =
+        Server::launch(&cwd, &[&base[..], &["--no-instance-manager"]].concat(), &env, tmp.path());
+    let http = reqwest::Client::new();
+    let (a, b) = (first.endpoint(), second.endpoint());
+    let secret = new_tenant_key(&http, &a, admin_key, "shared").await;
+    let send = async |method: reqwest::Method, endpoint: &str, path: &str, key: &str, body: Option<Value>| {
+        let mut request = http.request(method, format!("{endpoint}{path}")).bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer = request.send().await.expect("a request");
+        let status = answer.status().as_u16();
+        (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let (_, mut rules) = send(reqwest::Method::GET, &a, "/v1/risk/rules", admin_key, None).await;
+    rules["rules"]["per_tenant"] = json!({"deletions": 3, "window_seconds": 300});
+    let (status, _) =
+        send(reqwest::Method::PUT, &a, "/v1/admin/risk/rules", admin_key, Some(rules["rules"].clone())).await;
+    assert_eq!(status, 200);
+    let body = json!({"count": 6, "spec": {"cpu": "1", "memory": "1Gi"}, "image": "nginx:1.27"});
+    let (status, batch) = send(reqwest::Method::POST, &a, "/v1/batches", &secret, Some(body)).await;
+    assert_eq!(status, 202, "{batch}");
+    let (_, page) = send(
+        reqwest::Method::GET,
+        &a,
+        &format!("/v1/batches/{}/instances", batch["id"].as_str().unwrap()),
+        &secret,
+        None,
+    )
+    .await;
+    let ids: Vec<String> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    let delete = async |endpoint: &str, id: &str| {
+        send(reqwest::Method::DELETE, endpoint, &format!("/v1/instances/{id}"), &secret, None).await
+    };
+    // The second replica's rules cache may be cold; the rules are read from the shared database.
+    for (endpoint, id) in [(&a, &ids[0]), (&b, &ids[1]), (&a, &ids[2])] {
+        let (status, answer) = delete(endpoint, id).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (status, refused) = delete(&b, &ids[3]).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (429, Some("deletion_rate_limited")),
+        "{refused}"
+    );
+    let breaker = refused["error"]["details"]["breaker"].as_str().expect("the breaker").to_string();
+    let (status, _) = delete(&a, &ids[4]).await;
+    assert_eq!(status, 429, "the breaker B tripped is open for A too");
+    let (status, _) = send(
+        reqwest::Method::POST,
+        &b,
+        &format!("/v1/admin/risk/breakers/{breaker}/reset"),
+        admin_key,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, answer) = delete(&a, &ids[4]).await;
+    assert_eq!(status, 200, "reset through B, closed for A: {answer}");
+
+    for server in [&mut first, &mut second] {
+        let status = server.terminate();
+        assert_eq!(status.code(), Some(0), "eci serve did not exit cleanly{}", server.output());
+    }
+    drop((first, second));
     db.cleanup().await;
 }
 
@@ -1116,6 +1228,29 @@ fn sim_on_its_own_thread(config: eci_edge_sim::SimConfig) -> String {
         })
     });
     url.recv().expect("the cluster's address")
+}
+
+/// An alert receiver on a thread and runtime of its own, as Alertmanager's webhook receiver is
+/// called: it keeps every message posted to it. Returns its URL and the messages.
+fn alert_receiver_on_its_own_thread() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = messages.clone();
+    let (sent, url) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime for the receiver");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bound");
+            sent.send(format!("http://{}/alerts", listener.local_addr().expect("an address"))).expect("sent");
+            let app = axum::Router::new().route(
+                "/alerts",
+                axum::routing::post(move |axum::Json(message): axum::Json<Value>| async move {
+                    kept.lock().expect("messages").push(message);
+                }),
+            );
+            axum::serve(listener, app).await.expect("the receiver serves")
+        })
+    });
+    (url.recv().expect("the receiver's address"), messages)
 }
 
 /// Kill the control plane (SIGKILL, no goodbye) while it is creating a batch's Pods, start it again

@@ -177,10 +177,7 @@ async fn review(
     let now = state.clock.now();
     let answer = match state.store.review_cluster_deletion(&idc, object, subject, now).await {
         Ok(verdict) if verdict.verdict == Verdict::Allowed => ReviewAnswer::new(uid, true, None),
-        Ok(verdict) => {
-            state.metrics.out_of_band_denied(&idc);
-            ReviewAnswer::new(uid, false, Some((403, "Forbidden", verdict.message)))
-        }
+        Ok(verdict) => ReviewAnswer::new(uid, false, Some((403, "Forbidden", verdict.message))),
         Err(eci_store::Error::NotFound { what: "IDC", .. }) => {
             // Logged, not audited nor counted: anyone who reaches the listener can name any IDC,
             // and the audit log and the metrics hold the fleet's decisions only.

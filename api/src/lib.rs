@@ -7,6 +7,8 @@
 //! - [`wire`]: the JSON shapes and their validation; [`error`]: the one mapping of failures to HTTP.
 //! - [`admission`]: the validating admission webhook the IDCs' API servers call before deleting a
 //!   live instance's objects, served on its own TLS listener (not part of the public document).
+//! - [`alerts`]: the alerts the store raises, counted, logged and posted to Alertmanager-style
+//!   receivers without blocking the path that raised them.
 //! - [`risk`]: risk control's rules, audit log, breakers and held operations (every deletion passes
 //!   the store's risk gate; a refusal maps to 423, 409 or 429 in [`error`]).
 //! - [`groups`]: autoscaled groups; [`scaling`]: the scaler's loop that keeps them at their count.
@@ -36,6 +38,7 @@ macro_rules! routes {
 
 pub mod admin;
 pub mod admission;
+pub mod alerts;
 pub mod auth;
 pub mod batches;
 pub mod billing;
@@ -121,6 +124,14 @@ impl AppState {
             metrics: Default::default(),
             scaler_wake: Default::default(),
         }
+    }
+
+    /// The same state, its store raising alerts to an [`alerts::Alerter`] that counts them in this
+    /// state's metrics and delivers them as `config` says.
+    pub fn raising_alerts(mut self, config: alerts::AlertConfig) -> Self {
+        let alerter = alerts::Alerter::start(config, self.metrics.clone());
+        self.store = self.store.raising_alerts_to(alerter);
+        self
     }
 }
 

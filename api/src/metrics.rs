@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use eci_store::fleet::IdcReport;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -37,6 +37,40 @@ struct RouteLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IdcLabels {
     idc: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    alert: String,
+    /// Empty for an alert of no one IDC (a tenant's or the platform's breaker).
+    idc: String,
+}
+
+/// What became of one alert's delivery to one receiver.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The receiver took it.
+    Delivered,
+    /// Every attempt failed, or the receiver refused it for good.
+    Failed,
+    /// The queue was full: it was never posted.
+    Dropped,
+}
+
+impl EncodeLabelValue for DeliveryOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Failed => "failed",
+            DeliveryOutcome::Dropped => "dropped",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    outcome: DeliveryOutcome,
 }
 
 /// Per-IDC gauges, set from the store's reports at each scrape: the store is the truth every
@@ -127,8 +161,10 @@ pub struct Metrics {
     pub instances_created: Counter,
     /// Batches created (idempotent replays not counted).
     pub batches_created: Counter,
-    /// Deletions of live instances' objects that a cluster asked about and the webhook refused.
-    out_of_band_denials: Family<IdcLabels, Counter>,
+    /// Alerts raised, by alert and IDC.
+    alerts: Family<AlertLabels, Counter>,
+    /// Alert deliveries to receivers, by outcome.
+    alert_deliveries: Family<DeliveryLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -154,11 +190,13 @@ impl Default for Metrics {
             instances_created.clone(),
         );
         registry.register("batches_created", "Batches created", batches_created.clone());
-        let out_of_band_denials = Family::<IdcLabels, Counter>::default();
+        let alerts = Family::<AlertLabels, Counter>::default();
+        registry.register("alerts", "Alerts raised, by alert and IDC", alerts.clone());
+        let alert_deliveries = Family::<DeliveryLabels, Counter>::default();
         registry.register(
-            "out_of_band_deletions_denied",
-            "Deletions of live instances' objects asked of an IDC's cluster behind the platform's back, and refused",
-            out_of_band_denials.clone(),
+            "alert_deliveries",
+            "Alerts posted to the alert receivers: delivered, failed after every retry, or dropped from a full queue",
+            alert_deliveries.clone(),
         );
         let idcs = IdcGauges::default();
         idcs.register(&mut registry);
@@ -170,15 +208,22 @@ impl Default for Metrics {
             scrape: Mutex::new(()),
             instances_created,
             batches_created,
-            out_of_band_denials,
+            alerts,
+            alert_deliveries,
         }
     }
 }
 
 impl Metrics {
-    /// Counts a deletion the admission webhook refused in `idc`.
-    pub fn out_of_band_denied(&self, idc: &eci_core::IdcId) {
-        self.out_of_band_denials.get_or_create(&IdcLabels { idc: idc.0.clone() }).inc();
+    /// Counts a raised alert.
+    pub fn alert_raised(&self, alert: &eci_core::alerts::Alert) {
+        let idc = alert.labels.get("idc").cloned().unwrap_or_default();
+        self.alerts.get_or_create(&AlertLabels { alert: alert.name.as_str().to_string(), idc }).inc();
+    }
+
+    /// Counts one alert's delivery to one receiver.
+    pub fn alert_delivered(&self, outcome: DeliveryOutcome) {
+        self.alert_deliveries.get_or_create(&DeliveryLabels { outcome }).inc();
     }
 
     /// The text of a scrape, with the IDC gauges of `reports` (none when they could not be read).

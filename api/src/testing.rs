@@ -183,21 +183,23 @@ impl App {
     pub async fn without_fleet(store: Store) -> App {
         let key = store.create_key(None, true, "root", ADMIN, t0()).await.expect("creating the admin key");
         let clock = Arc::new(ManualClock::new(t0()));
-        let state =
-            AppState::new(store.clone(), RateWindows::in_process(), clock.clone(), ApiConfig::default());
+        // Alerts counted in the metrics and delivered nowhere, as `eci` runs without receivers.
+        let state = AppState::new(store, RateWindows::in_process(), clock.clone(), ApiConfig::default())
+            .raising_alerts(crate::alerts::AlertConfig::default());
+        let store = state.store.clone();
         App { router: crate::router(state.clone()), state, clock, store, admin_key_id: key.id.0 }
     }
 
     /// The API as it comes back after a restart of the control plane: a new process state over
     /// `store` (the same database, opened again), on the same clock.
     pub fn restarted(&self, store: Store) -> App {
-        let state =
-            AppState::new(store.clone(), RateWindows::in_process(), self.clock.clone(), ApiConfig::default());
+        let state = AppState::new(store, RateWindows::in_process(), self.clock.clone(), ApiConfig::default())
+            .raising_alerts(crate::alerts::AlertConfig::default());
         App {
             router: crate::router(state.clone()),
+            store: state.store.clone(),
             state,
             clock: self.clock.clone(),
-            store,
             admin_key_id: self.admin_key_id.clone(),
         }
     }

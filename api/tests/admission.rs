@@ -2,7 +2,7 @@
 //! live instance's Pod or VMI, or of a namespace holding live instances, is refused with a message
 //! naming the instance; the objects of released instances, of instances the IDC does not run and
 //! of no instance at all go; a configuration naming an unknown IDC refuses; every decision is in
-//! the audit log and every refusal in the metrics.
+//! the audit log and every refusal an alert, counted in the metrics.
 
 use axum::http::{Method, StatusCode};
 use eci_api::testing::*;
@@ -136,7 +136,7 @@ async fn a_live_instances_pod_and_namespace_are_kept_and_a_released_ones_pod_goe
         let counted = |idc: &str| {
             text.lines()
                 .find(|l| {
-                    l.starts_with("eci_out_of_band_deletions_denied_total")
+                    l.starts_with("eci_alerts_total{alert=\"out_of_band_deletion_denied\"")
                         && l.contains(&format!("idc=\"{idc}\""))
                 })
                 .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())

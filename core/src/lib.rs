@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod allocation;
 pub mod availability;
 pub mod builtin;

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use eci_api::alerts::AlertConfig;
 use eci_api::scaling::ScalerConfig;
 use eci_api::{ApiConfig, AppState};
 use eci_billing::Metering;
 use eci_core::{Clock, Fleet, Quota, SystemClock};
 use eci_instance_manager::{ManagerConfig, WorkQueue};
 use eci_store::billing::BillingPolicy;
-use eci_store::coordination::{Leases, RateWindows};
+use eci_store::coordination::{Breakers, Leases, RateWindows};
 use eci_store::{Store, StoreConfig};
 use tokio::sync::watch;
 
@@ -48,7 +49,8 @@ pub struct ServeArgs {
     /// `postgres://user@host/db` (or `sqlite://file?mode=rwc`).
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
-    /// Shares request-rate windows between replicas; in-process when absent.
+    /// Shares request-rate windows, deletion windows and breakers, and leases between replicas;
+    /// in-process when absent.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
     #[arg(long, env = "ECI_LISTEN", default_value = "0.0.0.0:7070")]
@@ -105,6 +107,15 @@ pub struct Tuning {
     /// How often each IDC's pod metrics (the CPU autoscaled groups follow) are read, in seconds.
     #[arg(long, env = "ECI_METRICS_INTERVAL", default_value_t = 15)]
     pub metrics_interval_secs: u64,
+    /// Where to post alerts (a tripped deletion breaker, a refused out-of-band deletion, a vanished
+    /// Pod, a disconnected IDC), as Alertmanager's webhook receiver gets them; repeatable, or
+    /// comma-separated in the variable.
+    #[arg(long = "alert-webhook", env = "ECI_ALERT_WEBHOOKS", value_delimiter = ',')]
+    pub alert_webhooks: Vec<reqwest::Url>,
+    /// The platform's address as the readers of alerts reach it, for their links;
+    /// `http://<listen address>` by default.
+    #[arg(long, env = "ECI_EXTERNAL_URL")]
+    pub external_url: Option<String>,
 }
 
 fn read_fleet(path: &Path) -> anyhow::Result<Fleet> {
@@ -247,12 +258,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         store.create_key(None, true, "bootstrap admin", secret, clock.now()).await?;
     }
-    let (rate, leases) = match &args.redis_url {
-        Some(url) => (
-            RateWindows::redis(url).await.context("cannot connect to Redis")?,
-            Leases::redis(url).await.context("cannot connect to Redis")?,
-        ),
-        None => (RateWindows::in_process(), Leases::in_process()),
+    let (rate, leases, store) = match &args.redis_url {
+        Some(url) => {
+            // Every replica counts deletions in the same windows and sees the same open breakers;
+            // those the database says are open are opened in Redis too (it may have been emptied).
+            let store = store.with_breakers(Breakers::redis(url).await.context("cannot connect to Redis")?);
+            store.restore_breakers().await.context("cannot restore the open deletion breakers")?;
+            (
+                RateWindows::redis(url).await.context("cannot connect to Redis")?,
+                Leases::redis(url).await.context("cannot connect to Redis")?,
+                store,
+            )
+        }
+        None => (RateWindows::in_process(), Leases::in_process(), store),
     };
     let clusters = if args.no_instance_manager {
         Clusters::None
@@ -300,6 +318,17 @@ async fn serve_until_shutdown(
     clusters: Clusters,
     guard: Option<(SocketAddr, GuardTls)>,
 ) -> anyhow::Result<()> {
+    let alerts = AlertConfig {
+        receivers: tuning.alert_webhooks.clone(),
+        external_url: tuning.external_url.clone().unwrap_or_else(|| format!("http://{listen}")),
+        ..AlertConfig::default()
+    };
+    for receiver in &alerts.receivers {
+        if !matches!(receiver.scheme(), "http" | "https") {
+            anyhow::bail!("--alert-webhook {receiver} is no http(s) URL");
+        }
+    }
+    state = state.raising_alerts(alerts);
     // The writes of every request reach this process's reconcilers at once through the queue.
     let queue = WorkQueue::default();
     if !matches!(clusters, Clusters::None) {

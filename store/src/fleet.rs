@@ -1,6 +1,7 @@
 //! IDCs and their lines of the capacity ledger.
 
 use chrono::{DateTime, Utc};
+use eci_core::alerts::{Alert, AlertName};
 use eci_core::capacity::{self, ClusterCapacity};
 use eci_core::fleet::LinkNews;
 use eci_core::{
@@ -301,7 +302,7 @@ impl Store {
     /// still has to reach the cluster. Returns how many instances turned unknown.
     pub async fn mark_idc_disconnected(&self, id: &IdcId, now: DateTime<Utc>) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        apply_link_news(&mut tx, id, LinkNews::Lost, now).await?;
+        let turned = apply_link_news(&mut tx, id, LinkNews::Lost, now).await?;
         let done = sqlx::query(&format!(
             "UPDATE instances SET state = $1, updated_at = $2 WHERE idc_id = $3 AND {}",
             state_in(InstanceState::UNKNOWN_FROM)
@@ -312,6 +313,18 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        if turned > 0 {
+            let unknown = done.rows_affected();
+            self.raise(Alert::new(
+                AlertName::IdcDisconnected,
+                now,
+                &[("idc", &id.0)],
+                format!(
+                    "the cluster of IDC {id} stopped answering: the IDC is disconnected and its {unknown} live \
+                     instance(s) unknown; nothing is failed or re-created, and they are reconciled when it answers"
+                ),
+            ));
+        }
         Ok(done.rows_affected())
     }
 
@@ -356,15 +369,18 @@ async fn resell(tx: &mut Tx<'_>, id: &IdcId) -> Result<IdcReport> {
 
 /// Moves the IDC's status as [`IdcStatus::on_link`] decides for `news`, on the condition that it is
 /// still in the status the move is from.
-async fn apply_link_news(tx: &mut Tx<'_>, id: &IdcId, news: LinkNews, now: DateTime<Utc>) -> Result<()> {
+/// Moves the IDC's status as `news` says; returns how many moves there were (0: it was there already).
+async fn apply_link_news(tx: &mut Tx<'_>, id: &IdcId, news: LinkNews, now: DateTime<Utc>) -> Result<u64> {
+    let mut moved = 0;
     for (from, to) in IdcStatus::moved_by(news) {
-        sqlx::query("UPDATE idcs SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
+        moved += sqlx::query("UPDATE idcs SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
             .bind(to.as_str())
             .bind(millis(now))
             .bind(&id.0)
             .bind(from.as_str())
             .execute(&mut **tx)
-            .await?;
+            .await?
+            .rows_affected();
     }
-    Ok(())
+    Ok(moved)
 }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 
+use eci_core::alerts::{Alert, AlertName};
 use eci_core::lifecycle::{Change, Release};
 use eci_core::{
     Area, BatchId, BatchState, Carrier, IdcId, Instance, InstanceId, InstanceState, MiB, MilliCpu, Resources,
@@ -310,6 +311,18 @@ impl Store {
                 tx.commit().await?;
                 if !ended.is_empty() {
                     tracing::info!(reason, "instance failed");
+                    if matches!(observed, Observed::Gone) {
+                        self.raise(Alert::new(
+                            AlertName::InstanceVanished,
+                            now,
+                            &[("idc", &current.idc.0), ("tenant", &current.tenant_id.0), ("instance", &id.0)],
+                            format!(
+                                "instance {id} was {} in IDC {} when its Pod or VMI disappeared from the \
+                                 cluster; it failed and its capacity was given back",
+                                current.state, current.idc
+                            ),
+                        ));
+                    }
                 }
                 !ended.is_empty()
             }

@@ -85,6 +85,8 @@ pub struct Store {
     backend: Backend,
     /// Who hears of new work for IDC clusters, if anyone (see [`work`]).
     work: Option<std::sync::Arc<dyn work::WorkSink>>,
+    /// Who hears of the alerts the store's writes raise, if anyone (see [`work`]).
+    alerts: Option<std::sync::Arc<dyn eci_core::alerts::AlertSink>>,
     /// The fleet's area codes, which every batch and reservation is validated against; refreshed
     /// when this store changes an IDC and at least every [`fleet::AREA_CODES_TTL`] for changes made
     /// by other replicas.
@@ -137,6 +139,7 @@ impl Store {
             pool,
             backend,
             work: None,
+            alerts: None,
             area_codes,
             breakers: coordination::Breakers::in_process(),
             risk_rules,

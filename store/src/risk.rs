@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use eci_core::alerts::{Alert, AlertName};
 use eci_core::risk::{
     Actor, ActorKind, BreakerEventKind, ClusterObject, ClusterVerdict, HoldState, Rule, Rules, TargetKind,
     TenantRules, Verdict, Window,
@@ -582,6 +583,18 @@ impl Store {
             insert_audit(&mut *tx, &line, now_ms).await?;
         }
         tx.commit().await?;
+        if tripped && let Some(window) = breaker {
+            let key = window.key();
+            self.raise(Alert::new(
+                AlertName::BreakerTripped,
+                time(now_ms)?,
+                &[("breaker", &key), ("actor", deletion.actor.kind.as_str()), ("tenant", &target.tenant.0)],
+                format!(
+                    "deletion breaker {key} tripped: deletions it counts wait until an admin resets it \
+                     (`eci admin risk reset {key}`); {message}"
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -908,7 +921,19 @@ impl Store {
         };
         insert_audit(&self.pool, &line, millis(now)).await?;
         match verdict.verdict {
-            Verdict::Denied => tracing::warn!(reason = %verdict.message, "out-of-band deletion denied"),
+            Verdict::Denied => {
+                tracing::warn!(reason = %verdict.message, "out-of-band deletion denied");
+                let kind = target_kind.as_str();
+                let mut labels = vec![("idc", idc.0.as_str()), ("target_kind", kind), ("target", target_id)];
+                labels.extend(tenant.as_ref().map(|t| ("tenant", t.0.as_str())));
+                labels.push(("subject", subject));
+                self.raise(Alert::new(
+                    AlertName::OutOfBandDeletionDenied,
+                    now,
+                    &labels,
+                    format!("{subject} asked IDC {idc} to delete {kind} {target_id}: {}", verdict.message),
+                ));
+            }
             _ => tracing::info!(reason = %verdict.message, "out-of-band deletion allowed"),
         }
         Ok(verdict)

@@ -3,10 +3,15 @@
 //! resync. The store knows only this port; the instance manager's queue is plugged in by the
 //! binary ([`Store::reporting_work_to`]). A report is a shortcut, never the record: what is lost
 //! (nobody listening, a full queue, a restart) is still in the store and found there.
+//!
+//! Alerts leave the same way: a write that trips a breaker, refuses an out-of-band deletion, fails
+//! an instance whose Pod vanished or disconnects an IDC raises an [`Alert`] to the sink plugged in
+//! ([`Store::raising_alerts_to`]) once it has committed.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use eci_core::alerts::{Alert, AlertSink};
 use eci_core::{BatchRequest, IdcId, Instance};
 
 use crate::Store;
@@ -24,6 +29,18 @@ impl Store {
     pub fn reporting_work_to(mut self, sink: Arc<dyn WorkSink>) -> Store {
         self.work = Some(sink);
         self
+    }
+
+    /// This store, raising the alerts of its writes to `sink`.
+    pub fn raising_alerts_to(mut self, sink: Arc<dyn AlertSink>) -> Store {
+        self.alerts = Some(sink);
+        self
+    }
+
+    pub(crate) fn raise(&self, alert: Alert) {
+        if let Some(sink) = &self.alerts {
+            sink.raise(alert);
+        }
     }
 
     pub(crate) fn report_new_instances(&self, instances: Vec<Instance>, request: &BatchRequest) {
