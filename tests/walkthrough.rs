@@ -859,6 +859,55 @@ async fn eci_up_opens_a_data_dir_with_any_name() {
     );
 }
 
+/// `eci up --risk-rules FILE` applies a tenant's overrides from the file, and refuses, naming what
+/// is wrong, a file whose rule cannot hold or that names a tenant that does not exist.
+#[tokio::test]
+async fn eci_up_applies_a_risk_rules_file_and_refuses_a_wrong_one() {
+    let tmp = TempDirGuard::new("eci-risk-rules").expect("temp dir");
+    let data = tmp.path().join(".eci");
+    let data = data.to_str().expect("a UTF-8 temp path");
+    for (text, why) in [
+        ("tenants:\n  demo: {bulk_share_percent: 101}\n", "tenant demo: bulk_share_percent"),
+        ("tenants:\n  nobody: {bulk_count: 5}\n", "there is no tenant named nobody"),
+        ("tenants:\n  demo: {bulk_cout: 5}\n", "unknown field `bulk_cout`"),
+    ] {
+        let file = tmp.path().join("wrong.yaml");
+        std::fs::write(&file, text).expect("write the rules file");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let out = eci_command()
+            .args(["up", "--data-dir", data, "--listen", &listen, "--risk-rules", file.to_str().unwrap()])
+            .output()
+            .expect("eci up runs");
+        let (_, stderr) = texts(&out);
+        assert!(!out.status.success() && stderr.contains(why), "{text}: {stderr}");
+    }
+    let file = tmp.path().join("rules.yaml");
+    std::fs::write(
+        &file,
+        "tenants:\n  demo: {bulk_count: 5, per_tenant: {deletions: 7, window_seconds: 60}}\n",
+    )
+    .expect("write the rules file");
+    let mut server = Server::start_in(
+        tmp.path(),
+        &["up", "--data-dir", data, "--risk-rules", file.to_str().unwrap()],
+        tmp.path(),
+    );
+    let credentials = read_credentials(&tmp.path().join(".eci").join("credentials"));
+    let rules: Value = reqwest::Client::new()
+        .get(format!("{}/v1/risk/rules", server.endpoint()))
+        .bearer_auth(&credentials["ECI_TOKEN"])
+        .send()
+        .await
+        .expect("GET /v1/risk/rules")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(rules["rules"]["bulk_count"], 5, "{rules}");
+    assert_eq!(rules["rules"]["per_tenant"], json!({"deletions": 7, "window_seconds": 60}), "{rules}");
+    assert_eq!(rules["rules"]["per_idc"]["deletions"], 100, "the platform's own stay: {rules}");
+    assert_eq!(server.terminate().code(), Some(0), "eci up did not exit cleanly{}", server.output());
+}
+
 /// Makes a tenant called `name` and an API key for it through the admin API; returns the key.
 async fn new_tenant_key(http: &reqwest::Client, endpoint: &str, admin_key: &str, name: &str) -> String {
     let tenant = http

@@ -251,3 +251,130 @@ async fn ttl_expiry_held_by_the_breaker_is_deferred_and_resumes_after_a_reset() 
     })
     .await;
 }
+
+/// A script asks for 10,000 instance deletions at once, 100 in flight at a time, and starts again
+/// whenever the admin resets the breakers: they proceed at the breaker's pace (1,000 per window,
+/// the tenant's budget), none is lost or done twice, every instance ends exactly once, and each is
+/// billed up to where it really ended.
+#[tokio::test]
+async fn ten_thousand_deletions_at_once_proceed_at_the_breakers_pace_and_each_ends_once() {
+    const COUNT: usize = 10_000;
+    each_backend(|store| async move {
+        let area = ("south-china", "guangdong", "shenzhen");
+        let idcs: Vec<_> = (0..10)
+            .map(|n| {
+                eci_store::testing::idc(
+                    &format!("sz-{n}"),
+                    area,
+                    &[eci_core::Carrier::Telecom],
+                    eci_store::testing::resources(1_000, 4_000),
+                )
+            })
+            .collect();
+        eci_store::testing::seed_fleet(&store, &eci_core::Fleet { idcs }).await;
+        let app = App::without_fleet(store).await;
+        // The tenant's window sets the pace: 1,000 per 5 minutes, over ten IDCs that may each go
+        // as fast.
+        set_rules(&app, |r| r["per_idc"] = json!({ "deletions": 1_000, "window_seconds": 300 })).await;
+        let t = app.tenant("bulk").await;
+        let b = app.create_batch(&t.token, batch(COUNT as u64)).await;
+        let batch_id = b["id"].as_str().unwrap().to_string();
+        let instances = instances_of(&app, &t.token, &batch_id).await;
+        assert_eq!(instances.len(), COUNT);
+        let running: Vec<_> =
+            instances.iter().map(|id| (eci_core::InstanceId(id.clone()), None, None)).collect();
+        app.store.record_running(&running, app.clock_now()).await.unwrap();
+        let started = app.clock_now();
+
+        let mut left = instances.clone();
+        let mut ended_at = std::collections::BTreeMap::new();
+        let mut rounds = 0;
+        while !left.is_empty() {
+            rounds += 1;
+            assert!(rounds <= 10, "the deletions never finished: {} left", left.len());
+            app.advance(60);
+            let mut refused = Vec::new();
+            let mut released = Vec::new();
+            for wave in left.chunks(100) {
+                let mut sent = tokio::task::JoinSet::new();
+                for id in wave {
+                    let (router, token, id) = (app.router.clone(), t.token.clone(), id.clone());
+                    sent.spawn(async move {
+                        let reply =
+                            send(&router, Method::DELETE, &format!("/v1/instances/{id}"), Some(&token), None)
+                                .await;
+                        (id, reply)
+                    });
+                }
+                let mut wave_refused = false;
+                while let Some(done) = sent.join_next().await {
+                    let (id, reply) = done.unwrap();
+                    match reply.0 {
+                        StatusCode::OK => released.push(id),
+                        StatusCode::TOO_MANY_REQUESTS => {
+                            assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, "deletion_rate_limited");
+                            wave_refused = true;
+                            refused.push(id);
+                        }
+                        other => panic!("{id}: {other} {}", reply.1),
+                    }
+                }
+                if wave_refused {
+                    // The script backs off until the breakers close; what it has not sent is left.
+                    let sent_ids: std::collections::BTreeSet<String> =
+                        released.iter().chain(&refused).cloned().collect();
+                    refused.extend(left.iter().filter(|id| !sent_ids.contains(*id)).cloned());
+                    break;
+                }
+            }
+            assert_eq!(released.len(), 1_000, "round {rounds} goes at the tenant window's pace");
+            // The clusters remove the released instances' Pods at once: each ends now.
+            let now = app.clock_now();
+            for id in &released {
+                let changed = app
+                    .store
+                    .record_observation(
+                        &eci_core::InstanceId(id.clone()),
+                        &eci_core::lifecycle::Observed::Gone,
+                        now,
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(changed, Some(eci_core::InstanceState::Terminated), "{id}");
+                assert!(ended_at.insert(id.clone(), now).is_none(), "{id} released twice");
+            }
+            let open = app.get("/v1/risk/breakers", ADMIN).await.expect_status(StatusCode::OK);
+            for breaker in open["open"].as_array().unwrap() {
+                let path = format!("/v1/admin/risk/breakers/{}/reset", breaker["breaker"].as_str().unwrap());
+                app.post(&path, ADMIN, json!({})).await.expect_status(StatusCode::OK);
+            }
+            left = refused;
+        }
+        assert_eq!(ended_at.len(), COUNT, "every instance ended, once");
+        assert_eq!(rounds, 10, "1,000 a window");
+
+        let cost = app
+            .get(&format!("/v1/batches/{batch_id}/cost?instances=true"), &t.token)
+            .await
+            .expect_status(StatusCode::OK);
+        let each = cost["instances"].as_array().unwrap();
+        assert_eq!(each.len(), COUNT);
+        for line in each {
+            let id = line["instance_id"].as_str().unwrap();
+            let ended = ended_at[id];
+            assert_eq!(
+                line["ended_at"].as_str().map(|t| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap()),
+                Some(ended),
+                "{line}"
+            );
+            assert_eq!(
+                line["totals"]["billed_ms"].as_i64(),
+                Some((ended - started).num_milliseconds()),
+                "{line}"
+            );
+        }
+        let view = app.get(&format!("/v1/batches/{batch_id}"), &t.token).await.expect_status(StatusCode::OK);
+        assert_eq!(view["counts"]["terminated"], COUNT as u64, "{view}");
+    })
+    .await;
+}

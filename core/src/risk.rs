@@ -149,6 +149,7 @@ crate::word_enum! {
 
 /// At most `deletions` in any `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Budget {
     /// How many deletions the window holds.
     pub deletions: u64,
@@ -171,6 +172,7 @@ impl Budget {
 /// The rules a tenant's deletions are held to: the platform's defaults with the tenant's own
 /// overrides laid over them ([`Rules::with`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rules {
     /// A request that would end more than this share (percent) of the tenant's live instances needs a
     /// confirmation...
@@ -203,6 +205,7 @@ impl Default for Rules {
 
 /// What one tenant's rules change of the platform's; every field absent keeps the platform's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TenantRules {
     /// Overrides [`Rules::bulk_share_percent`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,6 +219,54 @@ pub struct TenantRules {
     /// Overrides [`Rules::per_tenant`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_tenant: Option<Budget>,
+}
+
+/// Risk rules as an operator keeps them in a file (`--risk-rules`): the platform's, and tenants'
+/// overrides by tenant name. YAML or JSON; unknown fields are refused, so a misspelt rule is an
+/// error rather than a default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesFile {
+    /// The platform's rules, every field given (as `GET /v1/risk/rules` shows them); the stored
+    /// ones are kept when absent.
+    #[serde(default)]
+    pub platform: Option<Rules>,
+    /// Each named tenant's overrides.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantRules>,
+}
+
+/// Why a rules file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesFileError {
+    /// It is no YAML (or JSON) of the expected shape.
+    #[error("{0}")]
+    Parse(#[from] serde_yaml::Error),
+    /// A rule in it cannot hold.
+    #[error("{scope}: {error}")]
+    Invalid {
+        /// `platform`, or the tenant's name.
+        scope: String,
+        /// What is wrong.
+        error: RulesError,
+    },
+}
+
+impl RulesFile {
+    /// Reads a rules file, checking every rule it makes against its platform rules (or `stored`,
+    /// the platform's rules now, when it names none).
+    pub fn from_yaml(text: &str, stored: &Rules) -> Result<RulesFile, RulesFileError> {
+        let file: RulesFile = serde_yaml::from_str(text)?;
+        let platform = file.platform.unwrap_or(*stored);
+        platform.validate().map_err(|error| RulesFileError::Invalid { scope: "platform".into(), error })?;
+        for (name, tenant) in &file.tenants {
+            platform
+                .with(tenant)
+                .validate()
+                .map_err(|error| RulesFileError::Invalid { scope: format!("tenant {name}"), error })?;
+        }
+        Ok(file)
+    }
 }
 
 /// A rule that cannot hold: a share above 100%, an empty window.
@@ -523,6 +574,37 @@ mod tests {
         assert_eq!(rules.bulk_confirmation(11, 20), Some(11));
         assert_eq!(rules.bulk_confirmation(2_000, 100_000), None);
         assert_eq!(rules.bulk_confirmation(2_001, 100_000), Some(2_001));
+    }
+
+    #[test]
+    fn a_rules_file_is_read_whole_or_refused_with_what_is_wrong() {
+        let stored = Rules::default();
+        let file = RulesFile::from_yaml(
+            "tenants:\n  acme: {bulk_count: 10, per_tenant: {deletions: 5, window_seconds: 60}}\n",
+            &stored,
+        )
+        .unwrap();
+        assert_eq!(file.platform, None);
+        assert_eq!(file.tenants["acme"].bulk_count, Some(10));
+        let bad_share = RulesFile::from_yaml("tenants:\n  acme: {bulk_share_percent: 101}\n", &stored);
+        assert!(bad_share.unwrap_err().to_string().starts_with("tenant acme: bulk_share_percent"));
+        for misspelt in ["tenant:\n  acme: {bulk_count: 10}\n", "tenants:\n  acme: {bulk_cout: 10}\n"] {
+            assert!(
+                matches!(RulesFile::from_yaml(misspelt, &stored), Err(RulesFileError::Parse(_))),
+                "{misspelt}"
+            );
+        }
+        let partial = RulesFile::from_yaml("platform: {bulk_count: 10}\n", &stored);
+        assert!(matches!(partial, Err(RulesFileError::Parse(_))), "platform rules are given whole");
+        let empty_window = "platform: {bulk_share_percent: 50, bulk_share_min: 10, bulk_count: 2000, \
+            per_idc: {deletions: 100, window_seconds: 0}, per_tenant: {deletions: 1000, window_seconds: 300}, \
+            platform: {deletions: 5000, window_seconds: 300}}\n";
+        assert!(
+            RulesFile::from_yaml(empty_window, &stored)
+                .unwrap_err()
+                .to_string()
+                .starts_with("platform: per_idc")
+        );
     }
 
     #[test]

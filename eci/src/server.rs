@@ -112,10 +112,44 @@ pub struct Tuning {
     /// comma-separated in the variable.
     #[arg(long = "alert-webhook", env = "ECI_ALERT_WEBHOOKS", value_delimiter = ',')]
     pub alert_webhooks: Vec<reqwest::Url>,
+    /// A risk rules file (YAML or JSON: `platform:` rules, given whole, and `tenants:` overrides by
+    /// tenant name) applied at start, over what the admin API stored.
+    #[arg(long, env = "ECI_RISK_RULES")]
+    pub risk_rules: Option<PathBuf>,
     /// The platform's address as the readers of alerts reach it, for their links;
     /// `http://<listen address>` by default.
     #[arg(long, env = "ECI_EXTERNAL_URL")]
     pub external_url: Option<String>,
+}
+
+/// Applies the rules file at `path` to `store`: the platform's rules, then each named tenant's.
+/// Nothing is changed when any of it is wrong (a rule that cannot hold, a tenant that does not
+/// exist).
+async fn apply_risk_rules(
+    store: &Store,
+    path: &Path,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read risk rules file {}", path.display()))?;
+    let stored = store.platform_rules().await?;
+    let file = eci_core::risk::RulesFile::from_yaml(&text, &stored)
+        .with_context(|| format!("risk rules file {} is invalid", path.display()))?;
+    let mut tenants = Vec::new();
+    for (name, rules) in &file.tenants {
+        let Some(tenant) = store.find_tenant_by_name(name).await? else {
+            anyhow::bail!("risk rules file {}: there is no tenant named {name}", path.display());
+        };
+        tenants.push((tenant.id, rules));
+    }
+    if let Some(platform) = &file.platform {
+        store.set_platform_rules(platform, now).await?;
+    }
+    for (tenant, rules) in tenants {
+        store.set_tenant_rules(&tenant, rules, now).await?;
+    }
+    tracing::info!(file = %path.display(), tenants = file.tenants.len(), "risk rules applied");
+    Ok(())
 }
 
 fn read_fleet(path: &Path) -> anyhow::Result<Fleet> {
@@ -174,6 +208,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         let demo = eci_api::auth::new_secret();
         store.create_key(Some(&tenant.id), false, "demo", &demo, clock.now()).await?;
         write_credentials(&credentials, &admin, &demo)?;
+    }
+    if let Some(path) = &args.tuning.risk_rules {
+        apply_risk_rules(&store, path, clock.now()).await?;
     }
     let text = std::fs::read_to_string(&credentials).with_context(|| {
         format!("cannot read {}; delete {} to start afresh", credentials.display(), args.data_dir.display())
@@ -257,6 +294,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         && store.authenticate(secret).await?.is_none()
     {
         store.create_key(None, true, "bootstrap admin", secret, clock.now()).await?;
+    }
+    if let Some(path) = &args.tuning.risk_rules {
+        apply_risk_rules(&store, path, clock.now()).await?;
     }
     let (rate, leases, store) = match &args.redis_url {
         Some(url) => {

@@ -430,6 +430,7 @@ impl Store {
     /// guard for a tenant's request, then the windows (all or nothing), passed once by an approved
     /// hold of the same operation. Allowed, it is audited in the transaction; refused, the caller
     /// rolls the transaction back and hands the error to [`Store::refused`].
+    #[tracing::instrument(name = "risk_check", level = "debug", skip_all, fields(step = "admit"))]
     pub(crate) async fn admit(
         &self,
         tx: &mut Tx<'_>,
@@ -967,6 +968,7 @@ impl Store {
     }
 
     /// [`Store::refuse_protected`], the refusal recorded.
+    #[tracing::instrument(name = "risk_check", level = "debug", skip_all, fields(step = "protection"))]
     pub(crate) async fn check_protection(
         &self,
         deletion: &Deletion,
